@@ -1,0 +1,18 @@
+# synthllm: synthetic math data from a pre-training corpus, and its scaling laws
+# (a re-implementation of SynthLLM, arXiv 2503.19551). Stages in pipeline order.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/default.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

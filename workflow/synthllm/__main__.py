@@ -1,0 +1,3 @@
+from synthllm.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""Atomic writes and the per-stage counts file.
+
+Every output is written to a temporary name in the destination folder and renamed into
+place only when complete, so a killed or failed job never leaves a truncated file behind
+under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+COUNTS_SCHEMA_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it onto `final` if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final_parent: str | os.PathLike) -> Iterator[Path]:
+    """A scratch folder inside `final_parent`, removed whatever happens.
+
+    Stages that write several files write them here first and move each into place
+    (`publish`) only after all of them are complete.
+    """
+    parent = Path(final_parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=parent))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def publish(files: dict[Path, Path]) -> None:
+    """Rename finished scratch files onto their final names (same filesystem, so atomic each)."""
+    for src, dst in files.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_counts(path: str | os.PathLike, stage: str, records_in: int, records_out: int,
+                 dropped: dict[str, int], **extra: Any) -> dict:
+    """Write a stage's counts: records in, out, and dropped by reason.
+
+    The invariant `in == out + sum(dropped)` is checked here so that no stage can lose
+    records silently.
+    """
+    dropped = {k: int(v) for k, v in sorted(dropped.items()) if v}
+    if records_in != records_out + sum(dropped.values()):
+        raise AssertionError(
+            f"{stage}: counts do not add up: in={records_in} out={records_out} dropped={dropped}")
+    counts = {"schema": COUNTS_SCHEMA_VERSION, "stage": stage, "in": int(records_in),
+              "out": int(records_out), "dropped": dropped, **extra}
+    write_json(path, counts)
+    return counts
