@@ -1,5 +1,6 @@
 # Config validation, environment selection and input functions shared by every stage.
 import json
+import os
 from glob import glob
 from pathlib import Path
 
@@ -16,7 +17,9 @@ def synthllm(kind):
     """Shell prefix that runs `python -m synthllm` in the environment of a rule kind.
 
     The package is imported from this workflow's source tree (PYTHONPATH), so the same
-    code runs in a local venv or in a conda env built from envs/<kind>.yaml.
+    code runs in a local venv or in a conda env built from envs/<kind>.yaml. Paths are
+    relative to the working folder so that a rule's params do not change when the
+    checkout moves (params changes trigger reruns).
     """
     software = config["software"]
     if software["deployment"] == "conda":
@@ -29,10 +32,8 @@ def synthllm(kind):
                 f"config key software.venvs.{kind}: {python} does not exist; run ./install.sh "
                 "(or set software.deployment: conda and run snakemake with --sdm conda)"
             )
-    return f"PYTHONPATH={WORKFLOW_DIR / 'workflow'} {python} -m synthllm"
-
-
-SYNTHLLM_MAIN = synthllm("main")
+        python = os.path.relpath(python)
+    return f"PYTHONPATH={os.path.relpath(WORKFLOW_DIR / 'workflow')} {python} -m synthllm"
 
 
 def corpus_shards():

@@ -13,13 +13,14 @@ rule corpus:
         n_shards=config["corpus"]["n_shards"],
         batch_size=config["corpus"]["batch_size"],
         on_bad_record=config["corpus"]["on_bad_record"],
-        out_dir=f"{RESULTS}/corpus",
+        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+        synthllm=synthllm("main"),
     log:
         f"{RESULTS}/logs/corpus.log",
     conda:
         "../envs/main.yaml"
     shell:
-        "{SYNTHLLM_MAIN} corpus --sources-json {params.sources:q}"
+        "{params.synthllm} corpus --sources-json {params.sources:q}"
         " --n-shards {params.n_shards} --batch-size {params.batch_size}"
         " --on-bad-record {params.on_bad_record}"
         " --out-dir {params.out_dir} --counts {output.counts} 2> {log}"

@@ -87,12 +87,13 @@ class Source:
                 raise CorpusError(f"corpus.sources[{index}].preset: unknown preset {preset!r}; "
                                   f"known: {sorted(PRESETS)}")
             entry = {**PRESETS[preset], **entry}
+        entry.setdefault("text", ["text"])
         for list_key in ("text", "meta"):
             if list_key in entry and isinstance(entry[list_key], str):
                 entry[list_key] = [entry[list_key]]
             if list_key in entry:
                 entry[list_key] = tuple(entry[list_key])
-        if not entry.get("text"):
+        if not entry["text"]:
             raise CorpusError(f"corpus.sources[{index}].text: name at least one text column")
         return cls(index=index, **entry)
 
