@@ -1,0 +1,118 @@
+"""Real Snakemake runs of the workflow on config/test.yaml, end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = ROOT / "resources" / "demo_corpus"
+
+pytestmark = pytest.mark.skipif(
+    not (DEMO_CORPUS / "math_stackexchange").is_dir(),
+    reason="resources/demo_corpus not filled: run ./install.sh with ../shared beside the checkout")
+
+
+def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(*args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing is to be done)."""
+    out = snakemake("-n", *args).stdout
+    stats = re.search(r"Job stats:\n(.*?)\ntotal", out, re.S)
+    if not stats:
+        assert "Nothing to be done" in out, out
+        return {}
+    rows = [line.split() for line in stats.group(1).splitlines()[2:]]
+    return {rule: int(count) for rule, count in rows}
+
+
+def override(tmp: Path, name: str, **cfg) -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def test_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wf")
+    results = tmp / "results"
+    configs = ["--configfile", "config/test.yaml", override(tmp, "results.yaml", results=str(results))]
+    snakemake(*configs)
+    return tmp, results, configs
+
+
+def test_test_config_produces_shards_counts_and_logs(test_run):
+    _, results, _ = test_run
+    counts = json.loads((results / "corpus" / "counts.json").read_text())
+    assert counts["n_shards"] == 2
+    assert counts["out"] == 60  # max_docs: 40 + 10 + 10
+    assert counts["in"] == counts["out"] + sum(counts["dropped"].values())
+    rows = sum(pq.read_metadata(results / "corpus" / f"shard-{i:05d}-of-00002.parquet").num_rows
+               for i in range(2))
+    assert rows == counts["out"] == sum(counts["docs_per_shard"])
+    assert "corpus: 60 in, 60 out" in (results / "logs" / "corpus.log").read_text()
+
+
+def test_second_run_does_nothing(test_run):
+    _, _, configs = test_run
+    assert planned_jobs(*configs) == {}
+
+
+def test_changing_the_shard_count_reruns_the_corpus_stage(test_run):
+    tmp, _, configs = test_run
+    more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
+    assert planned_jobs(*configs, more) == {"corpus": 1, "all": 1}
+
+
+def test_status_prints_the_counts_table(test_run):
+    _, results, _ = test_run
+    out = subprocess.run([sys.executable, "-m", "synthllm", "status", str(results)],
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"corpus\s+corpus\s+60\s+60", out), out
+
+
+def test_misspelled_key_fails_before_any_job_naming_it(tmp_path):
+    results = tmp_path / "results"
+    bad = override(tmp_path, "bad.yaml", results=str(results), corpus={"n_shard": 3})
+    proc = snakemake("--configfile", "config/test.yaml", bad, check=False)
+    assert proc.returncode != 0
+    assert "'n_shard' was unexpected" in proc.stdout + proc.stderr
+    assert not results.exists()
+
+
+def test_wrong_type_fails_naming_the_key(tmp_path):
+    bad = override(tmp_path, "bad.yaml", results=str(tmp_path / "r"), corpus={"n_shards": "four"})
+    proc = snakemake("--configfile", "config/test.yaml", bad, "-n", check=False)
+    assert proc.returncode != 0
+    assert "instance['corpus']['n_shards']" in proc.stdout + proc.stderr
+
+
+def test_paper_config_plans_the_whole_dag():
+    jobs = planned_jobs("--configfile", "config/paper.yaml")
+    assert jobs.get("corpus") == 1
+
+
+def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b'{"text": "ok"}\n{"text": broken\n')
+    results = tmp_path / "results"
+    cfg = override(tmp_path, "c.yaml", results=str(results), corpus={
+        "n_shards": 2, "sources": [{"name": "bad", "glob": str(tmp_path / "in" / "*.jsonl")}]})
+    proc = snakemake("--configfile", "config/test.yaml", cfg, check=False)
+    assert proc.returncode != 0
+    log = (results / "logs" / "corpus.log").read_text()
+    assert "a.jsonl:2: malformed JSON" in log
+    assert not any((results / "corpus").glob("*"))
