@@ -10,6 +10,8 @@ configfile: "config/default.yaml"
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/extract.smk"
+include: "rules/questions.smk"
 
 
 rule all:

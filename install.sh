@@ -47,6 +47,7 @@ $graph -c "import graph_tool, numpy; assert numpy.__version__ < '2'" \
   || { echo "graph-tool does not import in .venv-graph" >&2; exit 1; }
 
 log "resources"
+.venv/bin/synthllm prepare-models --dest resources/models/SmolLM2-135M-Instruct
 .venv/bin/synthllm demo-corpus --dest resources/demo_corpus --shared ../shared/data/corpus
 
 log "done. Run the embedded default with: .venv/bin/snakemake --cores 2"

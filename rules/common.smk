@@ -36,11 +36,39 @@ def synthllm(kind):
     return f"PYTHONPATH={os.path.relpath(WORKFLOW_DIR / 'workflow')} {python} -m synthllm"
 
 
-def corpus_shards():
+wildcard_constraints:
+    shard=r"\d{5}-of-\d{5}",
+
+
+def shard_ids():
     n = config["corpus"]["n_shards"]
-    return [
-        f"{RESULTS}/corpus/shard-{i:05d}-of-{n:05d}.parquet" for i in range(n)
-    ]
+    return [f"{i:05d}-of-{n:05d}" for i in range(n)]
+
+
+def corpus_shards():
+    return [f"{RESULTS}/corpus/shard-{s}.parquet" for s in shard_ids()]
+
+
+def reference_docs(wildcards):
+    """The documents questions are generated from: the corpus shard (until filtering lands)."""
+    return f"{RESULTS}/corpus/shard-{wildcards.shard}.parquet"
+
+
+def model_json(role):
+    return json.dumps(config["models"][role], sort_keys=True)
+
+
+def sampling_json(stage):
+    return json.dumps(config["generation"][stage]["sampling"], sort_keys=True)
+
+
+def structured_flag():
+    return "--structured" if config["generation"]["structured"] else "--no-structured"
+
+
+def max_docs_flag():
+    n = config["generation"]["max_docs_per_shard"]
+    return "" if n is None else f"--max-docs {n}"
 
 
 def corpus_input_files():
@@ -52,4 +80,6 @@ def corpus_input_files():
 
 
 def final_outputs():
-    return corpus_shards() + [f"{RESULTS}/corpus/counts.json"]
+    return [f"{RESULTS}/corpus/counts.json"] + expand(
+        f"{RESULTS}/answer/shard-{{shard}}.parquet", shard=shard_ids()
+    )

@@ -1,3 +1,5 @@
 from synthllm.cli import main
 
-main()
+# vLLM starts its engine processes with spawn, which re-imports this module: guard it.
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,65 @@ def _demo_corpus(args: argparse.Namespace) -> None:
     print(fill(args.dest, args.shared))
 
 
+def _backend_and_sampling(args: argparse.Namespace):
+    from synthllm.llm import BackendSpec, Sampling
+
+    spec = BackendSpec.from_config(args.model_key, json.loads(args.model_json))
+    return spec, Sampling(**json.loads(args.sampling_json))
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from synthllm import extract
+
+    spec, sampling = _backend_and_sampling(args)
+    extract.run(args.docs, args.output, args.counts, spec, sampling, args.structured,
+                args.max_doc_chars, args.min_kcs, args.max_kcs, args.chunk_size, args.max_docs)
+
+
+def _level1(args: argparse.Namespace) -> None:
+    from synthllm import level1
+
+    spec, sampling = _backend_and_sampling(args)
+    level1.run(args.docs, args.output, args.counts, spec, sampling, args.structured,
+               args.max_doc_chars, args.calls_per_doc, args.questions_per_doc, args.chunk_size,
+               args.max_docs)
+
+
+def _level2(args: argparse.Namespace) -> None:
+    from synthllm import level2
+
+    spec, sampling = _backend_and_sampling(args)
+    level2.run(args.docs, args.extracted, args.output, args.counts, spec, sampling,
+               args.structured, args.max_doc_chars, args.calls_per_doc, args.questions_per_doc,
+               args.chunk_size)
+
+
+def _answer(args: argparse.Namespace) -> None:
+    from synthllm import answer
+
+    spec, sampling = _backend_and_sampling(args)
+    answer.run(args.questions, args.output, args.counts, spec, sampling, args.chunk_size)
+
+
+def _prepare_models(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from synthllm.models import convert_gguf, find_smollm2_gguf
+
+    print(f"model ready: {convert_gguf(find_smollm2_gguf(), Path(args.dest))}")
+
+
+def _generation_args(p: argparse.ArgumentParser, model_key: str) -> None:
+    p.add_argument("--model-json", required=True, help=f"config key {model_key} as JSON")
+    p.add_argument("--model-key", default=model_key, help=argparse.SUPPRESS)
+    p.add_argument("--sampling-json", required=True,
+                   help="temperature, top_p, max_tokens, seed as JSON")
+    p.add_argument("--chunk-size", type=int, default=32,
+                   help="prompts per engine call; finished chunks survive a kill")
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthllm", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -52,6 +111,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--counts", required=True, help="where to write the stage's counts.json")
     p.set_defaults(func=_corpus)
+
+    p = sub.add_parser("extract", help="topics and key concepts per document (Fig. 11)")
+    _generation_args(p, "models.generator")
+    p.add_argument("--docs", required=True, help="a corpus (or filtered) shard")
+    p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--max-doc-chars", type=int, required=True)
+    p.add_argument("--max-docs", type=int, default=None, help="use the first N documents")
+    p.add_argument("--min-kcs", type=int, required=True)
+    p.add_argument("--max-kcs", type=int, required=True)
+    p.set_defaults(func=_extract)
+
+    for level, func in ((1, _level1), (2, _level2)):
+        p = sub.add_parser(f"level{level}", help=f"Level-{level} questions per document")
+        _generation_args(p, "models.generator")
+        p.add_argument("--docs", required=True, help="a corpus (or filtered) shard")
+        if level == 1:
+            p.add_argument("--max-docs", type=int, default=None, help="use the first N documents")
+        if level == 2:
+            p.add_argument("--extracted", required=True, help="the extract stage's shard")
+        p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=True)
+        p.add_argument("--max-doc-chars", type=int, required=True)
+        p.add_argument("--calls-per-doc", type=int, required=True)
+        p.add_argument("--questions-per-doc", type=int, required=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("answer", help="one answer per question")
+    _generation_args(p, "models.answerer")
+    p.add_argument("--questions", nargs="+", required=True, help="question shards")
+    p.set_defaults(func=_answer)
+
+    p = sub.add_parser("prepare-models", help="convert the SmolLM2 GGUF into an HF folder")
+    p.add_argument("--dest", default="resources/models/SmolLM2-135M-Instruct")
+    p.set_defaults(func=_prepare_models)
 
     p = sub.add_parser("status", help="print the counts table of a results folder")
     p.add_argument("results", nargs="?", default="results")
@@ -72,9 +164,11 @@ def main(argv: list[str] | None = None) -> None:
                         stream=sys.stderr)
     from synthllm.corpus import CorpusError
     from synthllm.demo_corpus import DemoCorpusError
+    from synthllm.llm import BackendError
+    from synthllm.models import ModelError
 
     try:
         args.func(args)
-    except (CorpusError, DemoCorpusError) as exc:
+    except (CorpusError, DemoCorpusError, BackendError, ModelError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

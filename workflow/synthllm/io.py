@@ -76,3 +76,12 @@ def write_counts(path: str | os.PathLike, stage: str, records_in: int, records_o
               "out": int(records_out), "dropped": dropped, **extra}
     write_json(path, counts)
     return counts
+
+
+def write_parquet(rows: list[dict], schema, path: str | os.PathLike) -> None:
+    """Write rows as one parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression="zstd")

@@ -40,6 +40,12 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str   # "stop", or "length" when cut at max_tokens
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """One entry of config key `models.<role>` (role: generator, answerer)."""
 
@@ -82,6 +88,8 @@ def _check_local_model(spec: BackendSpec) -> None:
     if looks_local and not Path(spec.model).exists():
         raise BackendError(f"{spec.key}.model: {spec.model} does not exist (for the embedded "
                            "default, ./install.sh converts SmolLM2-135M-Instruct into it)")
+    if looks_local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model never needs the hub
     if spec.gguf_file and not (Path(spec.model) / spec.gguf_file).exists():
         raise BackendError(f"{spec.key}.gguf_file: {Path(spec.model) / spec.gguf_file} "
                            "does not exist")
@@ -108,23 +116,24 @@ class VLLMBackend:
         self.startup_s = time.time() - started
         log.info("vLLM engine for %s ready in %.1f s", spec.model, self.startup_s)
 
-    def sampling_params(self, sampling: Sampling, constraint: dict | None, index: int):
+    def sampling_params(self, sampling: Sampling, constraint: dict | None, position: int):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         return SamplingParams(
             temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
-            # a distinct, reproducible seed per request position when sampling
-            seed=None if sampling.temperature == 0 else sampling.seed + index,
+            # a distinct seed per input position: a resumed shard samples as the first try would
+            seed=None if sampling.temperature == 0 else sampling.seed + position,
             structured_outputs=StructuredOutputsParams(**constraint) if constraint else None)
 
     def generate(self, requests: Sequence[Request], sampling: Sampling,
-                 first_index: int = 0) -> list[str]:
-        params = [self.sampling_params(sampling, r.constraint, first_index + i)
-                  for i, r in enumerate(requests)]
+                 positions: Sequence[int]) -> list[Completion]:
+        params = [self.sampling_params(sampling, r.constraint, p)
+                  for r, p in zip(requests, positions)]
         outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
+        return [Completion(o.outputs[0].text, o.outputs[0].finish_reason or "stop")
+                for o in outputs]
 
     def close(self) -> None:
         del self.llm
@@ -157,9 +166,9 @@ class TransformersBackend:
         self.torch = torch
 
     def generate(self, requests: Sequence[Request], sampling: Sampling,
-                 first_index: int = 0) -> list[str]:
+                 positions: Sequence[int]) -> list[Completion]:
         torch = self.torch
-        texts = []
+        completions = []
         for start in range(0, len(requests), self.spec.batch_size):
             chunk = requests[start:start + self.spec.batch_size]
             prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False,
@@ -169,7 +178,7 @@ class TransformersBackend:
                                  add_special_tokens=False)
             do_sample = sampling.temperature > 0
             if do_sample:
-                torch.manual_seed(sampling.seed + first_index + start)
+                torch.manual_seed(sampling.seed + positions[start])
             with torch.no_grad():
                 out = self.model.generate(
                     **enc, max_new_tokens=sampling.max_tokens, do_sample=do_sample,
@@ -177,8 +186,10 @@ class TransformersBackend:
                     top_p=sampling.top_p if do_sample else None,
                     pad_token_id=self.tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
-            texts.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
-        return texts
+            for row, text in zip(new, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                ended = (row == self.tokenizer.eos_token_id).any() or len(row) < sampling.max_tokens
+                completions.append(Completion(text, "stop" if ended else "length"))
+        return completions
 
     def close(self) -> None:
         del self.model
@@ -209,7 +220,7 @@ class OpenAIBackend:
                                          timeout=spec.timeout_s, max_retries=0)
 
     async def _one(self, sem: asyncio.Semaphore, request: Request, sampling: Sampling,
-                   index: int) -> str:
+                   index: int) -> Completion:
         extra_body = {}
         if request.constraint:
             # vLLM's server takes the same constraint under structured_outputs
@@ -224,7 +235,8 @@ class OpenAIBackend:
                         temperature=sampling.temperature, top_p=sampling.top_p,
                         max_tokens=sampling.max_tokens, seed=sampling.seed + index,
                         extra_body=extra_body or None)
-                    return resp.choices[0].message.content or ""
+                    choice = resp.choices[0]
+                    return Completion(choice.message.content or "", choice.finish_reason or "stop")
                 except transient as exc:
                     if attempt == self.spec.max_retries:
                         raise BackendError(
@@ -239,11 +251,11 @@ class OpenAIBackend:
         raise AssertionError("unreachable")
 
     def generate(self, requests: Sequence[Request], sampling: Sampling,
-                 first_index: int = 0) -> list[str]:
+                 positions: Sequence[int]) -> list[Completion]:
         async def run():
             sem = asyncio.Semaphore(self.spec.concurrency)
-            return await asyncio.gather(*(self._one(sem, r, sampling, first_index + i)
-                                          for i, r in enumerate(requests)))
+            return await asyncio.gather(*(self._one(sem, r, sampling, p)
+                                          for r, p in zip(requests, positions)))
         return list(asyncio.run(run()))
 
     def close(self) -> None:

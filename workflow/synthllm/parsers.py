@@ -43,6 +43,12 @@ def _json_object(text: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _list(obj: dict, key: str) -> list:
+    """obj[key] when it is a list, else [] (model JSON can hold anything anywhere)."""
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _match_choice(value: str | None, choices: tuple[str, ...]) -> str | None:
     key = re.sub(r"[\s_-]+", " ", (value or "").strip().strip("<>").lower())
     for choice in choices:
@@ -55,11 +61,11 @@ def _match_choice(value: str | None, choices: tuple[str, ...]) -> str | None:
 
 def _topics_from_json(obj: dict) -> list[dict]:
     topics = []
-    for t in obj.get("topics") or []:
+    for t in _list(obj, "topics"):
         if not isinstance(t, dict):
             continue
         name = _clean(t.get("name")) if isinstance(t.get("name"), str) else ""
-        kcs = [_clean(k) for k in t.get("key_concepts") or [] if isinstance(k, str) and _clean(k)]
+        kcs = [_clean(k) for k in _list(t, "key_concepts") if isinstance(k, str) and _clean(k)]
         if name:
             topics.append({"name": name, "key_concepts": kcs})
     return topics
@@ -132,7 +138,7 @@ def parse_level1(text: str) -> Parsed:
     if obj is not None:
         if obj.get("suitable") is False:
             return Parsed("not_suitable")
-        for q in obj.get("questions") or []:
+        for q in _list(obj, "questions"):
             if isinstance(q, dict) and isinstance(q.get("question"), str) and q["question"].strip():
                 questions.append({
                     "question": q["question"].strip(),
@@ -164,9 +170,9 @@ def parse_level2(text: str) -> Parsed:
     obj = _json_object(text) if text.lstrip().startswith("{") else None
     questions = []
     if obj is not None:
-        for q in obj.get("questions") or []:
+        for q in _list(obj, "questions"):
             if isinstance(q, dict) and isinstance(q.get("question"), str) and q["question"].strip():
-                concepts = [_clean(c) for c in q.get("concepts") or [] if isinstance(c, str) and _clean(c)]
+                concepts = [_clean(c) for c in _list(q, "concepts") if isinstance(c, str) and _clean(c)]
                 questions.append({"question": q["question"].strip(), "concepts": concepts})
     else:
         for _, block in _BLOCK.findall(text):

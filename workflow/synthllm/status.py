@@ -7,15 +7,18 @@ from pathlib import Path
 
 
 def collect(results: str | Path) -> list[dict]:
-    """All counts files under a results folder, in path order, with their folder."""
+    """All counts files under a results folder (`counts.json`, `<shard>.counts.json`), in
+    path order, with the path they describe."""
     rows = []
-    for path in sorted(Path(results).rglob("counts.json")):
+    for path in sorted(Path(results).rglob("*counts.json")):
         try:
             counts = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             rows.append({"path": str(path.parent), "error": f"unreadable counts: {exc}"})
             continue
-        rows.append({"path": str(path.parent.relative_to(results)) or ".", **counts})
+        described = path.parent if path.name == "counts.json" else path.with_name(
+            path.name.removesuffix(".counts.json"))
+        rows.append({"path": str(described.relative_to(results)) or ".", **counts})
     return rows
 
 

@@ -1,0 +1,87 @@
+# Stage 5: Level-1 and Level-2 questions per reference document (paper Figs. 8, 9), then one
+# answer per question. One job per shard and level.
+
+
+rule level1:
+    input:
+        docs=reference_docs,
+    output:
+        questions=f"{RESULTS}/level1/shard-{{shard}}.parquet",
+        counts=f"{RESULTS}/level1/shard-{{shard}}.counts.json",
+    params:
+        model=model_json("generator"),
+        sampling=sampling_json("level1"),
+        structured=structured_flag(),
+        max_doc_chars=config["generation"]["max_doc_chars"],
+        max_docs=max_docs_flag(),
+        calls_per_doc=config["generation"]["level1"]["calls_per_doc"],
+        questions_per_doc=config["generation"]["level1"]["questions_per_doc"],
+        chunk_size=config["generation"]["chunk_size"],
+        synthllm=synthllm("main"),
+    threads: config["generation"]["threads"]
+    log:
+        f"{RESULTS}/logs/level1/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} level1 --docs {input.docs} --model-json {params.model:q}"
+        " --sampling-json {params.sampling:q} {params.structured}"
+        " --max-doc-chars {params.max_doc_chars} {params.max_docs}"
+        " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
+        " --chunk-size {params.chunk_size}"
+        " --output {output.questions} --counts {output.counts} 2> {log}"
+
+
+rule level2:
+    input:
+        docs=reference_docs,
+        extracted=f"{RESULTS}/extract/shard-{{shard}}.parquet",
+    output:
+        questions=f"{RESULTS}/level2/shard-{{shard}}.parquet",
+        counts=f"{RESULTS}/level2/shard-{{shard}}.counts.json",
+    params:
+        model=model_json("generator"),
+        sampling=sampling_json("level2"),
+        structured=structured_flag(),
+        max_doc_chars=config["generation"]["max_doc_chars"],
+        calls_per_doc=config["generation"]["level2"]["calls_per_doc"],
+        questions_per_doc=config["generation"]["level2"]["questions_per_doc"],
+        chunk_size=config["generation"]["chunk_size"],
+        synthllm=synthllm("main"),
+    threads: config["generation"]["threads"]
+    log:
+        f"{RESULTS}/logs/level2/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} level2 --docs {input.docs} --extracted {input.extracted}"
+        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
+        " --max-doc-chars {params.max_doc_chars}"
+        " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
+        " --chunk-size {params.chunk_size}"
+        " --output {output.questions} --counts {output.counts} 2> {log}"
+
+
+rule answer:
+    input:
+        questions=expand(
+            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet", level=["level1", "level2"]
+        ),
+    output:
+        answers=f"{RESULTS}/answer/shard-{{shard}}.parquet",
+        counts=f"{RESULTS}/answer/shard-{{shard}}.counts.json",
+    params:
+        model=model_json("answerer"),
+        sampling=sampling_json("answer"),
+        chunk_size=config["generation"]["chunk_size"],
+        synthllm=synthllm("main"),
+    threads: config["generation"]["threads"]
+    log:
+        f"{RESULTS}/logs/answer/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} answer --questions {input.questions}"
+        " --model-json {params.model:q} --sampling-json {params.sampling:q}"
+        " --chunk-size {params.chunk_size}"
+        " --output {output.answers} --counts {output.counts} 2> {log}"

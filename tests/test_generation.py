@@ -1,0 +1,136 @@
+"""The generation layer with the real models: SmolLM2-135M-Instruct through vLLM (CPU) and
+transformers (GGUF), the OpenAI client against a dead endpoint, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from synthllm.corpus import Source, build_shards, shard_name
+from synthllm.generation import ProgressLog, progress_path
+from synthllm.llm import (BackendError, BackendSpec, Completion, Request, Sampling,
+                          open_backend)
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+DEMO_MSE = ROOT / "resources" / "demo_corpus" / "math_stackexchange"
+
+needs_model = pytest.mark.skipif(not (HF_MODEL / "config.json").exists(),
+                                 reason="SmolLM2 HF folder absent: run ./install.sh")
+needs_corpus = pytest.mark.skipif(not DEMO_MSE.is_dir(),
+                                  reason="resources/demo_corpus absent: run ./install.sh")
+
+
+def test_progress_log_resumes_and_ignores_a_line_cut_by_a_kill(tmp_path):
+    log = ProgressLog(tmp_path / "x.progress.jsonl", "fp1")
+    log.append([(0, Completion("a", "stop")), (2, Completion("c", "length"))])
+    with open(log.path, "a") as fh:
+        fh.write('{"pos": 1, "text": "cut mid-wri')
+    assert log.load() == {0: Completion("a", "stop"), 2: Completion("c", "length")}
+
+
+def test_progress_log_from_other_settings_is_moved_aside(tmp_path):
+    ProgressLog(tmp_path / "x.progress.jsonl", "old").append([(0, Completion("a", "stop"))])
+    assert ProgressLog(tmp_path / "x.progress.jsonl", "new").load() == {}
+    assert len(list(tmp_path.glob("x.progress.stale-*.jsonl"))) == 1
+
+
+def test_dead_openai_endpoint_names_the_config_key():
+    spec = BackendSpec(key="models.generator", backend="openai", model="m",
+                       base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=5)
+    backend = open_backend(spec)
+    with pytest.raises(BackendError, match=r"models.generator.base_url: http://127.0.0.1:9/v1 "
+                                           r"failed after 2 attempts: APIConnectionError"):
+        backend.generate([Request([{"role": "user", "content": "hi"}])], Sampling(), [0])
+
+
+def test_openai_key_comes_only_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SYNTHLLM_TEST_KEY", raising=False)
+    spec = BackendSpec(key="models.answerer", backend="openai", model="m",
+                       base_url="http://127.0.0.1:9/v1", api_key_env="SYNTHLLM_TEST_KEY")
+    with pytest.raises(BackendError, match="models.answerer.api_key_env: environment variable "
+                                           "SYNTHLLM_TEST_KEY is not set"):
+        open_backend(spec)
+
+
+def test_wrong_model_path_names_the_config_key(tmp_path):
+    spec = BackendSpec(key="models.generator", backend="vllm", model=str(tmp_path / "nope"))
+    with pytest.raises(BackendError, match=r"models.generator.model: .*nope does not exist"):
+        open_backend(spec)
+
+
+def test_transformers_backend_runs_the_gguf_file():
+    from synthllm.models import find_smollm2_gguf
+
+    gguf = find_smollm2_gguf()
+    spec = BackendSpec(key="models.generator", backend="transformers", model=str(gguf.parent),
+                       gguf_file=gguf.name, dtype="float32", batch_size=2)
+    backend = open_backend(spec)
+    prompts = [Request([{"role": "user", "content": q}]) for q in ("What is 2+3?", "Name a prime.")]
+    out = backend.generate(prompts, Sampling(max_tokens=8), [0, 1])
+    assert len(out) == 2 and all(c.text.strip() for c in out)
+    assert {c.finish_reason for c in out} <= {"stop", "length"}
+
+
+def _docs_shard(tmp: Path, n_docs: int) -> Path:
+    src = Source.from_config(0, {"name": "mse", "glob": str(DEMO_MSE / "*.jsonl"),
+                                 "text": ["input", "output"], "max_docs": n_docs})
+    build_shards([src], tmp / "corpus", 1, progress=False)
+    return tmp / "corpus" / shard_name(0, 1)
+
+
+def _extract_cmd(docs: Path, out: Path) -> list[str]:
+    model = {"backend": "vllm", "model": str(HF_MODEL), "max_model_len": 2048}
+    sampling = {"temperature": 0.0, "max_tokens": 96, "seed": 0}
+    return [sys.executable, "-m", "synthllm", "extract", "--docs", str(docs),
+            "--model-json", json.dumps(model), "--sampling-json", json.dumps(sampling),
+            "--max-doc-chars", "600", "--min-kcs", "2", "--max-kcs", "4", "--chunk-size", "2",
+            "--output", str(out), "--counts", str(out.with_suffix(".counts.json"))]
+
+
+@needs_model
+@needs_corpus
+def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
+    docs = _docs_shard(tmp_path, 10)
+    doc_ids = pq.read_table(docs).column("doc_id").to_pylist()
+    out = tmp_path / "extract" / "shard.parquet"
+    out.parent.mkdir()
+    progress = progress_path(out)
+
+    proc = subprocess.Popen(_extract_cmd(docs, out), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # wait until at least two chunks are on disk, then kill the job and its engine processes
+    while time.time() < deadline and proc.poll() is None:
+        if progress.exists() and progress.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {json.loads(line)["pos"]: json.loads(line)["text"]
+              for line in progress.read_text().splitlines()[1:] if line.endswith("}")}
+    assert 4 <= len(before) < len(doc_ids) and not out.exists()
+
+    subprocess.run(_extract_cmd(docs, out), check=True, capture_output=True)
+    rows = pq.read_table(out).to_pylist()
+    assert [r["doc_id"] for r in rows] == doc_ids          # every id once, in input order
+    for pos, text in before.items():                       # finished before the kill: kept as is
+        assert rows[pos]["completion"] == text
+    counts = json.loads(out.with_suffix(".counts.json").read_text())
+    assert counts["resumed"] == len(before)
+    assert counts["generated"] == len(doc_ids) - len(before)
+    assert not progress.exists()
+
+    clean = tmp_path / "clean" / "shard.parquet"
+    clean.parent.mkdir()
+    subprocess.run(_extract_cmd(docs, clean), check=True, capture_output=True)
+    assert pq.read_table(clean).column("doc_id").to_pylist() == doc_ids

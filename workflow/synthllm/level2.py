@@ -1,0 +1,51 @@
+"""Level-2 questions (paper Fig. 9): one document plus the concepts extracted from it; the
+model picks 2-3 key concepts per question. Output schema: synthllm.questions.SCHEMA."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from synthllm import questions
+from synthllm.generation import fingerprint, generate_resumable, progress_path, provenance, render
+from synthllm.io import write_counts, write_parquet
+from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.parsers import level2_schema, parse_level2
+
+TEMPLATE = "level2"
+
+
+def concept_list(topics: list[dict]) -> str:
+    """The concept block of the prompt: one line per topic with its key concepts."""
+    return "\n".join(f"{i}. {t['name']}: " + "; ".join(t["key_concepts"])
+                     for i, t in enumerate(topics, start=1))
+
+
+def level2_request(text: str, topics: list[dict], structured: bool) -> Request:
+    prompt = render(TEMPLATE, text=text, concepts=concept_list(topics), structured=structured)
+    return Request([{"role": "user", "content": prompt}],
+                   {"json": level2_schema()} if structured else None)
+
+
+def run(docs_shard: str, extract_shard: str, output: str, counts_path: str, spec: BackendSpec,
+        sampling: Sampling, structured: bool, max_doc_chars: int, calls_per_doc: int,
+        questions_per_doc: int, chunk_size: int) -> dict:
+    texts = dict(zip(*pq.read_table(docs_shard, columns=["doc_id", "text"]).to_pydict().values()))
+    extracted = pq.read_table(extract_shard, columns=["doc_id", "topics", "status"]).to_pylist()
+    usable = [e for e in extracted if e["status"] == "ok"]
+    items = [{"doc_id": e["doc_id"], "call": call, "topics": e["topics"]}
+             for e in usable for call in range(calls_per_doc)]
+    requests = [level2_request(texts[it["doc_id"]][:max_doc_chars], it["topics"], structured)
+                for it in items]
+    fp = fingerprint(stage=TEMPLATE, spec=spec, sampling=sampling, requests=requests)
+    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size,
+                                            desc="level2")
+    rows, statuses, capped = questions.question_rows(
+        2, items, completions, parse_level2, questions_per_doc, provenance(spec, TEMPLATE, sampling))
+    write_parquet(rows, questions.SCHEMA, output)
+    ok = statuses.pop("ok", 0)
+    counts = write_counts(counts_path, "level2", len(items), ok, statuses, unit="calls",
+                          documents_without_concepts=len(extracted) - len(usable),
+                          questions=len(rows), questions_over_cap=capped,
+                          structured=structured, **facts)
+    progress_path(output).unlink(missing_ok=True)
+    return counts

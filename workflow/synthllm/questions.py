@@ -1,0 +1,54 @@
+"""The question record shared by Level-1, Level-2 (and Level-3), and the loop that turns
+parsed completions into question rows.
+
+Output schema (`level1/shard-*.parquet`, `level2/shard-*.parquet`):
+    question_id    string   "L{level}-{doc_id}-c{call}-q{k}": stable, unique within the run
+    level          int8     1, 2 or 3
+    doc_ids        list<string>  the reference document(s)
+    question       string
+    origin         string   original_question | newly_created | null (Level-1 only)
+    school_level   string   one of parsers.SCHOOL_LEVELS or null (Level-1 only)
+    concepts       list<string>  concepts the model says it combined (Level-2/3)
+    call           int32    which call on the document produced it
+    model, template_hash (string), seed (int64): provenance
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Sequence
+
+import pyarrow as pa
+
+from synthllm.generation import final_status
+from synthllm.llm import Completion
+from synthllm.parsers import Parsed
+
+SCHEMA = pa.schema([("question_id", pa.string()), ("level", pa.int8()),
+                    ("doc_ids", pa.list_(pa.string())), ("question", pa.string()),
+                    ("origin", pa.string()), ("school_level", pa.string()),
+                    ("concepts", pa.list_(pa.string())), ("call", pa.int32()),
+                    ("model", pa.string()), ("template_hash", pa.string()), ("seed", pa.int64())])
+
+
+def question_rows(level: int, items: Sequence[dict], completions: Sequence[Completion],
+                  parse: Callable[[str], Parsed], questions_per_doc: int,
+                  prov: dict) -> tuple[list[dict], Counter, int]:
+    """Rows for every parsed question, at most `questions_per_doc` per document (first calls
+    first). Returns the rows, the completion statuses and how many questions the cap dropped.
+    `items` carry "doc_id" and "call", one per completion."""
+    rows, statuses, kept, capped = [], Counter(), Counter(), 0
+    for item, c in zip(items, completions):
+        parsed = parse(c.text)
+        status = final_status(parsed.status, c)
+        statuses[status] += 1
+        for k, q in enumerate(parsed.records if status == "ok" else []):
+            if kept[item["doc_id"]] >= questions_per_doc:
+                capped += 1
+                continue
+            kept[item["doc_id"]] += 1
+            rows.append({"question_id": f"L{level}-{item['doc_id']}-c{item['call']}-q{k + 1}",
+                         "level": level, "doc_ids": [item["doc_id"]], "question": q["question"],
+                         "origin": q.get("origin"), "school_level": q.get("school_level"),
+                         "concepts": q.get("concepts", []), "call": item["call"], **prov})
+    return rows, statuses, capped
