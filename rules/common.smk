@@ -55,7 +55,10 @@ def reference_docs(wildcards):
 
 
 def model_json(role):
-    return json.dumps(config["models"][role], sort_keys=True)
+    """The backend settings a job passes to synthllm; `gpus` is for the scheduler only, so
+    changing it does not rerun anything."""
+    spec = {k: v for k, v in config["models"][role].items() if k != "gpus"}
+    return json.dumps(spec, sort_keys=True)
 
 
 def sampling_json(stage):

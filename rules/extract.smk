@@ -19,6 +19,8 @@ rule extract:
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["generator"]["gpus"],
     log:
         f"{RESULTS}/logs/extract/shard-{{shard}}.log",
     conda:
@@ -29,4 +31,4 @@ rule extract:
         " --max-doc-chars {params.max_doc_chars} {params.max_docs}"
         " --min-kcs {params.min_kcs} --max-kcs {params.max_kcs}"
         " --chunk-size {params.chunk_size}"
-        " --output {output.extracted} --counts {output.counts} 2> {log}"
+        " --output {output.extracted} --counts {output.counts} > {log} 2>&1"

@@ -19,6 +19,8 @@ rule level1:
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["generator"]["gpus"],
     log:
         f"{RESULTS}/logs/level1/shard-{{shard}}.log",
     conda:
@@ -29,7 +31,7 @@ rule level1:
         " --max-doc-chars {params.max_doc_chars} {params.max_docs}"
         " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
         " --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} 2> {log}"
+        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
 
 
 rule level2:
@@ -49,6 +51,8 @@ rule level2:
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["generator"]["gpus"],
     log:
         f"{RESULTS}/logs/level2/shard-{{shard}}.log",
     conda:
@@ -59,7 +63,7 @@ rule level2:
         " --max-doc-chars {params.max_doc_chars}"
         " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
         " --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} 2> {log}"
+        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
 
 
 rule answer:
@@ -76,6 +80,8 @@ rule answer:
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["answerer"]["gpus"],
     log:
         f"{RESULTS}/logs/answer/shard-{{shard}}.log",
     conda:
@@ -84,4 +90,4 @@ rule answer:
         "{params.synthllm} answer --questions {input.questions}"
         " --model-json {params.model:q} --sampling-json {params.sampling:q}"
         " --chunk-size {params.chunk_size}"
-        " --output {output.answers} --counts {output.counts} 2> {log}"
+        " --output {output.answers} --counts {output.counts} > {log} 2>&1"

@@ -54,16 +54,38 @@ def test_run(tmp_path_factory):
     return tmp, results, configs
 
 
+SHARDS = [f"{i:05d}-of-00002" for i in range(2)]
+
+
 def test_test_config_produces_shards_counts_and_logs(test_run):
     _, results, _ = test_run
     counts = json.loads((results / "corpus" / "counts.json").read_text())
     assert counts["n_shards"] == 2
-    assert counts["out"] == 60  # max_docs: 40 + 10 + 10
+    assert counts["out"] == 20  # max_docs: 12 + 4 + 4
     assert counts["in"] == counts["out"] + sum(counts["dropped"].values())
-    rows = sum(pq.read_metadata(results / "corpus" / f"shard-{i:05d}-of-00002.parquet").num_rows
-               for i in range(2))
+    rows = sum(pq.read_metadata(results / "corpus" / f"shard-{s}.parquet").num_rows for s in SHARDS)
     assert rows == counts["out"] == sum(counts["docs_per_shard"])
-    assert "corpus: 60 in, 60 out" in (results / "logs" / "corpus.log").read_text()
+    assert "corpus: 20 in, 20 out" in (results / "logs" / "corpus.log").read_text()
+
+
+def test_generation_stages_ran_with_the_real_engine(test_run):
+    _, results, _ = test_run
+    for shard in SHARDS:
+        docs = pq.read_table(results / "corpus" / f"shard-{shard}.parquet").column("doc_id").to_pylist()
+        extracted = pq.read_table(results / "extract" / f"shard-{shard}.parquet").to_pylist()
+        assert [r["doc_id"] for r in extracted] == docs
+        questions = []
+        for level in ("level1", "level2"):
+            counts = json.loads((results / level / f"shard-{shard}.counts.json").read_text())
+            table = pq.read_table(results / level / f"shard-{shard}.parquet")
+            assert table.num_rows == counts["questions"]
+            assert counts["generated"] + counts["resumed"] == counts["in"]
+            questions += table.column("question_id").to_pylist()
+        assert len(set(questions)) == len(questions)
+        answers = pq.read_table(results / "answer" / f"shard-{shard}.parquet").to_pylist()
+        assert [a["question_id"] for a in answers] == questions
+        log = (results / "logs" / "extract" / f"shard-{shard}.log").read_text()
+        assert "vLLM engine for resources/models/SmolLM2-135M-Instruct ready" in log
 
 
 def test_second_run_does_nothing(test_run):
@@ -71,17 +93,26 @@ def test_second_run_does_nothing(test_run):
     assert planned_jobs(*configs) == {}
 
 
-def test_changing_the_shard_count_reruns_the_corpus_stage(test_run):
+def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_run):
     tmp, _, configs = test_run
     more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
-    assert planned_jobs(*configs, more) == {"corpus": 1, "all": 1}
+    assert planned_jobs(*configs, more) == {"corpus": 1, "extract": 3, "level1": 3, "level2": 3,
+                                            "answer": 3, "all": 1}
+
+
+def test_changing_a_level2_sampling_parameter_reruns_level2_and_answers_only(test_run):
+    tmp, _, configs = test_run
+    hotter = override(tmp, "l2.yaml", generation={"level2": {"sampling": {
+        "temperature": 0.9, "top_p": 0.95, "max_tokens": 200, "seed": 2}}})
+    assert planned_jobs(*configs, hotter) == {"level2": 2, "answer": 2, "all": 1}
 
 
 def test_status_prints_the_counts_table(test_run):
     _, results, _ = test_run
     out = subprocess.run([sys.executable, "-m", "synthllm", "status", str(results)],
                          capture_output=True, text=True, check=True).stdout
-    assert re.search(r"corpus\s+corpus\s+60\s+60", out), out
+    assert re.search(r"corpus\s+corpus\s+20\s+20", out), out
+    assert re.search(r"answer\s+answer/shard-00000-of-00002\s+\d+", out), out
 
 
 def test_misspelled_key_fails_before_any_job_naming_it(tmp_path):
@@ -102,7 +133,8 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
 
 def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
-    assert jobs.get("corpus") == 1
+    assert jobs == {"corpus": 1, "extract": 512, "level1": 512, "level2": 512, "answer": 512,
+                    "all": 1}
 
 
 def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):
