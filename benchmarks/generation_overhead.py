@@ -24,12 +24,14 @@ TOPICS = ["circles", "primes", "derivatives", "matrices", "probability", "triang
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
+    ap.add_argument("--dtype", default="float32", help="float32 is the fast one on CPUs without bf16")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    spec = BackendSpec(key="models.generator", backend="vllm", model=args.model)
+    spec = BackendSpec(key="models.generator", backend="vllm", model=args.model,
+                       dtype=args.dtype)
     backend = VLLMBackend(spec)
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm

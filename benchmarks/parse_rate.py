@@ -26,6 +26,7 @@ from synthllm.parsers import parse_extraction, parse_level1, parse_level2
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
+    ap.add_argument("--dtype", default="float32", help="float32 is the fast one on CPUs without bf16")
     ap.add_argument("--corpus", default="resources/demo_corpus/math_stackexchange/math_33votes.jsonl")
     ap.add_argument("--docs", type=int, default=16)
     ap.add_argument("--max-doc-chars", type=int, default=1500)
@@ -35,7 +36,8 @@ def main() -> None:
     with open(Path(args.corpus)) as fh:
         texts = [(r["input"] + "\n\n" + r["output"])[:args.max_doc_chars]
                  for r in map(json.loads, fh)][:args.docs]
-    backend = VLLMBackend(BackendSpec(key="models.generator", backend="vllm", model=args.model))
+    backend = VLLMBackend(BackendSpec(key="models.generator", backend="vllm", model=args.model,
+                       dtype=args.dtype))
     greedy = Sampling(temperature=0.0, max_tokens=args.max_tokens)
     sampled = Sampling(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens, seed=1)
     positions = list(range(len(texts)))

@@ -88,7 +88,7 @@ def _docs_shard(tmp: Path, n_docs: int) -> Path:
 
 
 def _extract_cmd(docs: Path, out: Path) -> list[str]:
-    model = {"backend": "vllm", "model": str(HF_MODEL), "max_model_len": 2048}
+    model = {"backend": "vllm", "model": str(HF_MODEL), "dtype": "float32", "max_model_len": 2048}
     sampling = {"temperature": 0.0, "max_tokens": 96, "seed": 0}
     return [sys.executable, "-m", "synthllm", "extract", "--docs", str(docs),
             "--model-json", json.dumps(model), "--sampling-json", json.dumps(sampling),

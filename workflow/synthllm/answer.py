@@ -14,8 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthllm.generation import fingerprint, generate_resumable, progress_path, provenance, render
-from synthllm.io import write_counts, write_parquet
+from synthllm.generation import finish_stage, fingerprint, generate_resumable, provenance, render
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import parse_answer
 
@@ -45,8 +44,4 @@ def run(question_shards: list[str], output: str, counts_path: str, spec: Backend
         statuses[status] = statuses.get(status, 0) + 1
         rows.append({**q, "answer": c.text, "final_answer": parsed.fields.get("final_answer"),
                      "status": status, "finish_reason": c.finish_reason, **prov})
-    write_parquet(rows, SCHEMA, output)
-    ok = statuses.pop("ok", 0)
-    counts = write_counts(counts_path, "answer", len(qs), ok, statuses, **facts)
-    progress_path(output).unlink(missing_ok=True)
-    return counts
+    return finish_stage("answer", rows, SCHEMA, output, counts_path, len(qs), statuses, **facts)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthllm.generation import (final_status, fingerprint, generate_resumable, progress_path,
+from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
                                  provenance, render)
-from synthllm.io import write_counts, write_parquet
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import extraction_schema, parse_extraction
 
@@ -54,9 +53,5 @@ def run(corpus_shard: str, output: str, counts_path: str, spec: BackendSpec, sam
         rows.append({"doc_id": doc["doc_id"], **parsed.fields,
                      "topics": parsed.records if status == "ok" else [], "status": status,
                      "completion": c.text, "finish_reason": c.finish_reason, **prov})
-    write_parquet(rows, SCHEMA, output)
-    ok = statuses.pop("ok", 0)
-    counts = write_counts(counts_path, "extract", len(docs), ok, statuses, structured=structured,
-                          **facts)
-    progress_path(output).unlink(missing_ok=True)
-    return counts
+    return finish_stage("extract", rows, SCHEMA, output, counts_path, len(docs), statuses,
+                        structured=structured, **facts)

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from tqdm import tqdm
 
+from synthllm.io import write_counts, write_parquet
 from synthllm.llm import BackendSpec, Completion, Request, Sampling, open_backend
 
 log = logging.getLogger(__name__)
@@ -141,3 +142,15 @@ def final_status(parsed_status: str, completion: Completion) -> str:
 def provenance(spec: BackendSpec, template: str, sampling: Sampling) -> dict:
     """Columns every generated record carries: which model, prompt and seed made it."""
     return {"model": spec.model, "template_hash": template_hash(template), "seed": sampling.seed}
+
+
+def finish_stage(stage: str, rows: list[dict], schema, output: str | Path, counts_path: str | Path,
+                 n_in: int, statuses: dict[str, int], **extra) -> dict:
+    """Write a generation stage's parquet and counts (ok = out, other statuses = dropped),
+    then remove the progress file: from here on the shard is done."""
+    statuses = dict(statuses)
+    ok = statuses.pop("ok", 0)
+    write_parquet(rows, schema, output)
+    counts = write_counts(counts_path, stage, n_in, ok, statuses, **extra)
+    progress_path(output).unlink(missing_ok=True)
+    return counts

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from synthllm import questions
-from synthllm.generation import fingerprint, generate_resumable, progress_path, provenance, render
-from synthllm.io import write_counts, write_parquet
+from synthllm.generation import render
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import SCHOOL_LEVELS, level1_schema, parse_level1
 
@@ -27,15 +26,5 @@ def run(docs_shard: str, output: str, counts_path: str, spec: BackendSpec, sampl
     items = [{"doc_id": d["doc_id"], "call": call, "text": d["text"][:max_doc_chars]}
              for d in docs for call in range(calls_per_doc)]
     requests = [level1_request(it["text"], structured) for it in items]
-    fp = fingerprint(stage=TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size,
-                                            desc="level1")
-    rows, statuses, capped = questions.question_rows(
-        1, items, completions, parse_level1, questions_per_doc, provenance(spec, TEMPLATE, sampling))
-    write_parquet(rows, questions.SCHEMA, output)
-    ok = statuses.pop("ok", 0)
-    counts = write_counts(counts_path, "level1", len(items), ok, statuses, unit="calls",
-                          questions=len(rows), questions_over_cap=capped,
-                          structured=structured, **facts)
-    progress_path(output).unlink(missing_ok=True)
-    return counts
+    return questions.generate(1, TEMPLATE, items, requests, parse_level1, spec, sampling, output,
+                              counts_path, questions_per_doc, chunk_size, structured=structured)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from synthllm import questions
-from synthllm.generation import fingerprint, generate_resumable, progress_path, provenance, render
-from synthllm.io import write_counts, write_parquet
+from synthllm.generation import render
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import level2_schema, parse_level2
 
@@ -36,16 +35,6 @@ def run(docs_shard: str, extract_shard: str, output: str, counts_path: str, spec
              for e in usable for call in range(calls_per_doc)]
     requests = [level2_request(texts[it["doc_id"]][:max_doc_chars], it["topics"], structured)
                 for it in items]
-    fp = fingerprint(stage=TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size,
-                                            desc="level2")
-    rows, statuses, capped = questions.question_rows(
-        2, items, completions, parse_level2, questions_per_doc, provenance(spec, TEMPLATE, sampling))
-    write_parquet(rows, questions.SCHEMA, output)
-    ok = statuses.pop("ok", 0)
-    counts = write_counts(counts_path, "level2", len(items), ok, statuses, unit="calls",
-                          documents_without_concepts=len(extracted) - len(usable),
-                          questions=len(rows), questions_over_cap=capped,
-                          structured=structured, **facts)
-    progress_path(output).unlink(missing_ok=True)
-    return counts
+    return questions.generate(2, TEMPLATE, items, requests, parse_level2, spec, sampling, output,
+                              counts_path, questions_per_doc, chunk_size, structured=structured,
+                              documents_without_concepts=len(extracted) - len(usable))

@@ -20,8 +20,9 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from synthllm.generation import final_status
-from synthllm.llm import Completion
+from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
+                                 provenance)
+from synthllm.llm import BackendSpec, Completion, Request, Sampling
 from synthllm.parsers import Parsed
 
 SCHEMA = pa.schema([("question_id", pa.string()), ("level", pa.int8()),
@@ -52,3 +53,18 @@ def question_rows(level: int, items: Sequence[dict], completions: Sequence[Compl
                          "origin": q.get("origin"), "school_level": q.get("school_level"),
                          "concepts": q.get("concepts", []), "call": item["call"], **prov})
     return rows, statuses, capped
+
+
+def generate(level: int, template: str, items: Sequence[dict], requests: Sequence[Request],
+             parse: Callable[[str], Parsed], spec: BackendSpec, sampling: Sampling, output: str,
+             counts_path: str, questions_per_doc: int, chunk_size: int, **extra) -> dict:
+    """Generate (resumably), parse and write one shard of Level-`level` questions."""
+    stage = f"level{level}"
+    fp = fingerprint(stage=stage, spec=spec, sampling=sampling, requests=requests)
+    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size,
+                                            desc=stage)
+    rows, statuses, capped = question_rows(level, items, completions, parse, questions_per_doc,
+                                           provenance(spec, template, sampling))
+    return finish_stage(stage, rows, SCHEMA, output, counts_path, len(items), statuses,
+                        unit="calls", questions=len(rows), questions_over_cap=capped,
+                        **extra, **facts)
