@@ -103,8 +103,12 @@ class VLLMBackend:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(spec.kv_cache_gib)))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.spec = spec
+        # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with its own
+        # seed has its prefill chunked; on CPU the engine-wide seed is used instead.
+        self.per_request_seed = not current_platform.is_cpu()
         started = time.time()
         try:
             self.llm = LLM(model=spec.model, dtype=spec.dtype, max_model_len=spec.max_model_len,
@@ -124,7 +128,8 @@ class VLLMBackend:
             temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
             # a distinct seed per input position: a resumed shard samples as the first try would
-            seed=None if sampling.temperature == 0 else sampling.seed + position,
+            seed=(sampling.seed + position
+                  if sampling.temperature > 0 and self.per_request_seed else None),
             structured_outputs=StructuredOutputsParams(**constraint) if constraint else None)
 
     def generate(self, requests: Sequence[Request], sampling: Sampling,
