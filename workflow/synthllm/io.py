@@ -81,7 +81,13 @@ def write_counts(path: str | os.PathLike, stage: str, records_in: int, records_o
 def write_parquet(rows: list[dict], schema, path: str | os.PathLike) -> None:
     """Write rows as one parquet file, atomically."""
     import pyarrow as pa
+
+    write_parquet_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def write_parquet_table(table, path: str | os.PathLike) -> None:
+    """Write an Arrow table as one parquet file, atomically."""
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")

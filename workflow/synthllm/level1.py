@@ -23,7 +23,8 @@ def run(docs_shard: str, output: str, counts_path: str, spec: BackendSpec, sampl
         structured: bool, max_doc_chars: int, calls_per_doc: int, questions_per_doc: int,
         chunk_size: int, max_docs: int | None = None) -> dict:
     docs = pq.read_table(docs_shard, columns=["doc_id", "text"]).to_pylist()[:max_docs]
-    items = [{"doc_id": d["doc_id"], "call": call, "text": d["text"][:max_doc_chars]}
+    items = [{"unit": d["doc_id"], "doc_ids": [d["doc_id"]], "call": call,
+              "text": d["text"][:max_doc_chars]}
              for d in docs for call in range(calls_per_doc)]
     requests = [level1_request(it["text"], structured) for it in items]
     return questions.generate(1, TEMPLATE, items, requests, parse_level1, spec, sampling, output,

@@ -31,9 +31,10 @@ def run(docs_shard: str, extract_shard: str, output: str, counts_path: str, spec
     texts = dict(zip(*pq.read_table(docs_shard, columns=["doc_id", "text"]).to_pydict().values()))
     extracted = pq.read_table(extract_shard, columns=["doc_id", "topics", "status"]).to_pylist()
     usable = [e for e in extracted if e["status"] == "ok"]
-    items = [{"doc_id": e["doc_id"], "call": call, "topics": e["topics"]}
+    items = [{"unit": e["doc_id"], "doc_ids": [e["doc_id"]], "call": call,
+              "topics": e["topics"]}
              for e in usable for call in range(calls_per_doc)]
-    requests = [level2_request(texts[it["doc_id"]][:max_doc_chars], it["topics"], structured)
+    requests = [level2_request(texts[it["unit"]][:max_doc_chars], it["topics"], structured)
                 for it in items]
     return questions.generate(2, TEMPLATE, items, requests, parse_level2, spec, sampling, output,
                               counts_path, questions_per_doc, chunk_size, structured=structured,

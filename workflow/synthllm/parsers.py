@@ -236,9 +236,11 @@ def level1_schema() -> dict:
                                    "level": {"enum": list(SCHOOL_LEVELS)}}}}}}
 
 
-def level2_schema() -> dict:
+def level2_schema(max_questions: int = 5) -> dict:
+    """Level-2 output (1-5 questions per call, Fig. 9); Level-3 has the same layout with 1-3
+    (Fig. 10)."""
     return {"type": "object", "additionalProperties": False, "required": ["questions"],
-            "properties": {"questions": {"type": "array", "minItems": 1, "maxItems": 5, "items": {
+            "properties": {"questions": {"type": "array", "minItems": 1, "maxItems": max_questions, "items": {
                 "type": "object", "additionalProperties": False, "required": ["concepts", "question"],
                 "properties": {"concepts": {"type": "array", "minItems": 1, "maxItems": 3,
                                             "items": {"type": "string", "maxLength": 80}},

@@ -1,0 +1,246 @@
+"""Level-3: concept normalisation, co-occurrence counts, the Eq. 6 sampler, exact top-k
+Jaccard and the graph-tool graph of record."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+from scipy.stats import chisquare
+
+from synthllm import graph, walks
+from synthllm.concepts import ConceptGraphError, clean_label, concept_key
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPH_PYTHON = ROOT / ".venv-graph" / "bin" / "python"
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Pythagorean Theorem", "pythagorean theorem."),
+    ("1.1 Derivatives", "derivative"),
+    ("2) Probabilities", "Probability"),
+    ("L'Hôpital's rule", "L'Hopital rule"),
+    ("Cauchy-Schwarz inequality", "cauchy schwarz  inequality"),
+    ("(a) Eigenvalues", "- eigenvalue"),
+    ("Matrices", "matrix"),
+    ("Taylor series", "Taylor Series"),
+])
+def test_the_same_concept_gets_the_same_key(a, b):
+    assert concept_key(a) == concept_key(b) != ""
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Series", "Sery"), ("Analysis", "Analysi"), ("Calculus", "Calculu"), ("Physics", "Physic"),
+    ("3D geometry", "D geometry"), ("Set", "Sets of sets"),
+])
+def test_different_concepts_keep_different_keys(a, b):
+    assert concept_key(a) != concept_key(b)
+
+
+def test_punctuation_only_concepts_are_skipped_and_labels_lose_numbering():
+    assert concept_key(" 1.2  ... ") == ""
+    assert clean_label("1.1   Chain  rule ") == "Chain rule"
+
+
+def extraction(docs: dict[str, list[tuple[str, list[str]]]]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "doc_id": list(docs), "status": ["ok"] * len(docs),
+        "topics": [[{"name": t, "key_concepts": kcs} for t, kcs in topics]
+                   for topics in docs.values()]},
+        schema={"doc_id": pl.String, "status": pl.String, "topics": pl.List(pl.Struct(
+            {"name": pl.String, "key_concepts": pl.List(pl.String)}))})
+
+
+def random_extraction(rng: np.random.Generator, n_docs: int, n_topics: int, n_kcs: int):
+    docs = {}
+    for d in range(n_docs):
+        topics = rng.choice(n_topics, size=rng.integers(1, 4), replace=False)
+        docs[f"doc{d:04d}"] = [(f"Topic {t}", [f"Concept {k}" for k in
+                                               rng.choice(n_kcs, size=rng.integers(1, 6), replace=False)])
+                               for t in topics]
+    return docs
+
+
+def test_cooccurrence_counts_match_brute_force():
+    rng = np.random.default_rng(3)
+    docs = random_extraction(rng, 60, 8, 25)
+    nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
+    n_topics = int((nodes.get_column("kind") == "topic").sum())
+    counts = graph.cooccurrence(doc, node, doc_table.height, n_topics, nodes.height)
+    id_of = {(k, key): i for i, k, key in nodes.select("node", "kind", "key").iter_rows()}
+    expected = {"tt": {}, "tk": {}, "kk": {}}
+    for topics in docs.values():
+        ts = {id_of["topic", concept_key(t)] for t, _ in topics}
+        ks = {id_of["key_concept", concept_key(k)] - n_topics for _, kcs in topics for k in kcs}
+        for name, a, b in (("tt", ts, ts), ("tk", ts, ks), ("kk", ks, ks)):
+            for u in a:
+                for v in b:
+                    if name == "tk" or u != v:
+                        expected[name][u, v] = expected[name].get((u, v), 0) + 1
+    for name, m in counts.items():
+        got = {(int(u), int(v)): int(c) for u, v, c in zip(*sp.find(m))}
+        assert got == expected[name], name
+
+
+def star_arrays(counts: list[int], eps: float) -> dict[str, np.ndarray]:
+    """Topic 0 joined to topics 1..n with the given counts; each topic has one KC, KCs form a
+    complete graph (so KC walks never dead-end)."""
+    n = len(counts) + 1
+    tt = sp.lil_matrix((n, n), dtype=np.int64)
+    for v, c in enumerate(counts, start=1):
+        tt[0, v] = tt[v, 0] = c
+    tk = sp.identity(n, dtype=np.int64, format="csr")
+    kk = sp.csr_matrix(np.ones((n, n), np.int64) - np.eye(n, dtype=np.int64))
+    doc = np.arange(n, dtype=np.int32)
+    return graph.sampler_arrays({"tt": tt.tocsr(), "tk": tk, "kk": kk}, doc, doc, n, n, n)
+
+
+def test_one_step_frequencies_follow_eq6_including_eps():
+    counts, eps = [1, 2, 5, 12], 0.5
+    arrays = star_arrays(counts, eps)
+    settings = walks.WalkSettings(epochs=20_000, topic_steps=(1, 1), kc_steps=(0, 0), eps=eps,
+                                  seed=11)
+    w = walks.sample(arrays, settings)
+    from_hub = w["topics"][w["start"] == 0][:, 1]
+    observed = np.bincount(from_hub, minlength=len(counts) + 1)[1:]
+    expected_p = (np.array(counts) + eps) / (sum(counts) + eps * len(counts))
+    assert chisquare(observed, expected_p * observed.sum()).pvalue > 1e-3
+    # the test has the power to reject a wrong law: plain counts without eps, or uniform
+    assert chisquare(observed, np.full(4, observed.sum() / 4)).pvalue < 1e-6
+    assert chisquare(observed, np.array(counts) / sum(counts) * observed.sum()).pvalue < 1e-3
+
+
+def test_without_revisits_the_step_renormalises_over_unvisited_neighbours():
+    counts = [1, 2, 5, 12]
+    arrays = star_arrays(counts, 1e-6)
+    settings = walks.WalkSettings(epochs=20_000, topic_steps=(2, 2), kc_steps=(0, 0), seed=5)
+    w = walks.sample(arrays, settings)
+    # leaf 4 (count 12) -> hub 0 (forced) -> one of leaves 1..3, never back to 4
+    paths = w["topics"][w["start"] == 4]
+    assert (paths[:, 1] == 0).all()
+    observed = np.bincount(paths[:, 2], minlength=5)
+    assert observed[4] == 0 and observed[0] == 0
+    expected = np.array(counts[:3]) / sum(counts[:3]) * len(paths)
+    assert chisquare(observed[1:4], expected).pvalue > 1e-3
+    assert all(len(set(row[row >= 0])) == len(row[row >= 0]) for row in w["kcs"])
+
+
+def test_step_counts_are_drawn_from_the_configured_ranges():
+    arrays = star_arrays([3] * 6, 1e-6)
+    arrays = {**arrays, **{f"tt_{k}": arrays[f"kk_{k}"] for k in ("indptr", "indices", "cumcount")}}
+    w = walks.sample(arrays, walks.WalkSettings(epochs=300, topic_steps=(1, 2), kc_steps=(3, 4)))
+    n_topics = (w["topics"] >= 0).sum(axis=1)
+    n_kcs = (w["kcs"] >= 0).sum(axis=1)
+    assert set(n_topics) == {2, 3} and set(n_kcs) == {4, 5}
+    assert w["complete"].all()
+
+
+def test_dead_ends_stop_the_walk_and_kc_start_is_honoured():
+    # topic 0 - topic 1 only; topics 2.. isolated: walks from them end at once
+    arrays = star_arrays([4], 1e-6)
+    w = walks.sample(arrays, walks.WalkSettings(epochs=50, topic_steps=(2, 2), kc_steps=(1, 1),
+                                                kc_start="start"))
+    assert not w["complete"].any()  # two topic steps are never possible on one edge
+    # KC j belongs to topic j only (identity topic-KC graph): the first KC is the start's
+    assert (w["kcs"][:, 0] == w["start"]).all()
+    w = walks.sample(arrays, walks.WalkSettings(epochs=50, topic_steps=(1, 1), kc_steps=(1, 1),
+                                                kc_start="last"))
+    last = w["topics"][np.arange(len(w["start"])), (w["topics"] >= 0).sum(axis=1) - 1]
+    assert (w["kcs"][:, 0] == last).all()
+
+
+def test_walks_are_reproducible_for_a_seed():
+    rng = np.random.default_rng(0)
+    docs = random_extraction(rng, 80, 10, 30)
+    nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
+    n_topics = int((nodes.get_column("kind") == "topic").sum())
+    counts = graph.cooccurrence(doc, node, doc_table.height, n_topics, nodes.height)
+    arrays = graph.sampler_arrays(counts, doc, node, doc_table.height, nodes.height, n_topics)
+    a = walks.sample(arrays, walks.WalkSettings(seed=7))
+    b = walks.sample(arrays, walks.WalkSettings(seed=7))
+    c = walks.sample(arrays, walks.WalkSettings(seed=8))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["kcs"], c["kcs"])
+
+
+@pytest.mark.parametrize("bad", [dict(topic_steps=(2, 1)), dict(kc_start="first"),
+                                 dict(dead_end="skip"), dict(epochs=0)])
+def test_bad_walk_settings_name_the_config_key(bad):
+    with pytest.raises(ConceptGraphError, match="graph.walks"):
+        walks.WalkSettings(**bad)
+
+
+def test_top_k_jaccard_is_exact_against_brute_force():
+    rng = np.random.default_rng(1)
+    n_docs, n_nodes = 300, 40
+    doc_sets = [set(rng.choice(n_nodes, size=rng.integers(1, 9), replace=False).tolist())
+                for _ in range(n_docs)]
+    x = sp.csr_matrix((np.ones(sum(map(len, doc_sets))),
+                       (np.repeat(np.arange(n_docs), [len(s) for s in doc_sets]),
+                        np.concatenate([sorted(s) for s in doc_sets]))), shape=(n_docs, n_nodes))
+    xc = x.tocsc()
+    queries = [np.unique(rng.choice(n_nodes, size=rng.integers(1, 8))) for _ in range(500)]
+    best, best_j = walks.top_k_jaccard(queries, xc.indptr, xc.indices, np.diff(x.indptr), k=2,
+                                       threads=2)
+    for q, b, bj in zip(queries, best, best_j):
+        qs = set(q.tolist())
+        scored = sorted(((-len(qs & s) / len(qs | s), d) for d, s in enumerate(doc_sets)
+                         if qs & s))[:2]
+        assert b[:len(scored)].tolist() == [d for _, d in scored]
+        assert np.allclose(bj[:len(scored)], [-j for j, _ in scored])
+        assert (b[len(scored):] == -1).all()
+
+
+@pytest.mark.skipif(not GRAPH_PYTHON.exists(), reason=".venv-graph missing: run ./install.sh")
+def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
+    docs = {"a": [("Algebra", ["Linear equations", "Slope"]), ("Geometry", ["Slope"])],
+            "b": [("1. algebra", ["linear equation", "Quadratic formula"])],
+            "c": [("Probability", ["Bayes' theorem"])],
+            "d": []}
+    frame = extraction(docs).with_columns(
+        pl.when(pl.col("doc_id") == "d").then(pl.lit("malformed")).otherwise("status").alias("status"))
+    frame.write_parquet(tmp_path / "extract.parquet")
+    out = tmp_path / "graph" / "subset-000-of-001"
+    env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([str(GRAPH_PYTHON), "-m", "synthllm", "graph", "--extracted",
+                    str(tmp_path / "extract.parquet"), "--subset", "000-of-001", "--eps", "0.5",
+                    "--out-dir", str(out), "--counts", str(out / "counts.json")],
+                   check=True, env=env, capture_output=True)
+    counts = json.loads((out / "counts.json").read_text())
+    assert (counts["in"], counts["out"], counts["dropped"]) == (4, 3, {"no_concepts": 1})
+    check = r"""
+import json, sys, math
+from graph_tool import load_graph
+g = load_graph(sys.argv[1])
+print(json.dumps({
+  "vertices": [[int(g.vp.kind[v]), g.vp.key[v], g.vp.label[v], int(g.vp.doc_freq[v])] for v in g.vertices()],
+  "edges": sorted([[g.vp.key[e.source()], g.vp.key[e.target()], int(g.ep.subgraph[e]),
+                    int(g.ep.count[e]), float(g.ep.weight[e])] for e in g.edges()]),
+  "eps": float(g.gp.eps)}))
+"""
+    got = json.loads(subprocess.run([str(GRAPH_PYTHON), "-c", check, str(out / "graph.gt")],
+                                    check=True, env=env, capture_output=True, text=True).stdout)
+    assert got["eps"] == 0.5
+    vertices = {(k, key): (label, df) for k, key, label, df in got["vertices"]}
+    assert vertices[0, "algebra"] == ("Algebra", 2)  # "1. algebra" merged, numbering dropped
+    assert vertices[1, "linear equation"][1] == 2
+    assert vertices[1, "slope"] == ("Slope", 1)      # "Slope" twice in one document: once
+    assert len(vertices) == 3 + 4
+    edges = {(min(a, b), max(a, b), sub): (c, w) for a, b, sub, c, w in got["edges"]}
+    assert edges["algebra", "geometry", 0] == (1, pytest.approx(math.log(1.5)))
+    assert edges["algebra", "linear equation", 1] == (2, pytest.approx(math.log(2.5)))
+    assert edges["linear equation", "quadratic formula", 2][0] == 1
+    assert ("algebra", "probability", 0) not in edges
+    # 1 topic-topic, 5 topic-KC (algebra: 3 KCs, geometry: 2, probability: 1 -> 6), KC-KC 1+1
+    assert sum(1 for k in edges if k[2] == 1) == 6
+    report = json.loads((out / "report.json").read_text())
+    assert report["edges"] == {"topic_topic": 1, "topic_kc": 6, "kc_kc": 2}
+    assert report["components"]["count"] == 2
