@@ -210,10 +210,11 @@ def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
     frame.write_parquet(tmp_path / "extract.parquet")
     out = tmp_path / "graph" / "subset-000-of-001"
     env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
-    subprocess.run([str(GRAPH_PYTHON), "-m", "synthllm", "graph", "--extracted",
-                    str(tmp_path / "extract.parquet"), "--subset", "000-of-001", "--eps", "0.5",
-                    "--out-dir", str(out), "--counts", str(out / "counts.json")],
-                   check=True, env=env, capture_output=True)
+    proc = subprocess.run([str(GRAPH_PYTHON), "-m", "synthllm", "graph", "--extracted",
+                           str(tmp_path / "extract.parquet"), "--subset", "000-of-001", "--eps",
+                           "0.5", "--out-dir", str(out), "--counts", str(out / "counts.json")],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     counts = json.loads((out / "counts.json").read_text())
     assert (counts["in"], counts["out"], counts["dropped"]) == (4, 3, {"no_concepts": 1})
     check = r"""
@@ -222,7 +223,8 @@ from graph_tool import load_graph
 g = load_graph(sys.argv[1])
 print(json.dumps({
   "vertices": [[int(g.vp.kind[v]), g.vp.key[v], g.vp.label[v], int(g.vp.doc_freq[v])] for v in g.vertices()],
-  "edges": sorted([[g.vp.key[e.source()], g.vp.key[e.target()], int(g.ep.subgraph[e]),
+  "edges": sorted([[g.vp.key[e.source()], g.vp.key[e.target()],
+                    int(g.vp.kind[e.source()] + g.vp.kind[e.target()]),
                     int(g.ep.count[e]), float(g.ep.weight[e])] for e in g.edges()]),
   "eps": float(g.gp.eps)}))
 """

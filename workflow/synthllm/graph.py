@@ -18,8 +18,10 @@ The documents may be split into `n_subsets` subsets, each with its own graph (th
 Outputs of one subset (`graph/subset-{i}-of-{n}/`):
     graph.gt       graph-tool graph: vertices are the topics (0..T-1) then the KCs (T..T+K-1);
                    vertex properties kind (short: 0 topic, 1 KC), key, label (string),
-                   doc_freq (int); edge properties subgraph (short: 0 topic-topic, 1 topic-KC,
-                   2 KC-KC), count (int), weight (double, Eq. 5); graph properties eps, subset.
+                   doc_freq (int); edge properties count (int) and weight (double, Eq. 5);
+                   graph properties eps, subset. An edge's sub-graph is the sum of its ends'
+                   kinds (0 topic-topic, 1 topic-KC, 2 KC-KC), so it is not stored: at paper
+                   scale every byte per edge costs 0.25 GiB.
     nodes.parquet  node (int32, vertex index), kind (string: topic | key_concept), key, label
                    (string), doc_freq (int32: documents that name it)
     docs.parquet   doc (int32, row in the arrays below; documents sorted by doc_id), doc_id
@@ -30,7 +32,7 @@ Outputs of one subset (`graph/subset-{i}-of-{n}/`):
                    int64); doc_indptr, doc_nodes (the nodes of each document, sorted);
                    node_indptr, node_docs (the documents of each node, sorted); n_topics.
     report.json    nodes and edges per kind and sub-graph, degree distributions, components,
-                   how often an edge has count 1, the settings
+                   how often an edge has count 1, eps, wall time and peak memory per step
     counts.json    documents in; out = documents in the graph; dropped: other_subset,
                    no_concepts (extraction failed or named nothing)
 """
@@ -39,12 +41,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import resource
+import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from numba import njit
 
 from synthllm.concepts import clean_label, concept_key
 from synthllm.io import atomic_path, write_counts, write_json, write_parquet_table
@@ -52,7 +58,6 @@ from synthllm.io import atomic_path, write_counts, write_json, write_parquet_tab
 log = logging.getLogger("synthllm.graph")
 
 TOPIC, KC = 0, 1
-SUBGRAPHS = {"tt": 0, "tk": 1, "kk": 2}
 SUBGRAPH_NAMES = {"tt": "topic_topic", "tk": "topic_kc", "kk": "kc_kc"}
 
 
@@ -78,37 +83,63 @@ def concept_pairs(extracted: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([topic_pairs, kc_pairs])
 
 
+def dense_codes(column: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes of a string column's values, numbered in the sorted order of its distinct
+    values, and those values: strings are compared once, everything after is integers."""
+    return (column.rank("dense").cast(pl.Int64).to_numpy() - 1, column.unique().sort().to_list())
+
+
 def index_concepts(pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray,
                                                   np.ndarray]:
     """Nodes, documents and the (doc, node) incidence of the concept pairs.
 
     Returns nodes (node, kind, key, label, doc_freq; topics first, each kind sorted by key),
-    docs (doc, doc_id; sorted by doc_id), and the unique (doc, node) pairs as two int32 arrays.
-    Each distinct surface string is normalised once.
+    docs (doc, doc_id; sorted by doc_id), and the unique (doc, node) pairs as two int32 arrays
+    sorted by doc then node. Each distinct surface string is normalised once; a node's label
+    is its most frequent cleaned surface form, ties to the alphabetically first.
     """
-    surfaces = pairs.get_column("surface").unique()
-    keys = pl.DataFrame({"surface": surfaces,
-                         "key": [concept_key(s) for s in surfaces.to_list()],
-                         "clean": [clean_label(s) for s in surfaces.to_list()]})
-    keyed = pairs.join(keys, on="surface").filter(pl.col("key") != "")
-    labels = (keyed.group_by("kind", "key", pl.col("clean").alias("surface")).len()
-              .sort(["kind", "key", "len", "surface"], descending=[False, False, True, False])
-              .group_by("kind", "key", maintain_order=True).first()
-              .select("kind", "key", pl.col("surface").alias("label")))
-    nodes = labels.sort("kind", "key").with_row_index("node")
-    docs = keyed.select("doc_id").unique().sort("doc_id").with_row_index("doc")
-    incidence = (keyed.join(nodes.select("kind", "key", "node"), on=["kind", "key"])
-                 .join(docs, on="doc_id").select("doc", "node").unique()
-                 .sort("doc", "node"))
-    doc_freq = incidence.group_by("node").len().rename({"len": "doc_freq"})
-    nodes = (nodes.join(doc_freq, on="node").sort("node")
-             .select(pl.col("node").cast(pl.Int32),
-                     pl.when(pl.col("kind") == TOPIC).then(pl.lit("topic"))
-                     .otherwise(pl.lit("key_concept")).alias("kind"),
-                     "key", "label", pl.col("doc_freq").cast(pl.Int32)))
-    return (nodes, docs.with_columns(pl.col("doc").cast(pl.Int32)),
-            incidence.get_column("doc").to_numpy().astype(np.int32),
-            incidence.get_column("node").to_numpy().astype(np.int32))
+    pairs = pairs.drop_nulls()
+    surface_code, surfaces = dense_codes(pairs.get_column("surface"))
+    keys = [concept_key(s) for s in surfaces]
+    cleans = [clean_label(s) for s in surfaces]
+    key_values = sorted(set(keys) - {""})
+    key_index = {k: i for i, k in enumerate(key_values)}
+    clean_values = sorted(set(cleans))
+    clean_index = {c: i for i, c in enumerate(clean_values)}
+    surface_key = np.array([key_index.get(k, -1) for k in keys], np.int64)
+    surface_clean = np.array([clean_index[c] for c in cleans], np.int64)
+
+    pair_key = surface_key[surface_code] if len(surface_code) else np.zeros(0, np.int64)
+    valid = pair_key >= 0
+    kind = pairs.get_column("kind").to_numpy().astype(np.int64)[valid]
+    surface_code, pair_key = surface_code[valid], pair_key[valid]
+    n_keys = max(len(key_values), 1)
+    node_composite, pair_node = np.unique(kind * n_keys + pair_key, return_inverse=True)
+    n_nodes = len(node_composite)
+    doc_code, doc_ids = dense_codes(pairs.get_column("doc_id").filter(pl.Series(valid)))
+    incidence = np.unique(doc_code * max(n_nodes, 1) + pair_node)
+    doc = (incidence // max(n_nodes, 1)).astype(np.int32)
+    node = (incidence % max(n_nodes, 1)).astype(np.int32)
+
+    n_clean = max(len(clean_values), 1)
+    label_pairs, label_counts = np.unique(pair_node * n_clean + surface_clean[surface_code],
+                                          return_counts=True)
+    label_node, label_clean = label_pairs // n_clean, label_pairs % n_clean
+    order = np.lexsort((label_clean, -label_counts, label_node))
+    first = order[np.diff(label_node[order], prepend=-1) != 0]
+    label = np.array(clean_values, dtype=object)[label_clean[first]] if n_nodes else []
+
+    nodes = pl.DataFrame({
+        "node": np.arange(n_nodes, dtype=np.int32),
+        "kind": np.where(node_composite // n_keys == TOPIC, "topic", "key_concept"),
+        "key": np.array(key_values, dtype=object)[node_composite % n_keys] if n_nodes else [],
+        "label": label,
+        "doc_freq": np.bincount(node, minlength=n_nodes).astype(np.int32),
+    }, schema={"node": pl.Int32, "kind": pl.String, "key": pl.String, "label": pl.String,
+               "doc_freq": pl.Int32})
+    docs = pl.DataFrame({"doc": np.arange(len(doc_ids), dtype=np.int32), "doc_id": doc_ids},
+                        schema={"doc": pl.Int32, "doc_id": pl.String})
+    return nodes, docs, doc, node
 
 
 def cooccurrence(doc: np.ndarray, node: np.ndarray, n_docs: int, n_topics: int,
@@ -128,25 +159,50 @@ def cooccurrence(doc: np.ndarray, node: np.ndarray, n_docs: int, n_topics: int,
     return out
 
 
+@njit(cache=True)
+def _largest_row_sum(indptr, data):
+    largest = 0
+    for r in range(len(indptr) - 1):
+        total = 0
+        for i in range(indptr[r], indptr[r + 1]):
+            total += data[i]
+        largest = max(largest, total)
+    return largest
+
+
+@njit(cache=True)
+def _row_cumsum(indptr, data, out):
+    for r in range(len(indptr) - 1):
+        running = 0
+        for i in range(indptr[r], indptr[r + 1]):
+            running += data[i]
+            out[i] = running
+
+
 def row_cumcount(m: sp.csr_matrix) -> np.ndarray:
-    """Inclusive running sum of each row's counts, in the narrowest type that holds it."""
-    cum = np.cumsum(m.data, dtype=np.int64)
-    starts = np.concatenate([[0], cum])[m.indptr[:-1]]
-    cum -= np.repeat(starts, np.diff(m.indptr))
-    return cum.astype(np.uint32) if cum.size == 0 or cum.max() < 2**32 else cum
+    """Inclusive running sum of each row's counts, in the narrowest type that holds it
+    (uint32 unless a row's total reaches 2**32)."""
+    largest = _largest_row_sum(m.indptr, m.data) if m.nnz else 0
+    out = np.empty(m.nnz, np.uint32 if largest < 2**32 else np.int64)
+    _row_cumsum(m.indptr, m.data, out)
+    return out
 
 
 def sampler_arrays(counts: dict[str, sp.csr_matrix], doc: np.ndarray, node: np.ndarray,
                    n_docs: int, n_nodes: int, n_topics: int) -> dict[str, np.ndarray]:
+    """The flat arrays of sampler.npz (see the module docstring); they share memory with the
+    count matrices where the types agree."""
     arrays = {"n_topics": np.array(n_topics)}
     for name, m in counts.items():
-        arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
-        arrays[f"{name}_indices"] = m.indices.astype(np.int32)
+        arrays[f"{name}_indptr"] = np.asarray(m.indptr, np.int64)
+        arrays[f"{name}_indices"] = np.asarray(m.indices, np.int32)
         arrays[f"{name}_cumcount"] = row_cumcount(m)
     x = sp.csr_matrix((np.ones(len(doc), np.int8), (doc, node)), shape=(n_docs, n_nodes))
-    arrays["doc_indptr"], arrays["doc_nodes"] = x.indptr.astype(np.int64), x.indices.astype(np.int32)
+    arrays["doc_indptr"] = np.asarray(x.indptr, np.int64)
+    arrays["doc_nodes"] = np.asarray(x.indices, np.int32)
     xc = x.tocsc()
-    arrays["node_indptr"], arrays["node_docs"] = xc.indptr.astype(np.int64), xc.indices.astype(np.int32)
+    arrays["node_indptr"] = np.asarray(xc.indptr, np.int64)
+    arrays["node_docs"] = np.asarray(xc.indices, np.int32)
     return arrays
 
 
@@ -154,51 +210,64 @@ def edge_list(m: sp.csr_matrix, upper: bool) -> tuple[np.ndarray, np.ndarray, np
     """(source row, target column, count) of a count matrix; `upper` keeps each undirected
     edge of a symmetric matrix once."""
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
-    cols, data = m.indices, m.data
-    if upper:
-        keep = cols > rows
-        rows, cols, data = rows[keep], cols[keep], data[keep]
-    return rows, cols, data
+    if not upper:
+        return rows, m.indices, m.data
+    keep = m.indices > rows
+    return rows[keep], m.indices[keep], m.data[keep]
 
 
-def graph_of_record(nodes: pl.DataFrame, counts: dict[str, sp.csr_matrix], n_topics: int,
-                    eps: float, subset: str, chunk: int = 20_000_000):
-    """The graph-tool graph (see the module docstring for its properties)."""
+def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
+                    edge_counts: np.ndarray, eps: float, subset: str, chunk: int = 20_000_000):
+    """The graph-tool graph (see the module docstring): vertices from `nodes`, edges from
+    (n, 2) arrays of vertex pairs, `edge_counts` in the same order."""
     from graph_tool import Graph
 
     g = Graph(directed=False)
     g.add_vertex(nodes.height)
-    kind = g.new_vp("short")
-    kind.a = (nodes.get_column("kind") == "key_concept").to_numpy().astype(np.int16)
-    doc_freq = g.new_vp("int")
-    doc_freq.a = nodes.get_column("doc_freq").to_numpy()
-    key, label = g.new_vp("string"), g.new_vp("string")
-    for v, k, lab in zip(g.iter_vertices(), nodes.get_column("key").to_list(),
+    g.vp.kind = g.new_vp("short")
+    g.vp.kind.a = (nodes.get_column("kind") == "key_concept").to_numpy().astype(np.int16)
+    g.vp.doc_freq = g.new_vp("int")
+    g.vp.doc_freq.a = nodes.get_column("doc_freq").to_numpy()
+    g.vp.key, g.vp.label = g.new_vp("string"), g.new_vp("string")
+    for v, k, lab in zip(range(nodes.height), nodes.get_column("key").to_list(),
                          nodes.get_column("label").to_list()):
-        key[v], label[v] = k, lab
-    g.vp.kind, g.vp.doc_freq, g.vp.key, g.vp.label = kind, doc_freq, key, label
-
-    offsets = {"tt": (0, 0), "tk": (0, n_topics), "kk": (n_topics, n_topics)}
-    edge_counts, edge_kinds = [], []
-    for name, m in counts.items():
-        rows, cols, data = edge_list(m, upper=name != "tk")
-        row_off, col_off = offsets[name]
-        for start in range(0, len(rows), chunk):
-            stop = start + chunk
-            g.add_edge_list(np.column_stack([rows[start:stop].astype(np.int64) + row_off,
-                                             cols[start:stop].astype(np.int64) + col_off]))
-        edge_counts.append(data.astype(np.int32))
-        edge_kinds.append(np.full(len(data), SUBGRAPHS[name], np.int16))
-        del rows, cols, data
-    # a fresh graph numbers its edges in insertion order, so whole arrays can be assigned
-    count, subgraph, weight = g.new_ep("int"), g.new_ep("short"), g.new_ep("double")
-    count.a = np.concatenate(edge_counts)
-    subgraph.a = np.concatenate(edge_kinds)
-    weight.a = np.log(count.a + eps)
-    g.ep.count, g.ep.subgraph, g.ep.weight = count, subgraph, weight
+        g.vp.key[v], g.vp.label[v] = k, lab
+    for pairs in edge_chunks:
+        g.add_edge_list(pairs)
+    if g.num_edges() != len(edge_counts):
+        raise AssertionError(f"graph has {g.num_edges()} edges, {len(edge_counts)} counts")
+    # a fresh graph numbers its edges in insertion order: property arrays follow edge_counts
+    g.ep.count, g.ep.weight = g.new_ep("int"), g.new_ep("double")
+    for lo in range(0, len(edge_counts), chunk):
+        part = edge_counts[lo:lo + chunk]
+        g.ep.count.a[lo:lo + len(part)] = part
+        g.ep.weight.a[lo:lo + len(part)] = np.log(part + eps)
     g.gp.eps = g.new_gp("double", eps)
     g.gp.subset = g.new_gp("string", subset)
     return g
+
+
+def spill_edges(counts: dict[str, sp.csr_matrix], n_topics: int, file: BinaryIO,
+                chunk: int = 20_000_000) -> np.ndarray:
+    """Write every edge (topic-topic, topic-KC, KC-KC; vertex numbering) to `file` as int32
+    pairs and return their counts, freeing each count matrix on the way: at paper scale the
+    edge arrays would otherwise sit in memory beside graph-tool's adjacency lists."""
+    offsets = {"tt": (0, 0), "tk": (0, n_topics), "kk": (n_topics, n_topics)}
+    edge_counts = []
+    for name in ("tt", "tk", "kk"):
+        src, tgt, data = edge_list(counts.pop(name), upper=name != "tk")
+        for lo in range(0, len(src), chunk):
+            np.column_stack([src[lo:lo + chunk] + offsets[name][0],
+                             tgt[lo:lo + chunk] + offsets[name][1]]).astype(np.int32).tofile(file)
+        edge_counts.append(data)
+        del src, tgt
+    return np.concatenate(edge_counts) if edge_counts else np.zeros(0, np.int32)
+
+
+def read_edges(file: BinaryIO, n_edges: int, chunk: int = 20_000_000) -> Iterator[np.ndarray]:
+    file.seek(0)
+    for lo in range(0, n_edges, chunk):
+        yield np.fromfile(file, np.int32, 2 * min(chunk, n_edges - lo)).reshape(-1, 2).astype(np.int64)
 
 
 def degree_summary(degrees: np.ndarray) -> dict:
@@ -214,30 +283,89 @@ def degree_summary(degrees: np.ndarray) -> dict:
                           zip(np.concatenate([[0], bins[:-1]]), bins, hist)}}
 
 
-def statistics(g, counts: dict[str, sp.csr_matrix], n_topics: int) -> dict:
-    """Sizes, degree distributions and components; edge totals are checked against the
-    graph of record."""
-    from graph_tool.topology import label_components
-
-    n_edges = {SUBGRAPH_NAMES[k]: int(m.nnz // (1 if k == "tk" else 2)) for k, m in counts.items()}
-    if sum(n_edges.values()) != g.num_edges():
-        raise AssertionError(f"graph has {g.num_edges()} edges, the count matrices {n_edges}")
+def count_statistics(counts: dict[str, sp.csr_matrix]) -> dict:
+    """Edges and degree distributions per sub-graph, from the count matrices."""
     tk = counts["tk"]
     degrees = {"topic_topic": np.diff(counts["tt"].indptr),
                "topic_kc (topics)": np.diff(tk.indptr),
                "topic_kc (key concepts)": np.bincount(tk.indices, minlength=tk.shape[1]),
                "kc_kc": np.diff(counts["kk"].indptr)}
-    components = {}
-    if g.num_vertices():
-        comp, sizes = label_components(g)
-        components = {"count": int(len(sizes)), "largest": int(sizes.max()),
-                      "largest_fraction": round(float(sizes.max() / g.num_vertices()), 4)}
-    all_counts = np.concatenate([m.data for m in counts.values()]) if counts else np.array([])
-    return {"nodes": {"topic": n_topics, "key_concept": g.num_vertices() - n_topics},
-            "edges": n_edges,
-            "edges_with_count_1": round(float((all_counts == 1).mean()), 4) if all_counts.size else None,
-            "degrees": {k: degree_summary(v) for k, v in degrees.items()},
-            "components": components}
+    n_count_1 = sum(int((m.data == 1).sum()) for m in counts.values())
+    n_entries = sum(m.nnz for m in counts.values())
+    return {"edges": {SUBGRAPH_NAMES[k]: int(m.nnz // (1 if k == "tk" else 2))
+                      for k, m in counts.items()},
+            "edges_with_count_1": round(n_count_1 / n_entries, 4) if n_entries else None,
+            "degrees": {k: degree_summary(v) for k, v in degrees.items()}}
+
+
+def components(g) -> dict:
+    from graph_tool.topology import label_components
+
+    if not g.num_vertices():
+        return {"count": 0}
+    _, sizes = label_components(g)
+    return {"count": int(len(sizes)), "largest": int(sizes.max()),
+            "largest_fraction": round(float(sizes.max() / g.num_vertices()), 4)}
+
+
+class StepLog:
+    """Wall time and peak memory so far after each step of a build, logged and kept."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.steps: dict[str, dict] = {}
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        self.steps[step] = {"seconds": round(now - self.last, 1), "peak_gib_so_far": round(peak, 2)}
+        log.info("%-32s %7.1f s   peak so far %.2f GiB", step, now - self.last, peak)
+        self.last = now
+
+
+def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> dict:
+    """Index, count, write the sampler arrays, build and save the graph of record and its
+    report: every output of the stage but counts.json. Returns the report.
+
+    The order keeps the peak low at paper scale: the sampler arrays are written and freed,
+    and the edges spilled to a scratch file, before graph-tool builds its adjacency lists."""
+    out = Path(out_dir)
+    steps = StepLog()
+    nodes, docs, doc, node = index_concepts(pairs)
+    n_topics = int((nodes.get_column("kind") == "topic").sum())
+    log.info("subset %s: %d documents, %d topics, %d key concepts, %d document-concept pairs",
+             subset, docs.height, n_topics, nodes.height - n_topics, len(doc))
+    steps("index concepts")
+    counts = cooccurrence(doc, node, docs.height, n_topics, nodes.height)
+    steps("co-occurrence counts")
+    arrays = sampler_arrays(counts, doc, node, docs.height, nodes.height, n_topics)
+    per_doc = np.diff(arrays["doc_indptr"])
+    topics_per_doc = (np.add.reduceat(arrays["doc_nodes"] < n_topics, arrays["doc_indptr"][:-1])
+                      if docs.height else np.zeros(0, np.int64))
+    docs = docs.with_columns(pl.Series("n_topics", topics_per_doc, pl.Int32),
+                             pl.Series("n_kcs", per_doc - topics_per_doc, pl.Int32))
+    with atomic_path(out / "sampler.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    write_parquet_table(nodes.to_arrow(), out / "nodes.parquet")
+    write_parquet_table(docs.to_arrow(), out / "docs.parquet")
+    del arrays, doc, node
+    steps("sampler arrays (written)")
+    stats = count_statistics(counts)
+    with tempfile.TemporaryFile(dir=out) as spill:
+        edge_counts = spill_edges(counts, n_topics, spill)
+        steps("edge lists (spilled to disk)")
+        g = graph_of_record(nodes, read_edges(spill, len(edge_counts)), edge_counts, eps, subset)
+    del edge_counts
+    steps("graph-tool graph")
+    stats["components"] = components(g)
+    with atomic_path(out / "graph.gt") as tmp:
+        g.save(str(tmp), fmt="gt")
+    steps("components + graph.gt saved")
+    report = {"subset": subset, "documents": docs.height, "eps": eps,
+              "nodes": {"topic": n_topics, "key_concept": nodes.height - n_topics}, **stats,
+              "steps": steps.steps}
+    write_json(out / "report.json", report)
+    return report
 
 
 def read_extractions(paths: list[str]) -> pl.DataFrame:
@@ -247,42 +375,13 @@ def read_extractions(paths: list[str]) -> pl.DataFrame:
 
 def run(extract_shards: list[str], out_dir: str, counts_path: str, subset: int, n_subsets: int,
         eps: float) -> dict:
-    t0 = time.perf_counter()
     name = f"{subset:03d}-of-{n_subsets:03d}"
     extracted = read_extractions(extract_shards)
-    n_in = extracted.height
     mine = extracted.filter(pl.col("doc_id").map_elements(
         lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean))
-    usable = mine.filter(pl.col("status") == "ok")
-    nodes, docs, doc, node = index_concepts(concept_pairs(usable))
-    n_topics = int((nodes.get_column("kind") == "topic").sum())
-    log.info("subset %s: %d documents, %d topics, %d key concepts, %d document-concept pairs",
-             name, docs.height, n_topics, nodes.height - n_topics, len(doc))
-    counts = cooccurrence(doc, node, docs.height, n_topics, nodes.height)
-    arrays = sampler_arrays(counts, doc, node, docs.height, nodes.height, n_topics)
-    per_doc = np.diff(arrays["doc_indptr"])
-    topics_per_doc = np.add.reduceat(arrays["doc_nodes"] < n_topics, arrays["doc_indptr"][:-1]) \
-        if docs.height else np.zeros(0, np.int64)
-    docs = docs.with_columns(pl.Series("n_topics", topics_per_doc, pl.Int32),
-                             pl.Series("n_kcs", per_doc - topics_per_doc, pl.Int32))
-    t_counts = time.perf_counter()
-    g = graph_of_record(nodes, counts, n_topics, eps, name)
-    t_graph = time.perf_counter()
-
-    out = Path(out_dir)
-    with atomic_path(out / "sampler.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    write_parquet_table(nodes.to_arrow(), out / "nodes.parquet")
-    write_parquet_table(docs.to_arrow(), out / "docs.parquet")
-    stats = statistics(g, counts, n_topics)
-    with atomic_path(out / "graph.gt") as tmp:
-        g.save(str(tmp), fmt="gt")
-    report = {"subset": name, "documents": docs.height, "eps": eps, **stats,
-              "seconds": {"counts": round(t_counts - t0, 1), "graph_tool": round(t_graph - t_counts, 1),
-                          "total": round(time.perf_counter() - t0, 1)}}
-    write_json(out / "report.json", report)
-    return write_counts(counts_path, "graph", n_in, docs.height,
-                        {"other_subset": n_in - mine.height,
-                         "no_concepts": mine.height - docs.height},
-                        subset=name, topics=n_topics, key_concepts=nodes.height - n_topics,
-                        edges=stats["edges"])
+    report = build(concept_pairs(mine.filter(pl.col("status") == "ok")), out_dir, eps, name)
+    return write_counts(counts_path, "graph", extracted.height, report["documents"],
+                        {"other_subset": extracted.height - mine.height,
+                         "no_concepts": mine.height - report["documents"]},
+                        subset=name, topics=report["nodes"]["topic"],
+                        key_concepts=report["nodes"]["key_concept"], edges=report["edges"])
