@@ -74,7 +74,8 @@ def test_cooccurrence_counts_match_brute_force():
     docs = random_extraction(rng, 60, 8, 25)
     nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    counts = graph.cooccurrence(doc, node, doc_table.height, n_topics, nodes.height)
+    counts = graph.cooccurrence(graph.incidence_csr(doc, node, doc_table.height, nodes.height),
+                                n_topics, nodes.height)
     id_of = {(k, key): i for i, k, key in nodes.select("node", "kind", "key").iter_rows()}
     expected = {"tt": {}, "tk": {}, "kk": {}}
     for topics in docs.values():
@@ -100,7 +101,8 @@ def star_arrays(counts: list[int], eps: float) -> dict[str, np.ndarray]:
     tk = sp.identity(n, dtype=np.int64, format="csr")
     kk = sp.csr_matrix(np.ones((n, n), np.int64) - np.eye(n, dtype=np.int64))
     doc = np.arange(n, dtype=np.int32)
-    return graph.sampler_arrays({"tt": tt.tocsr(), "tk": tk, "kk": kk}, doc, doc, n, n, n)
+    return graph.sampler_arrays({"tt": tt.tocsr(), "tk": tk, "kk": kk},
+                                graph.incidence_csr(doc, doc, n, n), n)
 
 
 def test_one_step_frequencies_follow_eq6_including_eps():
@@ -162,8 +164,9 @@ def test_walks_are_reproducible_for_a_seed():
     docs = random_extraction(rng, 80, 10, 30)
     nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    counts = graph.cooccurrence(doc, node, doc_table.height, n_topics, nodes.height)
-    arrays = graph.sampler_arrays(counts, doc, node, doc_table.height, nodes.height, n_topics)
+    incidence = graph.incidence_csr(doc, node, doc_table.height, nodes.height)
+    arrays = graph.sampler_arrays(graph.cooccurrence(incidence, n_topics, nodes.height),
+                                  incidence, n_topics)
     a = walks.sample(arrays, walks.WalkSettings(seed=7))
     b = walks.sample(arrays, walks.WalkSettings(seed=7))
     c = walks.sample(arrays, walks.WalkSettings(seed=8))

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import resource
 import tempfile
 import time
@@ -50,7 +51,7 @@ from typing import BinaryIO, Iterable, Iterator
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from numba import njit
+from numba import njit, prange
 
 from synthllm.concepts import clean_label, concept_key
 from synthllm.io import atomic_path, write_counts, write_json, write_parquet_table
@@ -142,20 +143,73 @@ def index_concepts(pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, np.
     return nodes, docs, doc, node
 
 
-def cooccurrence(doc: np.ndarray, node: np.ndarray, n_docs: int, n_topics: int,
-                 n_nodes: int) -> dict[str, sp.csr_matrix]:
-    """The three co-occurrence count matrices (topic-topic, topic-KC, KC-KC), diagonals
-    removed: entry (u, v) = number of documents that contain both u and v."""
-    x = sp.csr_matrix((np.ones(len(doc), np.int32), (doc, node)), shape=(n_docs, n_nodes))
-    xt = x[:, :n_topics].tocsc()
-    xk = x[:, n_topics:].tocsc()
-    out = {"tt": (xt.T @ xt).tocsr(), "tk": (xt.T @ xk).tocsr(), "kk": (xk.T @ xk).tocsr()}
-    for name in ("tt", "kk"):
-        m = out[name]
-        m.setdiag(0)
-        m.eliminate_zeros()
-    for m in out.values():
-        m.sort_indices()
+def incidence_csr(doc: np.ndarray, node: np.ndarray, n_docs: int,
+                  n_nodes: int) -> dict[str, np.ndarray]:
+    """Both directions of the (doc, node) incidence, given sorted by doc then node:
+    doc_indptr/doc_nodes (each document's nodes, sorted) and node_indptr/node_docs (each
+    node's documents, sorted)."""
+    order = np.argsort(node, kind="stable")
+    return {"doc_indptr": np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]),
+            "doc_nodes": node.astype(np.int32),
+            "node_indptr": np.concatenate([[0], np.cumsum(np.bincount(node, minlength=n_nodes))]),
+            "node_docs": doc[order].astype(np.int32)}
+
+
+@njit(parallel=True, cache=True)
+def _cooccurrence_rows(row_lo, n_rows, col_lo, n_cols, node_indptr, node_docs, doc_indptr,
+                       doc_nodes, indptr, indices, data, fill, n_blocks):
+    """One pass over rows u in [row_lo, row_lo + n_rows): for every document of u, count its
+    nodes v in [col_lo, col_lo + n_cols), v != u. With fill false, write each row's length to
+    indptr[r + 1]; with fill true, write the entries, in first-seen order."""
+    for b in prange(n_blocks):
+        seen = np.zeros(n_cols, np.int32)
+        touched = np.empty(n_cols, np.int32)
+        for r in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
+            u = row_lo + r
+            n_touched = 0
+            for x in range(node_indptr[u], node_indptr[u + 1]):
+                d = node_docs[x]
+                for y in range(doc_indptr[d], doc_indptr[d + 1]):
+                    v = doc_nodes[y]
+                    c = v - col_lo
+                    if v == u or c < 0 or c >= n_cols:
+                        continue
+                    if seen[c] == 0:
+                        touched[n_touched] = c
+                        n_touched += 1
+                    seen[c] += 1
+            if fill:
+                at = indptr[r]
+                for t in range(n_touched):
+                    indices[at + t] = touched[t]
+                    data[at + t] = seen[touched[t]]
+            else:
+                indptr[r + 1] = n_touched
+            for t in range(n_touched):
+                seen[touched[t]] = 0
+
+
+def cooccurrence(incidence: dict[str, np.ndarray], n_topics: int, n_nodes: int,
+                 threads: int | None = None) -> dict[str, sp.csr_matrix]:
+    """The three co-occurrence count matrices (topic-topic, topic-KC, KC-KC), no diagonal:
+    entry (u, v) = number of documents that contain both u and v. Rows are topics or KCs
+    (local numbering), each row's entries in a fixed order (first seen walking u's documents
+    in doc order), so the sampler's draws do not depend on a library's sort."""
+    n_blocks = 8 * (threads or os.cpu_count() or 1)
+    n_kcs = n_nodes - n_topics
+    out = {}
+    for name, (row_lo, n_rows, col_lo, n_cols) in {
+            "tt": (0, n_topics, 0, n_topics), "tk": (0, n_topics, n_topics, n_kcs),
+            "kk": (n_topics, n_kcs, n_topics, n_kcs)}.items():
+        indptr = np.zeros(n_rows + 1, np.int64)
+        args = (row_lo, n_rows, col_lo, n_cols, incidence["node_indptr"], incidence["node_docs"],
+                incidence["doc_indptr"], incidence["doc_nodes"])
+        _cooccurrence_rows(*args, indptr, np.zeros(0, np.int32), np.zeros(0, np.int32), False,
+                           max(1, min(n_blocks, n_rows)))
+        np.cumsum(indptr, out=indptr)
+        indices, data = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], np.int32)
+        _cooccurrence_rows(*args, indptr, indices, data, True, max(1, min(n_blocks, n_rows)))
+        out[name] = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
     return out
 
 
@@ -188,21 +242,15 @@ def row_cumcount(m: sp.csr_matrix) -> np.ndarray:
     return out
 
 
-def sampler_arrays(counts: dict[str, sp.csr_matrix], doc: np.ndarray, node: np.ndarray,
-                   n_docs: int, n_nodes: int, n_topics: int) -> dict[str, np.ndarray]:
+def sampler_arrays(counts: dict[str, sp.csr_matrix], incidence: dict[str, np.ndarray],
+                   n_topics: int) -> dict[str, np.ndarray]:
     """The flat arrays of sampler.npz (see the module docstring); they share memory with the
     count matrices where the types agree."""
-    arrays = {"n_topics": np.array(n_topics)}
+    arrays = {"n_topics": np.array(n_topics), **incidence}
     for name, m in counts.items():
         arrays[f"{name}_indptr"] = np.asarray(m.indptr, np.int64)
         arrays[f"{name}_indices"] = np.asarray(m.indices, np.int32)
         arrays[f"{name}_cumcount"] = row_cumcount(m)
-    x = sp.csr_matrix((np.ones(len(doc), np.int8), (doc, node)), shape=(n_docs, n_nodes))
-    arrays["doc_indptr"] = np.asarray(x.indptr, np.int64)
-    arrays["doc_nodes"] = np.asarray(x.indices, np.int32)
-    xc = x.tocsc()
-    arrays["node_indptr"] = np.asarray(xc.indptr, np.int64)
-    arrays["node_docs"] = np.asarray(xc.indices, np.int32)
     return arrays
 
 
@@ -332,13 +380,16 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     out = Path(out_dir)
     steps = StepLog()
     nodes, docs, doc, node = index_concepts(pairs)
+    del pairs  # the caller hands them over: at paper scale they hold 20 M strings
     n_topics = int((nodes.get_column("kind") == "topic").sum())
     log.info("subset %s: %d documents, %d topics, %d key concepts, %d document-concept pairs",
              subset, docs.height, n_topics, nodes.height - n_topics, len(doc))
     steps("index concepts")
-    counts = cooccurrence(doc, node, docs.height, n_topics, nodes.height)
+    incidence = incidence_csr(doc, node, docs.height, nodes.height)
+    del doc, node
+    counts = cooccurrence(incidence, n_topics, nodes.height)
     steps("co-occurrence counts")
-    arrays = sampler_arrays(counts, doc, node, docs.height, nodes.height, n_topics)
+    arrays = sampler_arrays(counts, incidence, n_topics)
     per_doc = np.diff(arrays["doc_indptr"])
     topics_per_doc = (np.add.reduceat(arrays["doc_nodes"] < n_topics, arrays["doc_indptr"][:-1])
                       if docs.height else np.zeros(0, np.int64))
@@ -348,7 +399,7 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
         np.savez(f, **arrays)
     write_parquet_table(nodes.to_arrow(), out / "nodes.parquet")
     write_parquet_table(docs.to_arrow(), out / "docs.parquet")
-    del arrays, doc, node
+    del arrays, incidence
     steps("sampler arrays (written)")
     stats = count_statistics(counts)
     with tempfile.TemporaryFile(dir=out) as spill:
@@ -379,9 +430,11 @@ def run(extract_shards: list[str], out_dir: str, counts_path: str, subset: int, 
     extracted = read_extractions(extract_shards)
     mine = extracted.filter(pl.col("doc_id").map_elements(
         lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean))
-    report = build(concept_pairs(mine.filter(pl.col("status") == "ok")), out_dir, eps, name)
-    return write_counts(counts_path, "graph", extracted.height, report["documents"],
-                        {"other_subset": extracted.height - mine.height,
-                         "no_concepts": mine.height - report["documents"]},
+    n_in, n_mine = extracted.height, mine.height
+    pairs = concept_pairs(mine.filter(pl.col("status") == "ok"))
+    del extracted, mine  # only the pairs are needed from here
+    report = build(pairs, out_dir, eps, name)
+    return write_counts(counts_path, "graph", n_in, report["documents"],
+                        {"other_subset": n_in - n_mine, "no_concepts": n_mine - report["documents"]},
                         subset=name, topics=report["nodes"]["topic"],
                         key_concepts=report["nodes"]["key_concept"], edges=report["edges"])
