@@ -92,14 +92,15 @@ def workload(n_docs: int, n_topics: int, n_kcs: int, seed: int = 0) -> pl.DataFr
                         .otherwise(pl.format("Key concept {}", "id")).alias("surface"))
 
 
-def our_stage(pairs: pl.DataFrame, epochs: int, tmp: Path, verbose: bool) -> tuple[dict, dict]:
+def our_stage(pairs: list[pl.DataFrame], epochs: int, tmp: Path, verbose: bool
+              ) -> tuple[dict, dict]:
     """The stage's own code: graph.build (index, counts, sampler arrays, graph-tool graph,
     report; its steps are logged), then walks and top-2 Jaccard from the written arrays,
     as the walks job does."""
     out = {}
     with PeakRSS() as m:
-        report = graph.build(pairs, tmp, 1e-6, "000-of-001")
-    del pairs
+        # popped, as the stage does, so that graph.build can free the strings after indexing
+        report = graph.build(pairs.pop(), tmp, 1e-6, "000-of-001")
     out["graph build (graph.build)"] = m
     if verbose:
         for step, figures in report["steps"].items():
@@ -195,8 +196,7 @@ def full_size(n_docs: int, n_topics: int, n_kcs: int, epochs: int) -> None:
     report("make workload (not timed below)", m, f"{pairs[0].height:,} document-concept pairs")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        # handed over as the stage does, so graph.build can free them after indexing
-        steps, _ = our_stage(pairs.pop(), epochs, Path(tmp), verbose=True)
+        steps, _ = our_stage(pairs, epochs, Path(tmp), verbose=True)
         total = time.perf_counter() - t0
     for name, m in steps.items():
         report(name, m)
@@ -225,9 +225,9 @@ def main() -> None:
         return
     sample = workload(max(1, int(n_docs * args.sample)), n_topics, n_kcs, seed=1)
     print(f"\nsample for networkx: {sample.select('doc_id').n_unique():,} documents", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        ours, graph_report = our_stage(sample, args.epochs, Path(tmp), verbose=False)
     theirs = networkx_stage(sample, args.epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, graph_report = our_stage([sample], args.epochs, Path(tmp), verbose=False)
     for name, m in {**ours, **theirs}.items():
         report(name, m)
     # the same work on both sides: counts, graph, walks (not components, saving, Jaccard)

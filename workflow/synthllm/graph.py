@@ -431,9 +431,10 @@ def run(extract_shards: list[str], out_dir: str, counts_path: str, subset: int, 
     mine = extracted.filter(pl.col("doc_id").map_elements(
         lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean))
     n_in, n_mine = extracted.height, mine.height
-    pairs = concept_pairs(mine.filter(pl.col("status") == "ok"))
-    del extracted, mine  # only the pairs are needed from here
-    report = build(pairs, out_dir, eps, name)
+    pairs = [concept_pairs(mine.filter(pl.col("status") == "ok"))]
+    del extracted, mine
+    # popped, so that build holds the only reference and can free the strings
+    report = build(pairs.pop(), out_dir, eps, name)
     return write_counts(counts_path, "graph", n_in, report["documents"],
                         {"other_subset": n_in - n_mine, "no_concepts": n_mine - report["documents"]},
                         subset=name, topics=report["nodes"]["topic"],
