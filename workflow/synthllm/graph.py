@@ -46,7 +46,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -59,6 +59,7 @@ from synthllm.io import atomic_path, write_counts, write_json, write_parquet_tab
 log = logging.getLogger("synthllm.graph")
 
 TOPIC, KC = 0, 1
+CHUNK = 20_000_000  # edges per array handed to graph-tool or numpy at a time (~160-320 MB)
 SUBGRAPH_NAMES = {"tt": "topic_topic", "tk": "topic_kc", "kk": "kc_kc"}
 
 
@@ -265,9 +266,9 @@ def edge_list(m: sp.csr_matrix, upper: bool) -> tuple[np.ndarray, np.ndarray, np
 
 
 def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
-                    edge_counts: np.ndarray, eps: float, subset: str, chunk: int = 20_000_000):
+                    count_chunks: Callable[[], Iterable[np.ndarray]], eps: float, subset: str):
     """The graph-tool graph (see the module docstring): vertices from `nodes`, edges from
-    (n, 2) arrays of vertex pairs, `edge_counts` in the same order."""
+    (n, 2) arrays of vertex pairs, then their counts (chunks in the same order)."""
     from graph_tool import Graph
 
     g = Graph(directed=False)
@@ -282,40 +283,47 @@ def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
         g.vp.key[v], g.vp.label[v] = k, lab
     for pairs in edge_chunks:
         g.add_edge_list(pairs)
-    if g.num_edges() != len(edge_counts):
-        raise AssertionError(f"graph has {g.num_edges()} edges, {len(edge_counts)} counts")
-    # a fresh graph numbers its edges in insertion order: property arrays follow edge_counts
+    # the adjacency lists grew by doubling: give the slack back before the edge properties
+    # take their 12 bytes per edge
+    g.shrink_to_fit()
+    # a fresh graph numbers its edges in insertion order: property arrays follow the counts
     g.ep.count, g.ep.weight = g.new_ep("int"), g.new_ep("double")
-    for lo in range(0, len(edge_counts), chunk):
-        part = edge_counts[lo:lo + chunk]
-        g.ep.count.a[lo:lo + len(part)] = part
-        g.ep.weight.a[lo:lo + len(part)] = np.log(part + eps)
+    start = 0
+    for part in count_chunks():
+        g.ep.count.a[start:start + len(part)] = part
+        g.ep.weight.a[start:start + len(part)] = np.log(part + eps)
+        start += len(part)
+    if start != g.num_edges():
+        raise AssertionError(f"graph has {g.num_edges()} edges, {start} counts")
     g.gp.eps = g.new_gp("double", eps)
     g.gp.subset = g.new_gp("string", subset)
     return g
 
 
-def spill_edges(counts: dict[str, sp.csr_matrix], n_topics: int, file: BinaryIO,
-                chunk: int = 20_000_000) -> np.ndarray:
-    """Write every edge (topic-topic, topic-KC, KC-KC; vertex numbering) to `file` as int32
-    pairs and return their counts, freeing each count matrix on the way: at paper scale the
-    edge arrays would otherwise sit in memory beside graph-tool's adjacency lists."""
+def spill_edges(counts: dict[str, sp.csr_matrix], n_topics: int, pairs_file: BinaryIO,
+                counts_file: BinaryIO, chunk: int = CHUNK) -> int:
+    """Write every edge (topic-topic, topic-KC, KC-KC; vertex numbering) to `pairs_file` as
+    int32 pairs and its count to `counts_file` as int32, freeing each count matrix on the
+    way: at paper scale the edge arrays would otherwise sit in memory beside graph-tool's
+    adjacency lists. Returns the number of edges."""
     offsets = {"tt": (0, 0), "tk": (0, n_topics), "kk": (n_topics, n_topics)}
-    edge_counts = []
+    n_edges = 0
     for name in ("tt", "tk", "kk"):
         src, tgt, data = edge_list(counts.pop(name), upper=name != "tk")
         for lo in range(0, len(src), chunk):
             np.column_stack([src[lo:lo + chunk] + offsets[name][0],
-                             tgt[lo:lo + chunk] + offsets[name][1]]).astype(np.int32).tofile(file)
-        edge_counts.append(data)
-        del src, tgt
-    return np.concatenate(edge_counts) if edge_counts else np.zeros(0, np.int32)
+                             tgt[lo:lo + chunk] + offsets[name][1]]).astype(np.int32).tofile(pairs_file)
+        data.astype(np.int32).tofile(counts_file)
+        n_edges += len(src)
+        del src, tgt, data
+    return n_edges
 
 
-def read_edges(file: BinaryIO, n_edges: int, chunk: int = 20_000_000) -> Iterator[np.ndarray]:
+def read_chunks(file: BinaryIO, n_items: int, width: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """int32 records of `width` values from the start of `file`, `chunk` records at a time."""
     file.seek(0)
-    for lo in range(0, n_edges, chunk):
-        yield np.fromfile(file, np.int32, 2 * min(chunk, n_edges - lo)).reshape(-1, 2).astype(np.int64)
+    for lo in range(0, n_items, chunk):
+        yield np.fromfile(file, np.int32, width * min(chunk, n_items - lo)).reshape(-1, width)
 
 
 def degree_summary(degrees: np.ndarray) -> dict:
@@ -402,11 +410,13 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     del arrays, incidence
     steps("sampler arrays (written)")
     stats = count_statistics(counts)
-    with tempfile.TemporaryFile(dir=out) as spill:
-        edge_counts = spill_edges(counts, n_topics, spill)
+    with tempfile.TemporaryFile(dir=out) as pairs_file, \
+            tempfile.TemporaryFile(dir=out) as counts_file:
+        n_edges = spill_edges(counts, n_topics, pairs_file, counts_file)
         steps("edge lists (spilled to disk)")
-        g = graph_of_record(nodes, read_edges(spill, len(edge_counts)), edge_counts, eps, subset)
-    del edge_counts
+        g = graph_of_record(
+            nodes, (p.astype(np.int64) for p in read_chunks(pairs_file, n_edges, 2)),
+            lambda: (c.ravel() for c in read_chunks(counts_file, n_edges, 1)), eps, subset)
     steps("graph-tool graph")
     stats["components"] = components(g)
     with atomic_path(out / "graph.gt") as tmp:
