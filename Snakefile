@@ -11,6 +11,7 @@ configfile: "config/default.yaml"
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/extract.smk"
+include: "rules/graph.smk"
 include: "rules/questions.smk"
 
 

@@ -38,6 +38,7 @@ def synthllm(kind):
 
 wildcard_constraints:
     shard=r"\d{5}-of-\d{5}",
+    subset=r"\d{3}-of-\d{3}",
 
 
 def shard_ids():
@@ -52,6 +53,23 @@ def corpus_shards():
 def reference_docs(wildcards):
     """The documents questions are generated from: the corpus shard (until filtering lands)."""
     return f"{RESULTS}/corpus/shard-{wildcards.shard}.parquet"
+
+
+def subset_ids():
+    """The Level-3 graph subsets (config key graph.subsets)."""
+    n = config["graph"]["subsets"]
+    return [f"{i:03d}-of-{n:03d}" for i in range(n)]
+
+
+def graph_dir(wildcards):
+    return f"{RESULTS}/graph/subset-{wildcards.subset}"
+
+
+def all_reference_docs(wildcards):
+    """The reference documents of every shard (Level-3 sets draw theirs from any shard)."""
+    from types import SimpleNamespace
+
+    return [reference_docs(SimpleNamespace(shard=s)) for s in shard_ids()]
 
 
 def model_json(role):

@@ -1,5 +1,6 @@
-# Stage 5: Level-1 and Level-2 questions per reference document (paper Figs. 8, 9), then one
-# answer per question. One job per shard and level.
+# Stage 5: Level-1 and Level-2 questions per reference document (paper Figs. 8, 9), Level-3
+# questions per sampled concept set (Fig. 10), then one answer per question. One job per
+# shard and level.
 
 
 rule level1:
@@ -66,10 +67,47 @@ rule level2:
         " --output {output.questions} --counts {output.counts} > {log} 2>&1"
 
 
+rule level3:
+    input:
+        walks=expand(f"{RESULTS}/walks/subset-{{subset}}.parquet", subset=subset_ids()),
+        docs=all_reference_docs,
+    output:
+        questions=f"{RESULTS}/level3/shard-{{shard}}.parquet",
+        counts=f"{RESULTS}/level3/shard-{{shard}}.counts.json",
+    params:
+        model=model_json("generator"),
+        sampling=sampling_json("level3"),
+        structured=structured_flag(),
+        max_doc_chars=config["generation"]["max_doc_chars"],
+        calls_per_set=config["generation"]["level3"]["calls_per_set"],
+        questions_per_set=config["generation"]["level3"]["questions_per_set"],
+        max_sets=(
+            ""
+            if config["generation"]["level3"]["max_sets_per_shard"] is None
+            else f"--max-sets {config['generation']['level3']['max_sets_per_shard']}"
+        ),
+        chunk_size=config["generation"]["chunk_size"],
+        synthllm=synthllm("main"),
+    threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["generator"]["gpus"],
+    log:
+        f"{RESULTS}/logs/level3/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} level3 --walks {input.walks} --docs {input.docs} --shard {wildcards.shard}"
+        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
+        " --max-doc-chars {params.max_doc_chars} {params.max_sets}"
+        " --calls-per-set {params.calls_per_set} --questions-per-set {params.questions_per_set}"
+        " --chunk-size {params.chunk_size}"
+        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+
+
 rule answer:
     input:
         questions=expand(
-            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet", level=["level1", "level2"]
+            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet", level=["level1", "level2", "level3"]
         ),
     output:
         answers=f"{RESULTS}/answer/shard-{{shard}}.parquet",

@@ -75,7 +75,7 @@ def test_generation_stages_ran_with_the_real_engine(test_run):
         extracted = pq.read_table(results / "extract" / f"shard-{shard}.parquet").to_pylist()
         assert [r["doc_id"] for r in extracted] == docs
         questions = []
-        for level in ("level1", "level2"):
+        for level in ("level1", "level2", "level3"):
             counts = json.loads((results / level / f"shard-{shard}.counts.json").read_text())
             table = pq.read_table(results / level / f"shard-{shard}.parquet")
             assert table.num_rows == counts["questions"]
@@ -97,6 +97,7 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
     tmp, _, configs = test_run
     more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
     assert planned_jobs(*configs, more) == {"corpus": 1, "extract": 3, "level1": 3, "level2": 3,
+                                            "concept_graph": 1, "walks": 1, "level3": 3,
                                             "answer": 3, "all": 1}
 
 
@@ -105,6 +106,31 @@ def test_changing_a_level2_sampling_parameter_reruns_level2_and_answers_only(tes
     hotter = override(tmp, "l2.yaml", generation={"level2": {"sampling": {
         "temperature": 0.9, "top_p": 0.95, "max_tokens": 200, "seed": 2}}})
     assert planned_jobs(*configs, hotter) == {"level2": 2, "answer": 2, "all": 1}
+
+
+def test_level3_sets_come_from_the_graph_with_their_best_references(test_run):
+    _, results, _ = test_run
+    graph_dir = results / "graph" / "subset-000-of-001"
+    report = json.loads((graph_dir / "report.json").read_text())
+    assert report["nodes"]["topic"] > 0 and report["edges"]["topic_kc"] > 0
+    sets = pq.read_table(results / "walks" / "subset-000-of-001.parquet").to_pylist()
+    walk_counts = json.loads((results / "walks" / "subset-000-of-001.counts.json").read_text())
+    assert walk_counts["in"] == report["nodes"]["topic"]  # one epoch in the test config
+    assert len(sets) == walk_counts["out"]
+    for s in sets:
+        assert 1 <= len(s["ref_doc_ids"]) <= 2 and len(s["topics"]) >= 1
+        assert s["ref_jaccard"] == sorted(s["ref_jaccard"], reverse=True)
+    by_id = {s["set_id"]: s for s in sets}
+    for shard in SHARDS:
+        for q in pq.read_table(results / "level3" / f"shard-{shard}.parquet").to_pylist():
+            unit = q["question_id"].removeprefix("L3-").rsplit("-c", 1)[0]
+            assert q["level"] == 3 and q["doc_ids"] == by_id[unit]["ref_doc_ids"]
+
+
+def test_changing_the_walk_seed_reruns_walks_level3_and_answers_only(test_run):
+    tmp, _, configs = test_run
+    seeded = override(tmp, "walks.yaml", graph={"walks": {"epochs": 1, "seed": 9}})
+    assert planned_jobs(*configs, seeded) == {"walks": 1, "level3": 2, "answer": 2, "all": 1}
 
 
 def test_status_prints_the_counts_table(test_run):
@@ -133,8 +159,8 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
 
 def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
-    assert jobs == {"corpus": 1, "extract": 512, "level1": 512, "level2": 512, "answer": 512,
-                    "all": 1}
+    assert jobs == {"corpus": 1, "extract": 512, "level1": 512, "level2": 512,
+                    "concept_graph": 5, "walks": 5, "level3": 512, "answer": 512, "all": 1}
 
 
 def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):

@@ -71,6 +71,31 @@ def _level2(args: argparse.Namespace) -> None:
                args.chunk_size)
 
 
+def _graph(args: argparse.Namespace) -> None:
+    from synthllm import graph
+
+    subset, n_subsets = (int(x) for x in args.subset.split("-of-"))
+    counts = graph.run(args.extracted, args.out_dir, args.counts, subset, n_subsets, args.eps)
+    logging.getLogger("synthllm").info("graph: %s", counts)
+
+
+def _walks(args: argparse.Namespace) -> None:
+    from synthllm import walks
+
+    settings = walks.WalkSettings(**json.loads(args.walks_json), eps=args.eps, seed=args.seed)
+    walks.run(args.graph_dir, args.output, args.counts, settings, args.references)
+
+
+def _level3(args: argparse.Namespace) -> None:
+    from synthllm import level3
+
+    spec, sampling = _backend_and_sampling(args)
+    shard, n_shards = (int(x) for x in args.shard.split("-of-"))
+    level3.run(args.walks, args.docs, shard, n_shards, args.output, args.counts, spec, sampling,
+               args.structured, args.max_doc_chars, args.calls_per_set, args.questions_per_set,
+               args.chunk_size, args.max_sets)
+
+
 def _answer(args: argparse.Namespace) -> None:
     from synthllm import answer
 
@@ -136,6 +161,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--questions-per-doc", type=int, required=True)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("graph", help="Level-3 concept graph of one subset (graph-tool)")
+    p.add_argument("--extracted", nargs="+", required=True, help="every extract shard")
+    p.add_argument("--subset", required=True, help="this job's subset, e.g. 000-of-001")
+    p.add_argument("--eps", type=float, required=True, help="Eq. 5: weight = log(count + eps)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_graph)
+
+    p = sub.add_parser("walks", help="random-walk concept sets and their reference documents")
+    p.add_argument("--graph-dir", required=True, help="a graph subset folder")
+    p.add_argument("--walks-json", required=True,
+                   help="epochs, topic_steps, kc_steps, kc_start, revisit, dead_end as JSON")
+    p.add_argument("--eps", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--references", type=int, required=True, help="documents per set (top-k Jaccard)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_walks)
+
+    p = sub.add_parser("level3", help="Level-3 questions from sampled concept sets")
+    _generation_args(p, "models.generator")
+    p.add_argument("--walks", nargs="+", required=True, help="the walks of every subset")
+    p.add_argument("--docs", nargs="+", required=True, help="every reference document shard")
+    p.add_argument("--shard", required=True, help="this job's shard, e.g. 00001-of-00004")
+    p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--max-doc-chars", type=int, required=True, help="per reference document")
+    p.add_argument("--calls-per-set", type=int, required=True)
+    p.add_argument("--questions-per-set", type=int, required=True)
+    p.add_argument("--max-sets", type=int, default=None, help="use the first N sets of the shard")
+    p.set_defaults(func=_level3)
+
     p = sub.add_parser("answer", help="one answer per question")
     _generation_args(p, "models.answerer")
     p.add_argument("--questions", nargs="+", required=True, help="question shards")
@@ -162,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from synthllm.concepts import ConceptGraphError
     from synthllm.corpus import CorpusError
     from synthllm.demo_corpus import DemoCorpusError
     from synthllm.llm import BackendError
@@ -169,6 +226,6 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (CorpusError, DemoCorpusError, BackendError, ModelError) as exc:
+    except (ConceptGraphError, CorpusError, DemoCorpusError, BackendError, ModelError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
