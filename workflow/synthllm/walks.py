@@ -145,6 +145,19 @@ def _step(indptr, indices, cum, eps, u, visited, n_visited, revisit):
 
 
 @njit(cache=True)
+def _extend(indptr, indices, cum, eps, path, n, steps, revisit):
+    """Up to `steps` Eq. 6 steps from path[n - 1], appended to path; returns the new length
+    and whether every step was taken."""
+    for _ in range(steps):
+        v = _step(indptr, indices, cum, eps, path[n - 1], path, n, revisit)
+        if v < 0:
+            return n, False
+        path[n] = v
+        n += 1
+    return n, True
+
+
+@njit(cache=True)
 def _walks(tt_indptr, tt_indices, tt_cum, tk_indptr, tk_indices, tk_cum, kk_indptr, kk_indices,
            kk_cum, eps, n_topics, epochs, t_lo, t_hi, k_lo, k_hi, kc_start, revisit, seed):
     _seed(seed)
@@ -156,17 +169,9 @@ def _walks(tt_indptr, tt_indices, tt_cum, tk_indptr, tk_indices, tk_cum, kk_indp
     i = 0
     for _ in range(epochs):
         for t0 in range(n_topics):
-            done = True
             topics[i, 0] = t0
-            nt, cur = 1, t0
-            for _s in range(t_lo + np.random.randint(0, t_hi - t_lo + 1)):
-                v = _step(tt_indptr, tt_indices, tt_cum, eps, cur, topics[i], nt, revisit)
-                if v < 0:
-                    done = False
-                    break
-                topics[i, nt] = v
-                nt += 1
-                cur = v
+            steps = t_lo + np.random.randint(0, t_hi - t_lo + 1)
+            nt, done = _extend(tt_indptr, tt_indices, tt_cum, eps, topics[i], 1, steps, revisit)
             if kc_start == 0:
                 src = topics[i, nt - 1]
             elif kc_start == 1:
@@ -179,16 +184,9 @@ def _walks(tt_indptr, tt_indices, tt_cum, tk_indptr, tk_indices, tk_cum, kk_indp
                 i += 1
                 continue
             kcs[i, 0] = k
-            nk, cur = 1, k
-            for _s in range(k_lo + np.random.randint(0, k_hi - k_lo + 1)):
-                v = _step(kk_indptr, kk_indices, kk_cum, eps, cur, kcs[i], nk, revisit)
-                if v < 0:
-                    done = False
-                    break
-                kcs[i, nk] = v
-                nk += 1
-                cur = v
-            complete[i] = done
+            steps = k_lo + np.random.randint(0, k_hi - k_lo + 1)
+            _, kc_done = _extend(kk_indptr, kk_indices, kk_cum, eps, kcs[i], 1, steps, revisit)
+            complete[i] = done and kc_done
             i += 1
     return topics, kcs, complete, outcome
 
