@@ -49,5 +49,11 @@ $graph -c "import graph_tool, numpy; assert numpy.__version__ < '2'" \
 log "resources"
 .venv/bin/synthllm prepare-models --dest resources/models/SmolLM2-135M-Instruct
 .venv/bin/synthllm demo-corpus --dest resources/demo_corpus --shared ../shared/data/corpus
+# the six evaluation benchmarks (Qwen2.5-Math harness jsonl); without them, point config key
+# evaluation.benchmarks at your copies
+if [ -d ../shared/data/benchmarks ]; then
+  mkdir -p resources/benchmarks
+  cp -r ../shared/data/benchmarks/. resources/benchmarks/
+fi
 
 log "done. Run the embedded default with: .venv/bin/snakemake --cores 2"
