@@ -13,6 +13,7 @@ include: "rules/corpus.smk"
 include: "rules/extract.smk"
 include: "rules/graph.smk"
 include: "rules/questions.smk"
+include: "rules/mixtures.smk"
 
 
 rule all:

@@ -39,6 +39,8 @@ def synthllm(kind):
 wildcard_constraints:
     shard=r"\d{5}-of-\d{5}",
     subset=r"\d{3}-of-\d{3}",
+    budget=r"\d+",
+    mixture=r"[A-Za-z0-9_]+",
 
 
 def shard_ids():
@@ -100,7 +102,27 @@ def corpus_input_files():
     return files
 
 
+if "all" not in config["mixtures"]["sets"]:
+    raise WorkflowError("config key mixtures.sets: needs the mixture `all` (the training ladder)")
+
+
+def budgets():
+    """The training budgets in samples (config key mixtures.sample_counts), ascending."""
+    return sorted(set(config["mixtures"]["sample_counts"]))
+
+
+def mixture_path(mixture, budget):
+    return f"{RESULTS}/mixtures/{mixture}/{budget}.parquet"
+
+
+def mixture_set_json(wildcards):
+    sets = config["mixtures"]["sets"]
+    if wildcards.mixture not in sets:
+        raise WorkflowError(f"mixture {wildcards.mixture!r} is not in config key mixtures.sets")
+    return json.dumps(sets[wildcards.mixture], sort_keys=True)
+
+
 def final_outputs():
-    return [f"{RESULTS}/corpus/counts.json"] + expand(
-        f"{RESULTS}/answer/shard-{{shard}}.parquet", shard=shard_ids()
-    )
+    return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/decontam/report.json"] + [
+        mixture_path("all", b) for b in budgets()
+    ]

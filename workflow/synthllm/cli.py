@@ -103,6 +103,50 @@ def _answer(args: argparse.Namespace) -> None:
     answer.run(args.questions, args.output, args.counts, spec, sampling, args.chunk_size)
 
 
+def _dedup(args: argparse.Namespace) -> None:
+    from synthllm.dedup import NearDuplicates, run
+
+    run(args.answers, args.output, args.dropped, args.counts, NearDuplicates(**json.loads(args.near_json)))
+
+
+def _decontam(args: argparse.Namespace) -> None:
+    from synthllm.decontam import run
+
+    run(args.questions, json.loads(args.benchmarks_json), args.output, args.hits, args.report,
+        args.counts, args.ngram)
+
+
+def _sft_pool(args: argparse.Namespace) -> None:
+    from synthllm.mixtures import run_pool
+
+    run_pool(args.questions, args.output, args.counts, args.tokenizer, args.system_prompt)
+
+
+def _mixture(args: argparse.Namespace) -> None:
+    from synthllm.mixtures import run_subset
+
+    spec = json.loads(args.set_json)
+    run_subset(args.pool, args.output, args.counts, args.name, args.samples, args.seed,
+               spec.get("levels"), spec.get("proportions"))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from synthllm import train
+
+    settings = train.TrainSettings.from_config(json.loads(args.training_json))
+    train.run(args.mixture, args.base_model, args.out_dir, settings, args.system_prompt,
+              threads=args.threads)
+
+
+def _base_model(args: argparse.Namespace) -> None:
+    from synthllm import train
+
+    spec = train.TrainModel.from_config(json.loads(args.model_json))
+    counts = train.materialise_base(spec, args.out, args.counts)
+    logging.getLogger("synthllm").info("base model %s: %d parameters", spec.label,
+                                       counts["parameters"])
+
+
 def _prepare_models(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -197,6 +241,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", nargs="+", required=True, help="question shards")
     p.set_defaults(func=_answer)
 
+    p = sub.add_parser("dedup", help="exact and near-duplicate questions across all levels")
+    p.add_argument("--answers", nargs="+", required=True, help="every answer shard")
+    p.add_argument("--near-json", required=True,
+                   help="config key dedup.near (ngram, num_perm, bands, threshold, seed) as JSON")
+    p.add_argument("--output", required=True, help="the kept samples")
+    p.add_argument("--dropped", required=True, help="dropped samples with reason and duplicate_of")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_dedup)
+
+    p = sub.add_parser("decontam", help="drop samples sharing an n-gram with a benchmark")
+    p.add_argument("--questions", required=True, help="the dedup stage's kept samples")
+    p.add_argument("--benchmarks-json", required=True,
+                   help="config key evaluation.benchmarks (name -> jsonl) as JSON")
+    p.add_argument("--ngram", type=int, required=True, help="words per n-gram (config decontam.ngram)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--hits", required=True, help="one row per contaminated sample")
+    p.add_argument("--report", required=True, help="counts per benchmark and field (json)")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_decontam)
+
+    p = sub.add_parser("sft-pool", help="SFT records of the clean samples with exact token counts")
+    p.add_argument("--questions", required=True, help="the decontam stage's clean samples")
+    p.add_argument("--tokenizer", required=True, help="the training models' tokenizer (HF folder)")
+    p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_sft_pool)
+
+    p = sub.add_parser("mixture", help="one nested subset of the SFT pool")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--name", required=True, help="the mixture's name in config mixtures.sets")
+    p.add_argument("--set-json", required=True, help="its levels and proportions as JSON")
+    p.add_argument("--samples", type=int, required=True, help="subset size")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_mixture)
+
+    p = sub.add_parser("train", help="fine-tune one model on one mixture (DeepSpeed; run "
+                       "under torchrun for several processes)")
+    p.add_argument("--mixture", required=True, help="mixture parquet (question, answer, tokens)")
+    p.add_argument("--base-model", required=True, help="HF folder to start from (budget 0)")
+    p.add_argument("--out-dir", required=True,
+                   help="writes final/, counts.json, log.jsonl (checkpoints/ while running)")
+    p.add_argument("--training-json", required=True, help="config key training as JSON")
+    p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("base-model", help="budget 0: the untrained base model as an HF folder")
+    p.add_argument("--model-json", required=True, help="one entry of models.train as JSON")
+    p.add_argument("--out", required=True, help="the HF folder to write")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_base_model)
+
     p = sub.add_parser("prepare-models", help="convert the SmolLM2 GGUF into an HF folder")
     p.add_argument("--dest", default="resources/models/SmolLM2-135M-Instruct")
     p.set_defaults(func=_prepare_models)
@@ -220,12 +319,17 @@ def main(argv: list[str] | None = None) -> None:
                         stream=sys.stderr)
     from synthllm.concepts import ConceptGraphError
     from synthllm.corpus import CorpusError
+    from synthllm.decontam import DecontamError
+    from synthllm.dedup import DedupError
     from synthllm.demo_corpus import DemoCorpusError
     from synthllm.llm import BackendError
+    from synthllm.mixtures import MixtureError
     from synthllm.models import ModelError
+    from synthllm.train import TrainError
 
     try:
         args.func(args)
-    except (ConceptGraphError, CorpusError, DemoCorpusError, BackendError, ModelError) as exc:
+    except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
+            MixtureError, ModelError, TrainError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,227 @@
+"""Dedup, decontamination and nested SFT mixtures (stage 6), on real text where it exists."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from synthllm.chat import sft_messages
+from synthllm.decontam import benchmark_texts, decontaminate
+from synthllm.dedup import DedupError, NearDuplicates, dedup, minhash_signatures
+from synthllm.eval_data import BENCHMARKS, load_benchmark
+from synthllm.mixtures import MixtureError, count_tokens, level_quota, nested_subset
+from synthllm.textkeys import normal_form
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+GSM8K_TRAIN = SHARED / "gsm8k_train" / "train.jsonl"
+BENCH_DIR = SHARED / "benchmarks"
+TOKENIZER = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+needs_gsm8k = pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)")
+needs_bench = pytest.mark.skipif(not BENCH_DIR.is_dir(), reason=f"{BENCH_DIR} absent (../shared/data)")
+needs_tokenizer = pytest.mark.skipif(not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh")
+
+
+def samples(questions: list[str], levels: list[int] | None = None, statuses: list[str] | None = None,
+            answers: list[str] | None = None) -> pl.DataFrame:
+    n = len(questions)
+    levels = levels or [1] * n
+    return pl.DataFrame({
+        "question_id": [f"L{lvl}-d{i:05d}-c0-q0" for i, lvl in enumerate(levels)],
+        "level": pl.Series(levels, dtype=pl.Int8), "question": questions,
+        "answer": answers or [f"The answer is \\boxed{{{i}}}." for i in range(n)],
+        "doc_ids": [[f"doc-{i}"] for i in range(n)], "status": statuses or ["ok"] * n})
+
+
+@pytest.fixture(scope="module")
+def gsm8k_questions() -> list[str]:
+    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:3000]]
+    return [r["question"] for r in rows]
+
+
+def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / len(x | y)
+
+
+def test_exact_and_near_duplicates_are_dropped_naming_the_kept_question():
+    qs = ["What is the sum of the first 10 positive integers?",
+          "what is the SUM of the first 10   positive integers?",  # exact after normalisation
+          "Compute the derivative of x^2 sin x with respect to x, and simplify the result.",
+          "Compute the derivative of x^2 sin(x) with respect to x, and simplify the result!",
+          "A train travels 60 km in 1.5 hours. What is its average speed in km per hour?"]
+    kept, dropped = dedup(samples(qs), NearDuplicates())
+    assert kept["question"].to_list() == [qs[0], qs[2], qs[4]]
+    rows = {r["question_id"]: r for r in dropped.to_dicts()}
+    assert rows["L1-d00001-c0-q0"]["reason"] == "exact"
+    assert rows["L1-d00001-c0-q0"]["duplicate_of"] == "L1-d00000-c0-q0"
+    assert rows["L1-d00003-c0-q0"]["reason"] == "near"
+    assert rows["L1-d00003-c0-q0"]["duplicate_of"] == "L1-d00002-c0-q0"
+
+
+def test_the_first_by_level_then_id_is_kept_across_levels():
+    q = "How many positive divisors does 360 have? Explain how you count them."
+    kept, dropped = dedup(samples([q, q], levels=[3, 1]), NearDuplicates())
+    assert kept["level"].to_list() == [1]
+    assert dropped["duplicate_of"].to_list() == ["L1-d00001-c0-q0"]
+
+
+def test_unusable_answers_are_dropped_first_so_a_usable_copy_is_kept():
+    q = "Find all real x with x^2 - 5x + 6 = 0 and check each root."
+    kept, dropped = dedup(samples([q, q], statuses=["truncated", "ok"]), NearDuplicates())
+    assert kept["question_id"].to_list() == ["L1-d00001-c0-q0"]
+    assert dropped.to_dicts() == [{"question_id": "L1-d00000-c0-q0", "level": 1, "reason": "answer_truncated",
+                                   "duplicate_of": None, "similarity": None}]
+
+
+@needs_gsm8k
+def test_a_paraphrase_below_the_threshold_survives(gsm8k_questions):
+    original = gsm8k_questions[0]
+    paraphrase = ("Natalia sold clips to 48 friends in April; in May she sold half that number. "
+                  "Across both months, what is the total number of clips she sold?")
+    assert jaccard(original, paraphrase) < 0.3
+    kept, dropped = dedup(samples([original, paraphrase]), NearDuplicates())
+    assert len(kept) == 2 and dropped.is_empty()
+
+
+@needs_gsm8k
+def test_planted_near_duplicates_in_real_questions_are_caught_and_nothing_else(gsm8k_questions):
+    rng = random.Random(0)
+    base = gsm8k_questions[:2000]
+    planted = {}
+    for i in rng.sample(range(len(base)), 50):
+        words = base[i].split()
+        if len(words) < 30:
+            continue
+        j = rng.randrange(len(words))
+        words[j] = words[j] + "s"  # one changed word: Jaccard of 3-grams about 0.9 on long questions
+        planted[len(base)] = i
+        base.append(" ".join(words))
+    table = samples(base)
+    ids = table["question_id"].to_list()
+    kept, dropped = dedup(table, NearDuplicates())
+    found = {r["question_id"]: r["duplicate_of"] for r in dropped.to_dicts()}
+    expected = {ids[copy]: ids[orig] for copy, orig in planted.items()
+                if jaccard(base[copy], base[orig]) >= 0.85}
+    assert len(expected) >= 20
+    missed = [c for c in expected if found.get(c) != expected[c]]
+    assert len(missed) <= len(expected) // 20, missed  # LSH at J >= 0.85 finds >= 95 %
+    # whatever else was dropped is a genuine near duplicate by exact Jaccard
+    for copy, orig in found.items():
+        if copy not in expected:
+            a, b = base[ids.index(copy)], base[ids.index(orig)]
+            assert normal_form(pl.Series([a]))[0] == normal_form(pl.Series([b]))[0] or jaccard(a, b) >= 0.6
+
+
+@needs_gsm8k
+def test_minhash_agreement_estimates_jaccard(gsm8k_questions):
+    pairs = [(gsm8k_questions[i], gsm8k_questions[i][: len(gsm8k_questions[i]) * 3 // 4] + " and more")
+             for i in range(40)]
+    texts = pl.Series([t for p in pairs for t in p])
+    sig = minhash_signatures(texts, NearDuplicates(num_perm=256, bands=16))
+    est = (sig[0::2] == sig[1::2]).mean(axis=1)
+    truth = np.array([jaccard(a, b) for a, b in pairs])
+    assert np.abs(est - truth).mean() < 0.05
+
+
+def test_settings_are_checked_naming_the_key():
+    with pytest.raises(DedupError, match="dedup.near"):
+        NearDuplicates(num_perm=100, bands=16)
+    with pytest.raises(DedupError, match="question ids are not unique"):
+        table = samples(["a b c", "d e f"])
+        dedup(table.with_columns(pl.lit("L1-x").alias("question_id")), NearDuplicates())
+
+
+@needs_bench
+def test_planted_benchmark_question_and_solution_are_caught():
+    benchmarks = {name: str(BENCH_DIR / name / "test.jsonl") for name in BENCHMARKS}
+    bench = benchmark_texts(benchmarks)
+    math_record = load_benchmark("math", benchmarks["math"])[17]
+    gsm_record = load_benchmark("gsm8k", benchmarks["gsm8k"])[3]
+    solution_words = gsm_record["solution"].split()
+    qs = ["Tom has 3 apples and buys 4 more. How many apples does he have now? Explain.",
+          "Q: " + math_record["question"].upper() + " Show all steps.",  # case and wrapping do not hide it
+          "Let f be a polynomial of degree 3 with integer roots. Describe all possible f."]
+    answers = ["3 + 4 = 7, so \\boxed{7}.", "The answer is 2.",
+               "We reason: " + " ".join(solution_words[:20]) + " ... done."]
+    table = samples(qs, answers=answers)
+    clean, hits = decontaminate(table, bench, 13)
+    assert clean["question_id"].to_list() == ["L1-d00000-c0-q0"]
+    by_id = {r["question_id"]: r for r in hits.to_dicts()}
+    assert by_id["L1-d00001-c0-q0"]["benchmark"] == "math"
+    assert by_id["L1-d00001-c0-q0"]["field"] == "question"
+    assert by_id["L1-d00002-c0-q0"]["benchmark"] == "gsm8k"
+    assert by_id["L1-d00002-c0-q0"]["field"] == "answer"
+    assert by_id["L1-d00002-c0-q0"]["benchmark_id"] == str(gsm_record["id"])
+    assert len(by_id["L1-d00001-c0-q0"]["matched"].split()) == 13
+
+
+@needs_bench
+def test_real_gsm8k_train_questions_are_not_flagged_against_the_test_sets():
+    # GSM8K train and test are disjoint problems: a 13-gram rule that flags many of them
+    # would be matching boilerplate, not contamination
+    benchmarks = {name: str(BENCH_DIR / name / "test.jsonl") for name in BENCHMARKS}
+    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:1000]]
+    table = samples([r["question"] for r in rows], answers=[r["answer"] for r in rows])
+    clean, hits = decontaminate(table, benchmark_texts(benchmarks), 13)
+    assert len(hits) <= 10, hits
+
+
+def pool(levels: list[int]) -> pl.DataFrame:
+    n = len(levels)
+    return pl.DataFrame({"question_id": [f"q{i:04d}" for i in range(n)],
+                         "level": pl.Series(levels, dtype=pl.Int8),
+                         "tokens": pl.Series(np.arange(n) % 7 + 10, dtype=pl.Int32)})
+
+
+def test_subsets_are_nested_and_reproducible():
+    p = pool([1, 2, 3] * 100)
+    sizes = [10, 40, 160, 300]
+    for levels, props in ((None, None), ([1, 2], [3.0, 1.0]), ([3], None)):
+        limit = 300 if levels is None else (133 if levels == [1, 2] else 100)
+        subs = [set(nested_subset(p, k, 7, levels, props)["question_id"]) for k in sizes if k <= limit]
+        assert all(a < b for a, b in zip(subs, subs[1:]))
+        again = nested_subset(p, sizes[1], 7, levels, props)["question_id"].to_list()
+        assert again == sorted(subs[1])
+    assert set(nested_subset(p, 40, 8)["question_id"]) != set(nested_subset(p, 40, 7)["question_id"])
+    by_level = nested_subset(p, 40, 7, [1, 2], [3.0, 1.0])["level"].value_counts().sort("level")
+    assert by_level["count"].to_list() == [30, 10]
+
+
+def test_level_quota_uses_largest_remainders():
+    assert level_quota(10, [1, 2, 3], [1, 1, 1]) == {1: 4, 2: 3, 3: 3}
+    assert sum(level_quota(7, [1, 2], [0.3, 0.7]).values()) == 7
+
+
+def test_asking_more_than_the_pool_names_the_key():
+    with pytest.raises(MixtureError, match="mixtures.sample_counts: 31 samples asked, the clean pool holds 30"):
+        nested_subset(pool([1] * 30), 31, 0)
+    with pytest.raises(MixtureError, match="level-2"):
+        nested_subset(pool([1] * 30 + [2]), 10, 0, [1, 2])
+
+
+@needs_tokenizer
+def test_token_counts_are_exact_chat_formatted_lengths():
+    from transformers import AutoTokenizer
+
+    records = samples(["What is 2 + 2?", "Integrate x e^x dx. " * 30],
+                      answers=["\\boxed{4}", "By parts: x e^x - e^x + C, so \\boxed{(x-1)e^x + C}."])
+    counts = count_tokens(records, str(TOKENIZER), SYSTEM, batch_size=1)
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    for i, row in enumerate(records.to_dicts()):
+        text = tok.apply_chat_template(sft_messages(row["question"], row["answer"], SYSTEM), tokenize=False)
+        assert counts[i] == len(tok(text, add_special_tokens=False)["input_ids"])
+    assert counts[1] > counts[0] + 100

@@ -1,0 +1,105 @@
+"""SFT records and nested mixtures at exact token counts (paper §1.4, §3).
+
+The paper trains on "progressively larger subsets" of the mixed L1+L2+L3 set (100K ... 7.4M
+samples) without saying how they were drawn. Ours are nested by construction: one seeded
+permutation of the clean pool per level, and a subset of k samples takes the first k_l of
+each level's permutation, with k_l from the mixture's level proportions (largest remainder);
+so every smaller subset lies inside every larger one of the same mixture. A mixture without
+proportions draws from one permutation of the whole pool (the natural level mix). Level-only
+sets (the Level ablation) are mixtures with one level.
+
+Token counts are exact: every sample is the conversation synthllm.chat.sft_messages(question,
+answer, chat.system_prompt) through the training tokenizer's chat template, counted once for
+the pool (mixtures/pool.parquet) and summed per subset.
+
+SFT record schema (mixtures/pool.parquet and mixtures/{mixture}/{budget}.parquet):
+    question_id (string), level (int8), question (string), answer (string),
+    doc_ids (list<string>: the reference documents of the question), tokens (int32)
+The chat-formatted view a trainer reads is synthllm.chat.sft_messages of each record.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from synthllm.chat import sft_messages
+from synthllm.io import write_counts, write_parquet_table
+
+SFT_COLUMNS = ["question_id", "level", "question", "answer", "doc_ids"]
+
+
+class MixtureError(ValueError):
+    pass
+
+
+def count_tokens(records: pl.DataFrame, tokenizer_path: str, system_prompt: str,
+                 batch_size: int = 512) -> np.ndarray:
+    """Exact chat-formatted token count of each record under the training tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    if tokenizer.chat_template is None:
+        raise MixtureError(f"config key mixtures.tokenizer: {tokenizer_path} has no chat template")
+    counts = np.empty(len(records), dtype=np.int32)
+    questions, answers = records["question"].to_list(), records["answer"].to_list()
+    for start in tqdm(range(0, len(records), batch_size), desc="tokens", unit="batch"):
+        chats = [sft_messages(q, a, system_prompt)
+                 for q, a in zip(questions[start:start + batch_size], answers[start:start + batch_size])]
+        ids = tokenizer.apply_chat_template(chats, tokenize=True, return_dict=False)
+        counts[start:start + len(chats)] = [len(x) for x in ids]
+    return counts
+
+
+def level_quota(k: int, levels: list[int], proportions: list[float]) -> dict[int, int]:
+    """k split over levels by proportion, largest remainder, ties to the earlier level."""
+    weights = np.asarray(proportions, dtype=float)
+    exact = k * weights / weights.sum()
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: k - quota.sum()]:
+        quota[i] += 1
+    return dict(zip(levels, quota.tolist()))
+
+
+def nested_subset(pool: pl.DataFrame, k: int, seed: int, levels: list[int] | None = None,
+                  proportions: list[float] | None = None, key: str = "mixtures.sample_counts") -> pl.DataFrame:
+    """The first k samples of the mixture's seeded order (see the module docstring)."""
+    if levels is None:
+        if k > len(pool):
+            raise MixtureError(f"config key {key}: {k} samples asked, the clean pool holds {len(pool)}")
+        order = np.random.default_rng(seed).permutation(len(pool))[:k]
+        return pool[np.sort(order)]
+    proportions = proportions or [1.0] * len(levels)
+    if len(proportions) != len(levels) or min(proportions) < 0 or sum(proportions) <= 0:
+        raise MixtureError(f"config key mixtures.sets: proportions {proportions} do not fit levels {levels}")
+    picked = []
+    for level, quota in level_quota(k, levels, proportions).items():
+        rows = np.flatnonzero((pool["level"] == level).to_numpy())
+        if quota > len(rows):
+            raise MixtureError(f"config key {key}: {quota} level-{level} samples asked for {k}, "
+                               f"the clean pool holds {len(rows)}")
+        picked.append(rows[np.random.default_rng([seed, level]).permutation(len(rows))[:quota]])
+    return pool[np.sort(np.concatenate(picked))]
+
+
+def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, system_prompt: str) -> dict:
+    started = time.monotonic()
+    clean = pl.read_parquet(questions, columns=SFT_COLUMNS)
+    pool = clean.with_columns(pl.Series("tokens", count_tokens(clean, tokenizer, system_prompt)))
+    write_parquet_table(pool.to_arrow(), output)
+    return write_counts(counts_path, "sft_pool", len(clean), len(pool), {}, tokens=int(pool["tokens"].sum()),
+                        tokenizer=tokenizer, seconds=round(time.monotonic() - started, 2))
+
+
+def run_subset(pool_path: str, output: str, counts_path: str, mixture: str, k: int, seed: int,
+               levels: list[int] | None, proportions: list[float] | None) -> dict:
+    pool = pl.read_parquet(pool_path)
+    subset = nested_subset(pool, k, seed, levels, proportions)
+    write_parquet_table(subset.to_arrow(), output)
+    per_level = {f"level{lvl}": int((subset["level"] == lvl).sum()) for lvl in (1, 2, 3)}
+    return write_counts(counts_path, "mixture", len(pool), len(subset),
+                        {"not_drawn": len(pool) - len(subset)}, mixture=mixture, samples=len(subset),
+                        tokens=int(subset["tokens"].sum()), per_level=per_level, seed=seed)
