@@ -1,0 +1,584 @@
+"""Scaling-law fits of evaluation results against synthetic training tokens (paper §3, Eqs. 2-3).
+
+Two laws, one curve per model:
+
+- rectified (Eq. 2, after Lin et al. 2024): ``L(D) = B / (D_l + D**beta) + E``
+- power     (Eq. 3):                        ``L(D) = B / D**beta + E``
+
+``L`` is the fitted quantity (an error rate in percent, or an NLL) and ``D`` the number of
+training tokens (``D = 0``: the untrained base model, defined for the rectified law only).
+
+Every choice is a named argument and is saved with the result:
+
+- **Parametrisation.** The optimiser sees ``theta = (log B, log D_l, beta, E)`` (power:
+  ``(log B, beta, E)``) and evaluates ``D**beta`` as ``exp(beta * log D)`` and the denominator
+  with ``logaddexp``, so token counts from 1e5 to 1e13 stay well conditioned.
+- **Bounds** (the meaningful region): ``log B`` and ``log D_l`` in ``log_bounds``, ``beta`` in
+  ``beta_bounds``, ``E`` between ``e_lower`` (0 for error rates and NLLs) and the smallest
+  fitted value (an asymptote above a measured point is not an asymptote). A parameter that
+  ends on a bound is flagged ``at_bound:<name>``.
+- **Loss.** ``least_squares``: squared residuals of L; ``huber_log``: Huber loss (threshold
+  ``huber_delta``) on ``log L_pred - log L`` as in Hoffmann et al.'s and Epoch AI's Chinchilla
+  fits. Minimised with scipy's bounded trust-region least squares (``least_squares``, TRF);
+  for ``huber_log`` each start is first taken to the squared-loss optimum of the same
+  residuals, then refined under the Huber loss (same minimum, a fraction of the evaluations).
+- **Starts.** A grid: every ``beta`` in ``StartGrid.beta`` x every asymptote ``E = f * min(L)``
+  for ``f`` in ``StartGrid.e_fraction`` x (rectified) every bend position ``D_b`` at the
+  ``StartGrid.bend_quantile`` quantiles of ``log D`` with ``D_l = D_b**beta``; ``B`` of each
+  start is the linear least-squares value given the others. The best final loss wins.
+- **Degenerate input.** Non-finite or negative values raise `ScalingError`; fewer points than
+  parameters or a flat curve (range below ``flat_tolerance`` times the largest value) give a
+  result with ``status = "no_fit"`` and the reason in ``flags``, never a fitted curve.
+- **Bootstrap** (`bootstrap_params`). ``residuals`` (default): residuals of the fit (in the
+  loss's space: L, or log L), centred and inflated by ``sqrt(n / (n - p))``, are resampled
+  with replacement onto the fitted curve and the law refitted; the design (token counts) is
+  fixed, which suits a handful of budgets. ``points``: the (D, L) points are resampled with
+  replacement; a resample with fewer distinct token counts than parameters is drawn again.
+  Refits start at the full-data fit (``warm_start``) or from the whole grid. Percentile
+  intervals (``confidence``) for every parameter and every prediction come from the refits.
+- **Asymptote distance** (`tokens_to_margin`): the smallest D with ``L(D) - E <= margin``,
+  i.e. the reducible part of the law has fallen to ``margin`` (in L's units, e.g. 1 percentage
+  point of error); 0 if the base model is already there. The paper's "peaks at 1T / 4T" reading
+  (§5.4) has no stated definition; this is ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+LAWS = ("rectified", "power")
+LOSSES = ("least_squares", "huber_log")
+BOOTSTRAP_METHODS = ("residuals", "points")
+PARAM_NAMES = {"rectified": ("B", "D_l", "beta", "E"), "power": ("B", "beta", "E")}
+THETA_NAMES = {"rectified": ("log_B", "log_D_l", "beta", "E"), "power": ("log_B", "beta", "E")}
+
+
+class ScalingError(ValueError):
+    """Input a scaling law cannot be fitted to (the message names the offending point)."""
+
+
+@dataclass(frozen=True)
+class StartGrid:
+    """Initial values of the multi-start search (see the module docstring)."""
+
+    beta: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
+    e_fraction: tuple[float, ...] = (0.0, 0.5, 0.9)
+    bend_quantile: tuple[float, ...] = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Every choice a fit depends on; saved beside each result."""
+
+    law: str = "rectified"
+    loss: str = "huber_log"
+    huber_delta: float = 1e-3
+    starts: StartGrid = field(default_factory=StartGrid)
+    beta_bounds: tuple[float, float] = (0.01, 2.0)
+    log_bounds: tuple[float, float] = (-30.0, 80.0)
+    e_lower: float = 0.0
+    flat_tolerance: float = 1e-6
+    bound_tolerance: float = 1e-4
+
+    def __post_init__(self):
+        if self.law not in LAWS:
+            raise ScalingError(f"law must be one of {LAWS}, got {self.law!r}")
+        if self.loss not in LOSSES:
+            raise ScalingError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not self.huber_delta > 0:
+            raise ScalingError(f"huber_delta must be positive, got {self.huber_delta}")
+        lo, hi = self.beta_bounds
+        if not 0 < lo < hi:
+            raise ScalingError(f"beta_bounds must satisfy 0 < low < high, got {self.beta_bounds}")
+        if not self.log_bounds[0] < self.log_bounds[1]:
+            raise ScalingError(f"log_bounds must be increasing, got {self.log_bounds}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitSettings":
+        d = dict(d)
+        if "starts" in d:
+            d["starts"] = StartGrid(**{k: tuple(v) for k, v in d["starts"].items()})
+        for key in ("beta_bounds", "log_bounds"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class Fit:
+    """One fitted curve: natural parameters, optimiser vector, data, loss, flags, settings."""
+
+    status: str  # ok | flagged | no_fit
+    flags: list[str]
+    settings: FitSettings
+    tokens: np.ndarray
+    values: np.ndarray
+    theta: np.ndarray | None = None
+    loss_value: float = math.nan
+
+    @property
+    def law(self) -> str:
+        return self.settings.law
+
+    @property
+    def params(self) -> dict[str, float]:
+        if self.theta is None:
+            return {}
+        return natural_params(self.law, self.theta)
+
+    def predict(self, tokens) -> np.ndarray:
+        if self.theta is None:
+            raise ScalingError(f"no fitted curve ({', '.join(self.flags)})")
+        return predict(self.law, self.theta, tokens)
+
+    def to_dict(self) -> dict:
+        return {"law": self.law, "status": self.status, "flags": list(self.flags),
+                "params": self.params, "loss_value": _finite_or_none(self.loss_value),
+                "n_points": int(self.tokens.size), "tokens": self.tokens.tolist(),
+                "values": self.values.tolist(), "settings": self.settings.to_dict()}
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def n_params(law: str) -> int:
+    return len(PARAM_NAMES[law])
+
+
+def natural_params(law: str, theta: Sequence[float]) -> dict[str, float]:
+    if law == "rectified":
+        log_b, log_dl, beta, e = theta
+        return {"B": math.exp(log_b), "D_l": math.exp(log_dl), "beta": float(beta), "E": float(e)}
+    log_b, beta, e = theta
+    return {"B": math.exp(log_b), "beta": float(beta), "E": float(e)}
+
+
+def theta_from_params(law: str, params: dict[str, float]) -> np.ndarray:
+    if law == "rectified":
+        return np.array([math.log(params["B"]), math.log(params["D_l"]), params["beta"],
+                         params["E"]])
+    return np.array([math.log(params["B"]), params["beta"], params["E"]])
+
+
+def _log_tokens(tokens: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(tokens)
+
+
+def log_reducible(law: str, theta: Sequence[float], tokens) -> np.ndarray:
+    """log(L(D) - E), computed without forming D**beta."""
+    log_d = _log_tokens(np.asarray(tokens, dtype=float))
+    if law == "rectified":
+        log_b, log_dl, beta, _ = theta
+        return log_b - np.logaddexp(log_dl, beta * log_d)
+    log_b, beta, _ = theta
+    return log_b - beta * log_d
+
+
+def predict(law: str, theta: Sequence[float], tokens) -> np.ndarray:
+    """L(D) for a law and its optimiser vector theta."""
+    tokens = np.asarray(tokens, dtype=float)
+    if law == "power" and np.any(tokens <= 0):
+        raise ScalingError("the power law is undefined at D = 0 tokens (the untrained model)")
+    return np.exp(log_reducible(law, theta, tokens)) + theta[-1]
+
+
+def tokens_to_margin(law: str, theta: Sequence[float], margin: float) -> float:
+    """Smallest D with L(D) - E <= margin (0 when L(0) is already within it; see docstring)."""
+    if not margin > 0:
+        raise ScalingError(f"asymptote margin must be positive, got {margin}")
+    p = natural_params(law, theta)
+    if law == "rectified":
+        need = p["B"] / margin - p["D_l"]  # D**beta needed
+        if need <= 0:
+            return 0.0
+    else:
+        need = p["B"] / margin
+    return float(math.exp(math.log(need) / p["beta"]))
+
+
+def check_points(tokens, values, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return float arrays; errors name the offending point."""
+    tokens = np.asarray(tokens, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if tokens.shape != values.shape or tokens.ndim != 1:
+        raise ScalingError(f"tokens and values must be 1-d of equal length, got shapes "
+                           f"{tokens.shape} and {values.shape}")
+    for i, (d, v) in enumerate(zip(tokens, values)):
+        if not (np.isfinite(d) and np.isfinite(v)):
+            raise ScalingError(f"point {i} (tokens={d}, value={v}) is not finite")
+        if d < 0:
+            raise ScalingError(f"point {i} has negative tokens ({d})")
+        if loss == "huber_log" and v <= 0:
+            raise ScalingError(f"point {i} (tokens={d}) has value {v} <= 0; the huber_log loss "
+                               "needs positive values (use loss least_squares or another transform)")
+    return tokens, values
+
+
+def _bounds(settings: FitSettings, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    e_hi = float(values.min())
+    if not e_hi > settings.e_lower:
+        raise ScalingError(f"smallest value {e_hi} is not above e_lower={settings.e_lower}: "
+                           "no room for an asymptote below the data")
+    lb_log, ub_log = settings.log_bounds
+    b_lo, b_hi = settings.beta_bounds
+    if settings.law == "rectified":
+        return (np.array([lb_log, lb_log, b_lo, settings.e_lower]),
+                np.array([ub_log, ub_log, b_hi, e_hi]))
+    return np.array([lb_log, b_lo, settings.e_lower]), np.array([ub_log, b_hi, e_hi])
+
+
+def start_grid(settings: FitSettings, tokens: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+    """Initial vectors of the multi-start search (B solved linearly for each)."""
+    lb, ub = _bounds(settings, values)
+    log_d = _log_tokens(tokens)
+    positive = log_d[np.isfinite(log_d)]
+    bends = (np.quantile(positive, settings.starts.bend_quantile) if positive.size
+             else np.zeros(1)) if settings.law == "rectified" else [None]
+    starts = []
+    for beta in settings.starts.beta:
+        beta = float(np.clip(beta, lb[-2], ub[-2]))
+        for frac in settings.starts.e_fraction:
+            e0 = float(np.clip(frac * values.min(), lb[-1], ub[-1] - 1e-9 * abs(ub[-1])))
+            for bend in bends:
+                head = [] if bend is None else [float(np.clip(beta * bend, lb[1], ub[1]))]
+                probe = np.array([0.0, *head, beta, e0])
+                x = np.exp(log_reducible(settings.law, probe, tokens))
+                y = values - e0
+                b0 = float(np.dot(x, y) / np.dot(x, x))
+                log_b0 = math.log(b0) if b0 > 0 else lb[0]
+                starts.append(np.clip(np.array([log_b0, *head, beta, e0]), lb, ub))
+    return starts
+
+
+def _residual_fn(law: str, loss: str, tokens: np.ndarray, values: np.ndarray):
+    if loss == "least_squares":
+        return lambda th: predict(law, th, tokens) - values
+    log_values = np.log(values)
+    return lambda th: np.log(predict(law, th, tokens)) - log_values
+
+
+def _jacobian_fn(law: str, loss: str, tokens: np.ndarray):
+    """Analytic d residual / d theta (a third of the evaluations of finite differences)."""
+    log_d = _log_tokens(tokens)
+    trained = tokens > 0
+
+    def jac(th):
+        reducible = np.exp(log_reducible(law, th, tokens))
+        columns = [reducible]  # d/d log B
+        if law == "rectified":
+            share_dl = np.exp(th[1] - np.logaddexp(th[1], th[2] * log_d))  # D_l / (D_l + D^b)
+            columns.append(-reducible * share_dl)
+            columns.append(np.where(trained, -reducible * (1 - share_dl) *
+                                    np.where(trained, log_d, 0.0), 0.0))
+        else:
+            columns.append(-reducible * log_d)
+        columns.append(np.ones_like(reducible))  # d/d E
+        j = np.stack(columns, axis=1)
+        if loss == "huber_log":
+            j /= (reducible + th[-1])[:, None]
+        return j
+
+    return jac
+
+
+def _loss_value(residuals: np.ndarray, settings: FitSettings) -> float:
+    if settings.loss == "least_squares":
+        return float(0.5 * np.sum(residuals ** 2))
+    a = np.abs(residuals)
+    d = settings.huber_delta
+    return float(np.sum(np.where(a <= d, 0.5 * a ** 2, d * (a - 0.5 * d))))
+
+
+def _minimise(settings: FitSettings, tokens, values, starts, warm: bool
+              ) -> tuple[np.ndarray | None, float]:
+    from scipy.optimize import least_squares
+
+    lb, ub = _bounds(settings, values)
+    fun = _residual_fn(settings.law, settings.loss, tokens, values)
+    jac = _jacobian_fn(settings.law, settings.loss, tokens)
+    best, best_loss = None, math.inf
+    for x0 in starts:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                x = np.clip(x0, lb, ub)
+                if settings.loss == "least_squares" or not warm:
+                    # Huber from a raw start needs ~7x the evaluations of the squared loss, so
+                    # a raw start first goes to the squared-loss optimum, then is refined
+                    res = least_squares(fun, x, jac=jac, bounds=(lb, ub), method="trf",
+                                        x_scale="jac", max_nfev=2000)
+                    x = res.x
+                if settings.loss == "huber_log":
+                    res = least_squares(fun, x, jac=jac, bounds=(lb, ub), method="trf",
+                                        x_scale="jac", max_nfev=2000, loss="huber",
+                                        f_scale=settings.huber_delta)
+            except ValueError:  # a start whose residuals are not finite
+                continue
+        if not np.all(np.isfinite(res.fun)):
+            continue
+        value = _loss_value(res.fun, settings)
+        if value < best_loss:
+            best, best_loss = res.x, value
+    return best, best_loss
+
+
+def fit_law(tokens, values, settings: FitSettings = FitSettings(),
+            initial: Iterable[Sequence[float]] | None = None) -> Fit:
+    """Fit one curve. `initial` replaces the start grid (e.g. a warm start for bootstrap refits)."""
+    tokens, values = check_points(tokens, values, settings.loss)
+    p = n_params(settings.law)
+    if settings.law == "power" and np.any(tokens <= 0):
+        raise ScalingError("the power law cannot use D = 0 points (the untrained model); "
+                           "drop them before fitting")
+    no_fit = []
+    if tokens.size < p:
+        no_fit.append(f"too_few_points: {tokens.size} points for {p} parameters")
+    elif np.unique(tokens).size < p:
+        no_fit.append(f"too_few_points: {np.unique(tokens).size} distinct token counts for "
+                      f"{p} parameters")
+    if tokens.size and np.ptp(values) <= settings.flat_tolerance * np.max(np.abs(values)):
+        no_fit.append(f"flat: values span {np.ptp(values):.3g}, below flat_tolerance")
+    if no_fit:
+        return Fit("no_fit", no_fit, settings, tokens, values)
+    starts = ([np.asarray(s, dtype=float) for s in initial] if initial is not None
+              else start_grid(settings, tokens, values))
+    theta, loss_value = _minimise(settings, tokens, values, starts, warm=initial is not None)
+    if theta is None:
+        return Fit("no_fit", ["optimiser_failed: no start converged to finite residuals"],
+                   settings, tokens, values)
+    flags = bound_flags(settings, theta, values)
+    if tokens.size == p:
+        flags.append(f"no_intervals: {p} points for {p} parameters leave no residual")
+    return Fit("flagged" if flags else "ok", flags, settings, tokens, values, theta, loss_value)
+
+
+def bound_flags(settings: FitSettings, theta: np.ndarray, values: np.ndarray) -> list[str]:
+    lb, ub = _bounds(settings, values)
+    tol = settings.bound_tolerance * np.maximum(1.0, np.abs(ub - lb))
+    return [f"at_bound:{name}" for name, x, lo, hi, t in
+            zip(THETA_NAMES[settings.law], theta, lb, ub, tol) if x - lo <= t or hi - x <= t]
+
+
+@dataclass
+class Bootstrap:
+    """Refitted optimiser vectors (one row per successful refit) and the method used."""
+
+    thetas: np.ndarray
+    method: str
+    n_requested: int
+    failures: int
+    seed: int
+    warm_start: bool
+
+    def settings(self) -> dict:
+        return {"method": self.method, "n": self.n_requested, "seed": self.seed,
+                "warm_start": self.warm_start}
+
+
+def bootstrap_params(fit: Fit, n: int = 200, method: str = "residuals", seed: int = 0,
+                     warm_start: bool = True) -> Bootstrap:
+    """Bootstrap refits of `fit` (see the module docstring for both methods)."""
+    if method not in BOOTSTRAP_METHODS:
+        raise ScalingError(f"bootstrap method must be one of {BOOTSTRAP_METHODS}, got {method!r}")
+    p = n_params(fit.law)
+    if fit.theta is None or fit.tokens.size <= p:
+        raise ScalingError(f"no bootstrap: needs a fit with more points than its {p} "
+                           f"parameters (status {fit.status}, {fit.tokens.size} points)")
+    rng = np.random.default_rng(seed)
+    settings = fit.settings
+    initial = [fit.theta] if warm_start else None
+    fitted = fit.predict(fit.tokens)
+    log_space = settings.loss == "huber_log"
+    if log_space:
+        residuals = np.log(fit.values) - np.log(fitted)
+    else:
+        residuals = fit.values - fitted
+    residuals = (residuals - residuals.mean()) * math.sqrt(fit.tokens.size /
+                                                           (fit.tokens.size - p))
+    thetas, failures = [], 0
+    for _ in range(n):
+        if method == "residuals":
+            draw = rng.choice(residuals, size=residuals.size, replace=True)
+            tokens = fit.tokens
+            values = fitted * np.exp(draw) if log_space else fitted + draw
+        else:
+            for _attempt in range(100):
+                idx = rng.integers(0, fit.tokens.size, size=fit.tokens.size)
+                if np.unique(fit.tokens[idx]).size >= p:
+                    break
+            tokens, values = fit.tokens[idx], fit.values[idx]
+        try:
+            refit = fit_law(tokens, values, settings, initial=initial)
+        except ScalingError:
+            refit = None
+        if refit is None or refit.theta is None:
+            failures += 1
+            continue
+        thetas.append(refit.theta)
+    return Bootstrap(np.array(thetas).reshape(-1, p), method, n, failures, seed, warm_start)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed percentile interval along axis 0."""
+    if not 0 < confidence < 1:
+        raise ScalingError(f"confidence must lie in (0, 1), got {confidence}")
+    alpha = (1 - confidence) / 2
+    return (np.quantile(samples, alpha, axis=0), np.quantile(samples, 1 - alpha, axis=0))
+
+
+def param_intervals(fit: Fit, boot: Bootstrap, confidence: float) -> dict[str, list[float]]:
+    """Interval of each natural parameter from the bootstrap refits."""
+    names = PARAM_NAMES[fit.law]
+    natural = np.array([[natural_params(fit.law, t)[k] for k in names] for t in boot.thetas])
+    lo, hi = percentile_interval(natural, confidence)
+    return {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
+
+
+def prediction_band(fit: Fit, boot: Bootstrap | None, tokens, confidence: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point prediction and interval at each token count (NaN intervals without a bootstrap)."""
+    tokens = np.asarray(tokens, dtype=float)
+    centre = fit.predict(tokens)
+    if boot is None or boot.thetas.shape[0] == 0:
+        nan = np.full_like(centre, np.nan)
+        return centre, nan, nan.copy()
+    draws = np.array([predict(fit.law, t, tokens) for t in boot.thetas])
+    lo, hi = percentile_interval(draws, confidence)
+    return centre, lo, hi
+
+
+def margin_interval(fit: Fit, boot: Bootstrap | None, margin: float, confidence: float
+                    ) -> tuple[float, float, float]:
+    centre = tokens_to_margin(fit.law, fit.theta, margin)
+    if boot is None or boot.thetas.shape[0] == 0:
+        return centre, math.nan, math.nan
+    draws = np.array([tokens_to_margin(fit.law, t, margin) for t in boot.thetas])
+    lo, hi = percentile_interval(draws, confidence)
+    return centre, float(lo), float(hi)
+
+
+# --- One model's analysis: held-out split, fits of both laws, intervals, extrapolation ---
+
+TRANSFORMS = ("identity", "error")
+
+
+def transform_values(values, transform: str) -> np.ndarray:
+    """The fitted quantity from a metric: identity (NLL), or error = 100 - accuracy (percent)."""
+    values = np.asarray(values, dtype=float)
+    if transform == "identity":
+        return values
+    if transform == "error":
+        return 100.0 - values
+    raise ScalingError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The stage's choices on top of the fit's (config key `scaling`)."""
+
+    fit: FitSettings = field(default_factory=FitSettings)
+    laws: tuple[str, ...] = LAWS
+    held_out: int = 1
+    include_base: bool = True
+    bootstrap: int = 200
+    bootstrap_method: str = "residuals"
+    warm_start: bool = True
+    confidence: float = 0.95
+    extrapolate_tokens: tuple[float, ...] = (1e10, 5e10, 2.5e11, 3e11, 1e12, 4e12)
+    asymptote_margin: float = 1.0
+    seed: int = 0
+    curve_points: int = 200
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_points(budgets, tokens, values, held_out: int, include_base: bool
+                 ) -> dict[str, np.ndarray]:
+    """Masks over the points: fit, held_out (the `held_out` largest trained budgets), base."""
+    budgets = np.asarray(budgets)
+    tokens = np.asarray(tokens, dtype=float)
+    if held_out < 0:
+        raise ScalingError(f"held_out must be >= 0, got {held_out}")
+    base = tokens == 0
+    trained_budgets = np.unique(budgets[~base])
+    held = np.isin(budgets, trained_budgets[::-1][:held_out]) & ~base
+    fit = ~held & (~base | include_base)
+    return {"fit": fit, "held_out": held, "base": base}
+
+
+def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
+                settings: AnalysisSettings, curve_tokens: np.ndarray) -> dict:
+    """Fit one law to the fit points; intervals, held-out check, extrapolation, asymptote."""
+    fit_settings = FitSettings.from_dict({**settings.fit.to_dict(), "law": law})
+    use = masks["fit"] & (tokens > 0 if law == "power" else True)
+    notes = []
+    if law == "power" and np.any(masks["fit"] & (tokens == 0)):
+        notes.append("base_excluded: the power law is undefined at D = 0")
+    fit = fit_law(tokens[use], values[use], fit_settings)
+    out = {"law": law, **fit.to_dict(), "notes": notes, "param_intervals": {},
+           "held_out": [], "extrapolation": [], "asymptote": None, "curve": None,
+           "bootstrap": None}
+    if fit.theta is None:
+        return out
+    boot = None
+    if fit.tokens.size > n_params(law):
+        boot = bootstrap_params(fit, settings.bootstrap, settings.bootstrap_method, settings.seed,
+                                settings.warm_start)
+        out["bootstrap"] = {**boot.settings(), "successes": int(boot.thetas.shape[0]),
+                            "failures": boot.failures, "confidence": settings.confidence}
+        if boot.failures > 0.1 * settings.bootstrap:
+            fit.flags.append(f"bootstrap_failures: {boot.failures} of {settings.bootstrap}")
+            out["flags"], out["status"] = list(fit.flags), "flagged"
+        if boot.thetas.shape[0]:
+            out["param_intervals"] = param_intervals(fit, boot, settings.confidence)
+    held = masks["held_out"]
+    if held.any():
+        centre, lo, hi = prediction_band(fit, boot, tokens[held], settings.confidence)
+        out["held_out"] = [
+            {"budget": int(b), "tokens": float(d), "measured": float(v), "predicted": float(c),
+             "low": _finite_or_none(a), "high": _finite_or_none(z),
+             "inside": bool(a <= v <= z) if np.isfinite(a) else None}
+            for b, d, v, c, a, z in zip(budgets[held], tokens[held], values[held], centre, lo, hi)]
+    ext = np.asarray(settings.extrapolate_tokens, dtype=float)
+    centre, lo, hi = prediction_band(fit, boot, ext, settings.confidence)
+    out["extrapolation"] = [{"tokens": float(d), "predicted": float(c), "low": _finite_or_none(a),
+                             "high": _finite_or_none(z)} for d, c, a, z in zip(ext, centre, lo, hi)]
+    reach, lo_reach, hi_reach = margin_interval(fit, boot, settings.asymptote_margin,
+                                                settings.confidence)
+    out["asymptote"] = {"E": fit.params["E"], "margin": settings.asymptote_margin,
+                        "tokens": reach, "low": _finite_or_none(lo_reach),
+                        "high": _finite_or_none(hi_reach)}
+    grid = curve_tokens if law == "rectified" else curve_tokens[curve_tokens > 0]
+    centre, lo, hi = prediction_band(fit, boot, grid, settings.confidence)
+    out["curve"] = {"tokens": grid.tolist(), "predicted": centre.tolist(),
+                    "low": [_finite_or_none(x) for x in lo], "high": [_finite_or_none(x) for x in hi]}
+    return out
+
+
+def analyse_model(model: str, budgets, tokens, values, settings: AnalysisSettings) -> dict:
+    """Every law's analysis for one model's points (values already transformed)."""
+    order = np.argsort(np.asarray(tokens, dtype=float), kind="stable")
+    budgets = np.asarray(budgets)[order]
+    tokens, values = check_points(np.asarray(tokens)[order], np.asarray(values)[order],
+                                  settings.fit.loss)
+    masks = split_points(budgets, tokens, values, settings.held_out, settings.include_base)
+    trained = tokens[tokens > 0]
+    top = max([*settings.extrapolate_tokens, *trained]) if trained.size else 1.0
+    low = trained.min() / 2 if trained.size else top / 1e4
+    curve_tokens = np.concatenate([[0.0], np.geomspace(low, top, settings.curve_points)])
+    return {"model": model,
+            "points": [{"budget": int(b), "tokens": float(d), "value": float(v),
+                        "role": "held_out" if h else "fit" if f else "excluded"}
+                       for b, d, v, h, f in zip(budgets, tokens, values, masks["held_out"],
+                                                masks["fit"])],
+            "laws": {law: analyse_law(law, budgets, tokens, values, masks, settings,
+                                      curve_tokens) for law in settings.laws}}
