@@ -29,6 +29,7 @@ from synthllm.eval_data import load_benchmark
 from synthllm.io import write_counts, write_json, write_parquet_table
 from synthllm.textkeys import WORD, ngram_hashes, normal_form, word_hashes
 
+CHUNK = 1 << 18  # texts split into words at a time
 HIT_SCHEMA = {"question_id": pl.String, "level": pl.Int8, "field": pl.String,
               "benchmark": pl.String, "benchmark_id": pl.String, "benchmark_field": pl.String,
               "matched": pl.String}
@@ -66,9 +67,16 @@ class GramIndex:
     def first_hits(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """(owner, position) per text: the benchmark text of its first matching n-gram and the
         word position of that gram in the text; owner -1 when nothing matches."""
-        offsets, hashes = word_hashes(texts)
-        gram_offsets, grams = ngram_hashes(offsets, hashes, self.n)
-        return _first_hits(gram_offsets, grams, self.grams, self.owner)
+        owners, positions = [], []
+        for start in range(0, len(texts), CHUNK):
+            offsets, hashes = word_hashes(texts.slice(start, CHUNK))
+            gram_offsets, grams = ngram_hashes(offsets, hashes, self.n)
+            owner, pos = _first_hits(gram_offsets, grams, self.grams, self.owner)
+            owners.append(owner)
+            positions.append(pos)
+        if not owners:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(owners), np.concatenate(positions)
 
 
 @njit(cache=True, parallel=True)

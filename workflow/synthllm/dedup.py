@@ -32,8 +32,9 @@ import polars as pl
 from numba import njit, prange
 
 from synthllm.io import write_counts, write_parquet_table
-from synthllm.textkeys import gram_hash, gram_count, mix64, normal_form, word_hashes
+from synthllm.textkeys import HASH_SEED, gram_count, gram_hash, mix64, normal_form, normal_word_hashes
 
+CHUNK = 1 << 18  # texts split into words at a time
 DROPPED_SCHEMA = {"question_id": pl.String, "level": pl.Int8, "reason": pl.String,
                   "duplicate_of": pl.String, "similarity": pl.Float32}
 
@@ -156,22 +157,36 @@ def _union(parent, firsts, seconds):
     return parent
 
 
-def minhash_signatures(texts: pl.Series, settings: NearDuplicates) -> np.ndarray:
-    offsets, hashes = word_hashes(texts)
+def fingerprints(texts: pl.Series, settings: NearDuplicates) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, signatures) of each text in one pass over its normal form: a 64-bit hash of the
+    normal form (exact duplicates; among 10 M texts the chance of any collision is below
+    3e-6) and its (num_perm,) uint32 MinHash signature. Texts are split into words a chunk at
+    a time: a list column of every word of millions of texts would cost several times the text."""
     rng = np.random.default_rng(settings.seed)
     a = rng.integers(1, 2**63, size=settings.num_perm, dtype=np.uint64) | np.uint64(1)
     b = rng.integers(0, 2**63, size=settings.num_perm, dtype=np.uint64)
-    return _signatures(offsets, hashes, settings.ngram, a, b)
+    keys = np.empty(len(texts), dtype=np.uint64)
+    sig = np.empty((len(texts), settings.num_perm), dtype=np.uint32)
+    for start in range(0, len(texts), CHUNK):
+        normal = normal_form(texts.slice(start, CHUNK))
+        keys[start:start + CHUNK] = normal.hash(seed=HASH_SEED).to_numpy()
+        offsets, hashes = normal_word_hashes(normal)
+        sig[start:start + CHUNK] = _signatures(offsets, hashes, settings.ngram, a, b)
+    return keys, sig
 
 
-def near_duplicates(texts: pl.Series, settings: NearDuplicates,
+def minhash_signatures(texts: pl.Series, settings: NearDuplicates) -> np.ndarray:
+    return fingerprints(texts, settings)[1]
+
+
+def near_duplicates(sig: np.ndarray, settings: NearDuplicates,
                     alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(representative, similarity) per text, texts in stable order. representative[i] == i for
-    a text that is kept; otherwise the index of the first text of its group, and similarity
-    the estimated Jaccard similarity of the two. Texts with alive False are left alone."""
-    m = len(texts)
+    """(representative, similarity) per signature, texts in stable order. representative[i] ==
+    i for a text that is kept; otherwise the index of the first text of its group, and
+    similarity the estimated Jaccard similarity of the two. Texts with alive False are left
+    alone."""
+    m = len(sig)
     alive = np.ones(m, dtype=np.bool_) if alive is None else alive.astype(np.bool_)
-    sig = minhash_signatures(texts, settings)
     keys = _band_keys(sig, settings.bands)
     firsts, seconds = [], []
     for band in range(settings.bands):
@@ -190,18 +205,34 @@ def near_duplicates(texts: pl.Series, settings: NearDuplicates,
     return parent, similarity
 
 
-def exact_duplicates(texts: pl.Series) -> np.ndarray:
-    """Per text, the index of the first text with the same normal form (itself when first)."""
-    keys = pl.DataFrame({"key": normal_form(texts)}).with_row_index("i")
-    first = keys.group_by("key", maintain_order=True).agg(pl.col("i").min().alias("first"))
-    return keys.join(first, on="key", how="left").sort("i")["first"].to_numpy().astype(np.int64)
+def exact_duplicates(keys: np.ndarray) -> np.ndarray:
+    """Per text, the index of the first text with the same key (itself when first)."""
+    _, first_of_key, key_of_text = np.unique(keys, return_index=True, return_inverse=True)
+    return first_of_key[key_of_text].astype(np.int64)
 
 
 def stable_order(samples: pl.DataFrame) -> pl.DataFrame:
     return samples.sort(["level", "question_id"])
 
 
-def dedup(samples: pl.DataFrame, settings: NearDuplicates) -> tuple[pl.DataFrame, pl.DataFrame]:
+class StepClock:
+    """Seconds per step, for the counts file: where a paper-scale run spends its time."""
+
+    def __init__(self):
+        self.started = self.last = time.monotonic()
+        self.steps: dict[str, float] = {}
+
+    def step(self, name: str) -> None:
+        now = time.monotonic()
+        self.steps[name] = round(now - self.last, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+
+def dedup(samples: pl.DataFrame, settings: NearDuplicates,
+          clock: StepClock | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, dropped) as described in the module docstring. `samples` needs question_id,
     level, question and status (of the answer)."""
     if samples["question_id"].n_unique() != len(samples):
@@ -214,21 +245,28 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates) -> tuple[pl.DataFrame
     duplicate_of = np.full(len(samples), None, dtype=object)
     similarity = np.full(len(samples), np.nan, dtype=np.float32)
 
+    keys, sig = fingerprints(samples["question"], settings)
+    if clock:
+        clock.step("fingerprints")
     # exact: among usable samples only, so the kept copy is always a usable one
     usable_idx = np.flatnonzero(usable)
-    first = exact_duplicates(samples["question"].gather(usable_idx))
+    first = exact_duplicates(keys[usable_idx])
     exact = first != np.arange(len(usable_idx))
     hit = usable_idx[exact]
     reason[hit] = "exact"
     duplicate_of[hit] = ids[usable_idx[first[exact]]]
     similarity[hit] = 1.0
+    if clock:
+        clock.step("exact")
 
     alive = reason == None  # noqa: E711 (elementwise on an object array)
-    rep, sim = near_duplicates(samples["question"], settings, alive=alive.astype(np.bool_))
+    rep, sim = near_duplicates(sig, settings, alive=alive.astype(np.bool_))
     near = np.flatnonzero(alive & (rep != np.arange(len(samples))))
     reason[near] = "near"
     duplicate_of[near] = ids[rep[near]]
     similarity[near] = sim[near]
+    if clock:
+        clock.step("near")
 
     dropped_mask = reason != None  # noqa: E711
     dropped = pl.DataFrame({
@@ -241,15 +279,17 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates) -> tuple[pl.DataFrame
 
 def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: str,
         settings: NearDuplicates) -> dict:
-    started = time.monotonic()
+    clock = StepClock()
     samples = pl.concat([pl.read_parquet(p) for p in answer_shards], how="vertical")
-    kept, dropped = dedup(samples, settings)
+    clock.step("read")
+    kept, dropped = dedup(samples, settings, clock)
     write_parquet_table(kept.to_arrow(), output)
     write_parquet_table(dropped.to_arrow(), dropped_path)
+    clock.step("write")
     by_reason = dropped.group_by("reason").len().sort("reason")
     per_level = {f"level{lvl}": {"in": int((samples["level"] == lvl).sum()),
                                  "out": int((kept["level"] == lvl).sum())} for lvl in (1, 2, 3)}
     return write_counts(counts_path, "dedup", len(samples), len(kept),
                         dict(zip(by_reason["reason"], by_reason["len"].to_list())),
                         per_level=per_level, settings=asdict(settings),
-                        seconds=round(time.monotonic() - started, 2))
+                        seconds=clock.total(), step_seconds=clock.steps)

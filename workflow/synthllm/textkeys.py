@@ -29,9 +29,14 @@ def normal_form(texts: pl.Series) -> pl.Series:
 
 def word_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, hashes): text i's words hash to hashes[offsets[i]:offsets[i + 1]] (uint64)."""
-    words = normal_form(texts).str.extract_all(WORD)
+    return normal_word_hashes(normal_form(texts))
+
+
+def normal_word_hashes(normal: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """word_hashes of texts already in normal form."""
+    words = normal.str.extract_all(WORD)
     lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    offsets = np.zeros(len(normal) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat = words.explode(empty_as_null=False)
     hashes = flat.hash(seed=HASH_SEED).to_numpy().astype(np.uint64, copy=False)

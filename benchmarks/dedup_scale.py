@@ -1,0 +1,173 @@
+"""Dedup and decontamination at paper scale: 7.5 M synthetic questions (L1 + L2 + L3 before the
+final merge, paper §1.4) through the real `synthllm dedup` and `synthllm decontam` commands,
+against the six benchmarks. Prints wall time and peak memory of each (target: 10 minutes and
+12 GiB or less on 2 cores) and how many planted duplicates and benchmark copies were caught.
+
+The questions are random word sequences (20-80 words, about the paper's median question
+lengths) over the vocabulary of real math text (GSM8K train and the benchmark problems when
+../shared/data is present). Planted: exact copies (case and spacing changed), near copies (one
+word replaced: 3-gram Jaccard about 0.9) and verbatim benchmark questions. Answers are one
+short line each; `--answer-words N` makes them N words long to time answer checking too.
+
+    .venv/bin/python benchmarks/dedup_scale.py               # 7.5 M
+    .venv/bin/python benchmarks/dedup_scale.py --scale 0.1   # 750 K
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BENCHMARKS = ("gsm8k", "math", "minerva_math", "olympiadbench", "college_math", "gaokao2023en")
+PAPER_QUESTIONS = 7_500_000
+CHUNK = 500_000
+
+
+def vocabulary() -> np.ndarray:
+    texts = []
+    if (SHARED / "gsm8k_train" / "train.jsonl").exists():
+        texts += [json.loads(x)["question"] for x in (SHARED / "gsm8k_train" / "train.jsonl").open()]
+    words = sorted(set(re.findall(r"[A-Za-z]+|\d+", " ".join(texts))))
+    if len(words) < 2000:
+        words += [f"w{i}" for i in range(5000)]
+    return np.array(words, dtype=object)
+
+
+def questions_chunk(rng, vocab, n, min_words=20, max_words=80) -> list[str]:
+    lengths = rng.integers(min_words, max_words + 1, size=n)
+    idx = rng.integers(0, len(vocab), size=int(lengths.sum()))
+    frame = pl.DataFrame({"q": np.repeat(np.arange(n), lengths), "w": vocab[idx].tolist()})
+    return frame.group_by("q", maintain_order=True).agg(pl.col("w").str.join(" "))["w"].to_list()
+
+
+def make_shard(path: Path, n: int, seed: int, answer_words: int, bench_questions: list[str]) -> dict:
+    rng = np.random.default_rng(seed)
+    vocab = vocabulary()
+    questions = []
+    for start in range(0, n, CHUNK):
+        questions += questions_chunk(rng, vocab, min(CHUNK, n - start))
+    n_exact, n_near = n // 20, n // 20
+    # targets and sources disjoint, so no source is overwritten by another plant
+    picked = rng.choice(n, size=2 * (n_exact + n_near) + len(bench_questions), replace=False)
+    targets, sources = picked[: n_exact + n_near], picked[n_exact + n_near: 2 * (n_exact + n_near)]
+    planted = {"exact": [], "near": [], "benchmark": []}
+    for k, (t, s) in enumerate(zip(targets, sources)):
+        if k < n_exact:
+            questions[t] = "  " + questions[s].upper() + " "
+            planted["exact"].append((int(t), int(s)))
+        else:
+            words = questions[s].split()
+            words[len(words) // 2] = "zzplanted"
+            questions[t] = " ".join(words)
+            planted["near"].append((int(t), int(s)))
+    for t, q in zip(picked[2 * (n_exact + n_near):], bench_questions):
+        questions[t] = q
+        planted["benchmark"].append(int(t))
+    levels = np.sort(rng.integers(1, 4, size=n)).astype(np.int8)
+    ids = [f"L{lvl}-b{i:08d}-c0-q0" for i, lvl in enumerate(levels)]
+    if answer_words:
+        answers = []
+        for start in range(0, n, CHUNK):
+            answers += questions_chunk(rng, vocab, min(CHUNK, n - start), answer_words, answer_words)
+    else:
+        answers = [f"So the result is \\boxed{{{i % 997}}}." for i in range(n)]
+    pl.DataFrame({"question_id": ids, "question": questions, "level": levels,
+                  "doc_ids": [[f"doc-{i}"] for i in range(n)], "answer": answers,
+                  "status": ["ok"] * n}).write_parquet(path)
+    return {"exact": [(ids[t], ids[s]) for t, s in planted["exact"]],
+            "near": [(ids[t], ids[s]) for t, s in planted["near"]],
+            "benchmark": [ids[t] for t in planted["benchmark"]]}
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak GiB) of one command, measured by a fresh parent so that each figure is
+    the command's own peak resident memory."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "NUMBA_NUM_THREADS": str(os.cpu_count())})
+    return time.perf_counter() - t0, int(out.stdout.split()[-1]) / 2**20
+
+
+def jaccard3(a: str, b: str) -> float:
+    x, y = ([tuple(w[i:i + 3]) for i in range(max(len(w) - 2, 1))] for w in
+            (re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower())))
+    x, y = set(x), set(y)
+    return len(x & y) / len(x | y)
+
+
+def caught(pairs: list[tuple[str, str]], dropped: pl.DataFrame) -> int:
+    """Planted pairs that ended in one group: the kept one of a group is its own representative."""
+    rep = dict(zip(dropped["question_id"], dropped["duplicate_of"]))
+    return sum(rep.get(t, t) == rep.get(s, s) for t, s in pairs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of 7.5 M questions")
+    parser.add_argument("--answer-words", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="keep the synthetic files here")
+    args = parser.parse_args()
+    benchmarks = {b: str(SHARED / "benchmarks" / b / "test.jsonl") for b in BENCHMARKS}
+    missing = [p for p in benchmarks.values() if not Path(p).exists()]
+    if missing:
+        raise SystemExit(f"benchmark files missing ({missing[0]}): this benchmark needs ../shared/data")
+    sys.path.insert(0, str(ROOT / "workflow"))
+    from synthllm.eval_data import load_benchmark
+
+    bench_questions = [r["question"] for r in load_benchmark("math", benchmarks["math"], max_records=200, seed=1)]
+    n = int(PAPER_QUESTIONS * args.scale)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dedup-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shard = work / "answers.parquet"
+    t0 = time.perf_counter()
+    planted = make_shard(shard, n, 0, args.answer_words, bench_questions)
+    print(f"{n:,} synthetic questions written in {time.perf_counter() - t0:.0f} s "
+          f"({shard.stat().st_size / 2**20:.0f} MiB); planted exact {len(planted['exact']):,}, "
+          f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}")
+
+    synthllm = [sys.executable, "-m", "synthllm"]
+    near = json.dumps({"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0})
+    dedup_s, dedup_gib = timed(synthllm + ["dedup", "--answers", str(shard), "--near-json", near,
+                                           "--output", str(work / "kept.parquet"),
+                                           "--dropped", str(work / "dropped.parquet"),
+                                           "--counts", str(work / "dedup.counts.json")])
+    decon_s, decon_gib = timed(synthllm + ["decontam", "--questions", str(work / "kept.parquet"),
+                                           "--benchmarks-json", json.dumps(benchmarks), "--ngram", "13",
+                                           "--output", str(work / "clean.parquet"),
+                                           "--hits", str(work / "hits.parquet"),
+                                           "--report", str(work / "report.json"),
+                                           "--counts", str(work / "decontam.counts.json")])
+    dropped = pl.read_parquet(work / "dropped.parquet")
+    hits = set(pl.read_parquet(work / "hits.parquet")["question_id"])
+    by_reason = dict(dropped.group_by("reason").len().iter_rows())
+    steps = json.loads((work / "dedup.counts.json").read_text())["step_seconds"]
+    print(f"dedup:    {dedup_s:7.1f} s  peak {dedup_gib:5.2f} GiB  dropped {by_reason}; steps {steps}")
+    print(f"          planted exact pairs caught {caught(planted['exact'], dropped)}/{len(planted['exact'])}, "
+          f"near {caught(planted['near'], dropped)}/{len(planted['near'])}")
+    text = dict(zip(*pl.read_parquet(shard, columns=["question_id", "question"]).to_dict().values()))
+    above = [p for p in planted["near"] if jaccard3(text[p[0]], text[p[1]]) >= 0.8]
+    below = [p for p in planted["near"] if p not in set(above)]
+    print(f"          near pairs with true 3-gram Jaccard >= 0.8 caught {caught(above, dropped)}/{len(above)}; "
+          f"below 0.8 (should survive) caught {caught(below, dropped)}/{len(below)}")
+    print(f"decontam: {decon_s:7.1f} s  peak {decon_gib:5.2f} GiB  hits {len(hits)}; planted benchmark "
+          f"questions caught {len(hits & set(planted['benchmark']))}/{len(planted['benchmark'])}")
+    print(f"total {dedup_s + decon_s:.1f} s on {os.cpu_count()} cores (target 600 s, 12 GiB)")
+
+
+if __name__ == "__main__":
+    main()
