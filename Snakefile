@@ -8,12 +8,16 @@ min_version("9.0")
 configfile: "config/default.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/extract.smk"
 include: "rules/graph.smk"
 include: "rules/questions.smk"
 include: "rules/mixtures.smk"
+include: "rules/scaling.smk"
 
 
 rule all:

@@ -122,6 +122,22 @@ def mixture_set_json(wildcards):
     return json.dumps(sets[wildcards.mixture], sort_keys=True)
 
 
+def scaling_json():
+    """Config key scaling as the scaling job's settings (every key, defaults filled in)."""
+    return json.dumps(config["scaling"], sort_keys=True)
+
+
+def scaling_outputs():
+    """The scaling stage's fits, tables and figures (the HTML report collects them)."""
+    names = ["fits.json", "counts.json"] + [
+        f"{name}.{ext}"
+        for name, exts in (("fits", "csv md"), ("heldout", "csv md"), ("extrapolation", "csv md"),
+                           ("fig1", "png pdf"), ("fig2", "png pdf"), ("fig7", "png pdf"))
+        for ext in exts.split()
+    ]
+    return [f"{RESULTS}/scaling/{n}" for n in names]
+
+
 def final_outputs():
     return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/decontam/report.json"] + [
         mixture_path("all", b) for b in budgets()

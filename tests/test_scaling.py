@@ -3,14 +3,21 @@ rectified law against the power law on pre-learned data (Fig. 7), degenerate inp
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
+import yaml
 
-from synthllm.scaling import (LOSSES, AnalysisSettings, FitSettings, ScalingError,
-                              analyse_model, bootstrap_params, fit_law, param_intervals,
-                              predict, split_points, theta_from_params, tokens_to_margin)
+from synthllm.scaling import (FIGURES, LOSSES, TABLES, AnalysisSettings, FitSettings,
+                              ScalingError, analyse_model, bootstrap_params, fit_law,
+                              load_points, param_intervals, predict, split_points,
+                              theta_from_params, tokens_to_margin)
 
 # Table 1 of the paper (§5.4), predicted MATH error rate in percent at D tokens.
 TABLE1_TOKENS = np.array([10e9, 50e9, 250e9, 300e9, 1e12, 4e12])
@@ -52,10 +59,10 @@ def test_bootstrap_intervals_cover_true_parameters():
     tokens = np.concatenate([[0.0], np.geomspace(6e7, 7e9, 15)])
     settings = FitSettings(loss="least_squares")
     covered = []
-    for trial in range(12):
+    for trial in range(10):
         values = true_curve(tokens) + rng.normal(0.0, 0.5, tokens.size)
         fit = fit_law(tokens, values, settings)
-        boot = bootstrap_params(fit, n=50, method="residuals", seed=trial)
+        boot = bootstrap_params(fit, n=40, method="residuals", seed=trial)
         assert boot.failures == 0
         intervals = param_intervals(fit, boot, confidence=0.95)
         covered += [lo <= TRUE[k] <= hi for k, (lo, hi) in intervals.items()]
@@ -79,7 +86,7 @@ def test_power_law_is_worse_than_rectified_with_a_pre_learned_offset(loss):
     """Fig. 7: with the untrained model's offset in the data, the power law fits worse and
     mispredicts the held-out largest budget, the rectified law predicts it."""
     values = true_curve(TOKENS) + np.random.default_rng(2).normal(0, 0.3, TOKENS.size)
-    settings = AnalysisSettings(fit=FitSettings(loss=loss), bootstrap=40, held_out=1)
+    settings = AnalysisSettings(fit=FitSettings(loss=loss), bootstrap=30, held_out=1)
     result = analyse_model("3B", BUDGETS, TOKENS, values, settings)
     rect, power = result["laws"]["rectified"], result["laws"]["power"]
     # the same trained points for both (the power law cannot use D = 0)
@@ -188,3 +195,116 @@ def test_settings_travel_with_the_result():
     saved = fit.to_dict()
     assert FitSettings.from_dict(saved["settings"]) == settings
     assert saved["n_points"] == TOKENS.size and saved["status"] == fit.status
+
+
+# --- the stage: summary.parquet in, fits, tables, figures and the report out ---
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ["fits.json", "counts.json"] + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")] + [
+    f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+
+
+def write_summary(path: Path, curves: dict[str, dict], budgets, tokens_per_sample=608.0,
+                  noise=0.3, seed=0) -> None:
+    """An evaluation summary in the contract's long format, MATH accuracy from known laws
+    (plus an NLL row per point, so the selection by metric and benchmark is exercised)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, params in curves.items():
+        tokens = np.asarray(budgets) * tokens_per_sample
+        error = predict("rectified", theta_from_params("rectified", params), tokens)
+        error = error + rng.normal(0, noise, tokens.size)
+        for b, d, e in zip(budgets, tokens, error):
+            common = {"model": model, "budget": int(b), "tokens": int(d)}
+            rows.append({**common, "benchmark": "math", "metric": "accuracy", "value": 100 - e})
+            rows.append({**common, "benchmark": "average", "metric": "nll", "value": e / 50})
+    pl.DataFrame(rows, schema={"model": pl.String, "budget": pl.Int64, "tokens": pl.Int64,
+                               "benchmark": pl.String, "metric": pl.String,
+                               "value": pl.Float64}).write_parquet(path)
+
+
+def synthllm_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthllm", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_fits_two_models_and_writes_every_output(tmp_path):
+    summary = tmp_path / "summary.parquet"
+    eight_b = {"B": 1.9e6, "D_l": 3.4e4, "beta": 0.515, "E": 16.2}
+    write_summary(summary, {"3B": TRUE, "8B": eight_b}, BUDGETS)
+    settings = {"metric": "accuracy", "benchmark": "math", "transform": "error",
+                "loss": "least_squares", "bootstrap": {"n": 20}, "asymptote_margin": 1.0,
+                "extrapolate_tokens": [1e10, 1e12]}
+    out = tmp_path / "scaling"
+    proc = synthllm_cli("scaling", "--summary", str(summary), "--settings-json",
+                        json.dumps(settings), "--out-dir", str(out), "--counts",
+                        str(out / "counts.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    counts = json.loads((out / "counts.json").read_text())
+    assert (counts["in"], counts["out"], counts["dropped"]) == (16, 14, {"held_out": 2})
+    assert counts["fits"]["3B/rectified"] == "ok"
+    record = json.loads((out / "fits.json").read_text())
+    assert record["config"] == settings and record["settings"]["bootstrap"] == 20
+    fits = pl.read_csv(out / "fits.csv")
+    rect = fits.filter(pl.col("law") == "rectified").sort("model")
+    assert rect["model"].to_list() == ["3B", "8B"]
+    # the parameters come back near the truth, inside their intervals
+    for row, true in zip(rect.iter_rows(named=True), (TRUE, eight_b)):
+        assert row["beta_low"] <= true["beta"] <= row["beta_high"]
+    held = pl.read_csv(out / "heldout.csv").filter(pl.col("law") == "rectified")
+    assert held["budget"].to_list() == [7_400_000, 7_400_000]
+    # noise sd 0.3 pp; the 4.5B-token point is an extrapolation of 2.3x in tokens
+    assert (held["predicted"] - held["measured"]).abs().max() < 1.5
+    assert ((held["low"] < held["predicted"]) & (held["predicted"] < held["high"])).all()
+    ext = pl.read_csv(out / "extrapolation.csv")
+    # accuracy is 100 - error, interval bounds swap
+    assert np.allclose(ext["metric_predicted"], 100 - ext["predicted"])
+    assert np.allclose(ext["metric_low"], 100 - ext["high"])
+    assert "| 3B | rectified |" in (out / "extrapolation.md").read_text()
+    for fig in FIGURES:
+        assert (out / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_cli_bad_selection_names_the_keys(tmp_path):
+    summary = tmp_path / "summary.parquet"
+    write_summary(summary, {"3B": TRUE}, BUDGETS)
+    proc = synthllm_cli("scaling", "--summary", str(summary), "--settings-json",
+                        json.dumps({"metric": "accuracy", "benchmark": "aime"}), "--out-dir",
+                        str(tmp_path / "out"), "--counts", str(tmp_path / "out/counts.json"))
+    assert proc.returncode == 2
+    assert "no rows with metric 'accuracy' and benchmark 'aime'" in proc.stderr
+    assert "scaling.metric, scaling.benchmark" in proc.stderr
+
+
+def test_duplicate_points_are_an_error(tmp_path):
+    summary = tmp_path / "summary.parquet"
+    write_summary(summary, {"3B": TRUE}, np.concatenate([BUDGETS, BUDGETS[-1:]]))
+    with pytest.raises(ScalingError, match=r"several accuracy/math rows for \(model, budget\) \[\('3B', 7400000\)\]"):
+        load_points(summary, "accuracy", "math", "error")
+
+
+def test_snakemake_stage_with_few_budgets_completes_flagged_and_reports(tmp_path):
+    """The test config's shape (one model, base + 2 budgets) through real Snakemake: the fits
+    are refused with a flag, the figures show points only, and --report collects it all."""
+    results = tmp_path / "results"
+    (results / "eval").mkdir(parents=True)
+    write_summary(results / "eval" / "summary.parquet", {"SmolLM2-135M": TRUE}, [0, 20, 40],
+                  tokens_per_sample=300.0)
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"results": str(results)}))
+    targets = [str(results / "scaling" / n) for n in OUTPUTS]
+    base = [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--configfile",
+            "config/test.yaml", str(override), "--allowed-rules", "scaling"]
+    proc = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = json.loads((results / "scaling" / "counts.json").read_text())
+    assert counts["fits"] == {"SmolLM2-135M/rectified": "no_fit", "SmolLM2-135M/power": "no_fit"}
+    fits_md = (results / "scaling" / "fits.md").read_text()
+    assert "no_fit (too_few_points: 2 points for 4 parameters)" in fits_md
+    report = tmp_path / "report.html"
+    proc = subprocess.run(base + ["--report", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report.stat().st_size > 10_000

@@ -23,6 +23,13 @@ def _corpus(args: argparse.Namespace) -> None:
                                        counts["out"], counts["dropped"])
 
 
+def _scaling(args: argparse.Namespace) -> None:
+    from synthllm.scaling import run
+
+    counts = run(args.summary, args.out_dir, args.counts, json.loads(args.settings_json))
+    logging.getLogger("synthllm").info("scaling: %s", counts["fits"])
+
+
 def _status(args: argparse.Namespace) -> None:
     from synthllm.status import collect, table
 
@@ -296,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_base_model)
 
+    p = sub.add_parser("scaling", help="scaling-law fits, tables and figures (Eqs. 2-3)")
+    p.add_argument("--summary", required=True, help="the evaluation stage's summary.parquet")
+    p.add_argument("--settings-json", required=True, help="config key scaling as JSON")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_scaling)
+
     p = sub.add_parser("prepare-models", help="convert the SmolLM2 GGUF into an HF folder")
     p.add_argument("--dest", default="resources/models/SmolLM2-135M-Instruct")
     p.set_defaults(func=_prepare_models)
@@ -325,11 +339,12 @@ def main(argv: list[str] | None = None) -> None:
     from synthllm.llm import BackendError
     from synthllm.mixtures import MixtureError
     from synthllm.models import ModelError
+    from synthllm.scaling import ScalingError
     from synthllm.train import TrainError
 
     try:
         args.func(args)
     except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
-            MixtureError, ModelError, TrainError) as exc:
+            MixtureError, ModelError, ScalingError, TrainError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -44,6 +44,7 @@ Every choice is a named argument and is saved with the result:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
@@ -344,7 +345,7 @@ def fit_law(tokens, values, settings: FitSettings = FitSettings(),
     elif np.unique(tokens).size < p:
         no_fit.append(f"too_few_points: {np.unique(tokens).size} distinct token counts for "
                       f"{p} parameters")
-    if tokens.size and np.ptp(values) <= settings.flat_tolerance * np.max(np.abs(values)):
+    elif np.ptp(values) <= settings.flat_tolerance * np.max(np.abs(values)):
         no_fit.append(f"flat: values span {np.ptp(values):.3g}, below flat_tolerance")
     if no_fit:
         return Fit("no_fit", no_fit, settings, tokens, values)
@@ -527,7 +528,11 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
     out = {"law": law, **fit.to_dict(), "notes": notes, "param_intervals": {},
            "held_out": [], "extrapolation": [], "asymptote": None, "curve": None,
            "bootstrap": None}
+    held = masks["held_out"]
     if fit.theta is None:
+        out["held_out"] = [{"budget": int(b), "tokens": float(d), "measured": float(v),
+                            "predicted": None, "low": None, "high": None, "inside": None}
+                           for b, d, v in zip(budgets[held], tokens[held], values[held])]
         return out
     boot = None
     if fit.tokens.size > n_params(law):
@@ -540,7 +545,6 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
             out["flags"], out["status"] = list(fit.flags), "flagged"
         if boot.thetas.shape[0]:
             out["param_intervals"] = param_intervals(fit, boot, settings.confidence)
-    held = masks["held_out"]
     if held.any():
         centre, lo, hi = prediction_band(fit, boot, tokens[held], settings.confidence)
         out["held_out"] = [
@@ -582,3 +586,384 @@ def analyse_model(model: str, budgets, tokens, values, settings: AnalysisSetting
                                                 masks["fit"])],
             "laws": {law: analyse_law(law, budgets, tokens, values, masks, settings,
                                       curve_tokens) for law in settings.laws}}
+
+
+# --- The stage: summary.parquet in; fits, tables and figures out ---
+
+SUMMARY_COLUMNS = ("model", "budget", "tokens", "benchmark", "metric", "value")
+FIGURES = ("fig1", "fig2", "fig7")
+TABLES = ("fits", "heldout", "extrapolation")
+
+
+def settings_from_config(cfg: dict) -> AnalysisSettings:
+    """AnalysisSettings from config key `scaling` (config/schema.yaml documents each key)."""
+    fit = FitSettings.from_dict({k: cfg[k] for k in ("loss", "huber_delta", "starts",
+                                                     "beta_bounds", "log_bounds", "e_lower",
+                                                     "flat_tolerance") if k in cfg})
+    boot = cfg.get("bootstrap", {})
+    return AnalysisSettings(
+        fit=fit, held_out=cfg.get("held_out", 1), include_base=cfg.get("include_base", True),
+        bootstrap=boot.get("n", 200), bootstrap_method=boot.get("method", "residuals"),
+        warm_start=boot.get("warm_start", True), confidence=boot.get("confidence", 0.95),
+        extrapolate_tokens=tuple(float(x) for x in cfg.get(
+            "extrapolate_tokens", AnalysisSettings.extrapolate_tokens)),
+        asymptote_margin=cfg.get("asymptote_margin", 1.0), seed=cfg.get("seed", 0))
+
+
+def load_points(path, metric: str, benchmark: str, transform: str
+                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """model -> (budgets, tokens, fitted values) from an evaluation summary (long format)."""
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    missing = [c for c in SUMMARY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ScalingError(f"{path}: missing columns {missing} (has {frame.columns})")
+    rows = frame.filter((pl.col("metric") == metric) & (pl.col("benchmark") == benchmark))
+    if rows.is_empty():
+        pairs = sorted(set(zip(frame["metric"].to_list(), frame["benchmark"].to_list())))
+        raise ScalingError(f"{path}: no rows with metric {metric!r} and benchmark {benchmark!r} "
+                           f"(config keys scaling.metric, scaling.benchmark); present: {pairs}")
+    dupes = rows.group_by("model", "budget").len().filter(pl.col("len") > 1)
+    if not dupes.is_empty():
+        raise ScalingError(f"{path}: several {metric}/{benchmark} rows for (model, budget) "
+                           f"{dupes.select('model', 'budget').rows()}")
+    points = {}
+    for (model,), part in rows.sort("model", "budget").group_by("model", maintain_order=True):
+        for budget, value in zip(part["budget"], part["value"]):
+            if value is None or not math.isfinite(value):
+                raise ScalingError(f"{path}: model {model!r} budget {budget}: {metric} on "
+                                   f"{benchmark} is {value}")
+        points[model] = (part["budget"].to_numpy(), part["tokens"].to_numpy().astype(float),
+                         transform_values(part["value"].to_numpy(), transform))
+    return points
+
+
+def quantity_label(metric: str, benchmark: str, transform: str) -> str:
+    if transform == "error":
+        return f"{benchmark} error rate (%) = 100 - {metric}"
+    return f"{benchmark} {metric}"
+
+
+def inverse_transform(value: float | None, transform: str) -> float | None:
+    if value is None:
+        return None
+    return float(transform_values([value], transform)[0])  # both transforms are involutions
+
+
+def token_label(tokens: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if tokens >= scale:
+            return f"{tokens / scale:.3g}{unit}"
+    return f"{tokens:.3g}"
+
+
+def table_rows(analyses: list[dict], transform: str) -> dict[str, list[dict]]:
+    """The three tables as lists of flat rows (CSV columns)."""
+    fits, held, ext = [], [], []
+    for a in analyses:
+        for law, r in a["laws"].items():
+            row = {"model": a["model"], "law": law, "status": r["status"],
+                   "flags": "; ".join(r["flags"]), "n_fit_points": r["n_points"],
+                   "loss": r["settings"]["loss"], "loss_value": r["loss_value"]}
+            for name in PARAM_NAMES[law]:
+                lo, hi = r["param_intervals"].get(name, (None, None))
+                row.update({name: r["params"].get(name), f"{name}_low": lo, f"{name}_high": hi})
+            asym = r["asymptote"] or {}
+            row.update({"asymptote_margin": asym.get("margin"),
+                        "tokens_to_margin": asym.get("tokens"),
+                        "tokens_to_margin_low": asym.get("low"),
+                        "tokens_to_margin_high": asym.get("high")})
+            fits.append(row)
+            for h in r["held_out"]:
+                held.append({"model": a["model"], "law": law, **h})
+            for e in r["extrapolation"]:
+                lo, hi = (inverse_transform(e["low"], transform),
+                          inverse_transform(e["high"], transform))
+                ext.append({"model": a["model"], "law": law, **e,
+                            "metric_predicted": inverse_transform(e["predicted"], transform),
+                            "metric_low": min(lo, hi) if lo is not None else None,
+                            "metric_high": max(lo, hi) if lo is not None else None})
+    return {"fits": fits, "heldout": held, "extrapolation": ext}
+
+
+def _cell(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _interval_cell(value, lo, hi) -> str:
+    if value is None:
+        return "-"
+    return _cell(value) if lo is None else f"{_cell(value)} [{_cell(lo)}, {_cell(hi)}]"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_tables(tables: dict[str, list[dict]], analyses: list[dict], quantity: str,
+                    metric: str, transform: str, settings: AnalysisSettings) -> dict[str, str]:
+    pct = f"{settings.confidence:.0%} bootstrap interval in brackets"
+    fits = [[r["model"], r["law"], r["status"] + (f" ({r['flags']})" if r["flags"] else ""),
+             str(r["n_fit_points"]),
+             *[_interval_cell(r.get(n), r.get(f"{n}_low"), r.get(f"{n}_high"))
+               for n in PARAM_NAMES["rectified"]],
+             _interval_cell(r["tokens_to_margin"], r["tokens_to_margin_low"],
+                            r["tokens_to_margin_high"])] for r in tables["fits"]]
+    out = {"fits": f"# Fitted scaling laws: {quantity}\n\n{pct}. Last column: tokens where "
+                   f"L(D) - E <= {_cell(settings.asymptote_margin)}.\n\n" + markdown_table(
+                       ["model", "law", "status", "points", "B", "D_l", "beta", "E",
+                        "tokens to E + margin"], fits)}
+    held = [[r["model"], r["law"], str(r["budget"]), token_label(r["tokens"]),
+             _cell(r["measured"]), _interval_cell(r["predicted"], r["low"], r["high"]),
+             _cell(r["inside"])] for r in tables["heldout"]]
+    out["heldout"] = (f"# Held-out prediction: {quantity}\n\n{pct}.\n\n" + markdown_table(
+        ["model", "law", "budget", "tokens", "measured", "predicted", "inside"], held))
+    columns = sorted({r["tokens"] for r in tables["extrapolation"]})
+    wide = []
+    for a in analyses:
+        for law in a["laws"]:
+            cells = {r["tokens"]: _interval_cell(r["metric_predicted"], r["metric_low"],
+                                                 r["metric_high"])
+                     for r in tables["extrapolation"] if r["model"] == a["model"]
+                     and r["law"] == law}
+            if cells:
+                wide.append([a["model"], law, *[cells.get(t, "-") for t in columns]])
+    shown = metric if transform == "error" else quantity
+    out["extrapolation"] = (f"# Extrapolated {shown} (Table 1 layout)\n\n{pct}.\n\n" + (
+        markdown_table(["model", "law", *map(token_label, columns)], wide) if wide else
+        "No model has a fitted curve: see fits.md for the flags.\n"))
+    return out
+
+
+EMPTY_TABLE_COLUMNS = {
+    "fits": ["model", "law", "status", "flags"],
+    "heldout": ["model", "law", "budget", "tokens", "measured", "predicted", "low", "high",
+                "inside"],
+    "extrapolation": ["model", "law", "tokens", "predicted", "low", "high", "metric_predicted",
+                      "metric_low", "metric_high"]}
+
+
+def _write_csv(rows: list[dict], path, empty_columns: list[str]) -> None:
+    import csv
+
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or empty_columns
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+FIT_COLOUR, HELD_COLOUR, BASE_COLOUR, POWER_COLOUR = "tab:green", "tab:red", "0.4", "black"
+
+
+def _curve(r: dict, max_tokens: float | None = None):
+    c = r["curve"]
+    d = np.array(c["tokens"])
+    keep = d > 0 if max_tokens is None else (d > 0) & (d <= max_tokens)
+    as_array = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
+    return (d[keep], np.array(c["predicted"])[keep], as_array(c["low"])[keep],
+            as_array(c["high"])[keep])
+
+
+def _points(ax, a: dict, label_roles: bool = True, colour=None) -> None:
+    for role, colour_role, label in (("fit", FIT_COLOUR, "fit points"),
+                                     ("held_out", HELD_COLOUR, "held-out points"),
+                                     ("excluded", BASE_COLOUR, "excluded points")):
+        pts = [p for p in a["points"] if p["role"] == role and p["tokens"] > 0]
+        if pts:
+            ax.scatter([p["tokens"] for p in pts], [p["value"] for p in pts], zorder=3, s=28,
+                       color=colour or colour_role, label=label if label_roles else None,
+                       marker="o" if role != "held_out" else "D")
+    for p in a["points"]:
+        if p["tokens"] == 0:  # the untrained model has no place on a log axis: a level line
+            ax.axhline(p["value"], color=colour or BASE_COLOUR, ls="--", lw=0.8,
+                       label="untrained model (D = 0)" if label_roles else None)
+
+
+def _log_axes(ax) -> None:
+    """Log-log axes with plain numbers on the value axis (called after plotting)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    # within a decade the major ticks are too few to read values off: label the minor ones
+    ax.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _no_fit_note(ax, r: dict) -> None:
+    ax.text(0.5, 0.5, "no fit: " + "; ".join(r["flags"]), transform=ax.transAxes,
+            ha="center", va="center", wrap=True, fontsize=8, color="tab:red")
+
+
+def _save(fig, stem) -> None:
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{stem}.{ext}", dpi=150, bbox_inches="tight")
+
+
+def _measured_max(a: dict) -> float:
+    return max([p["tokens"] for p in a["points"]] + [1.0])
+
+
+def plot_fig1(analyses: list[dict], stem, quantity: str) -> None:
+    """Fig. 1: a panel per model, rectified fit with its band, fit vs held-out points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(analyses), 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, a in zip(axes.flat, analyses):
+        r = a["laws"]["rectified"]
+        _points(ax, a)
+        if r["curve"]:
+            d, centre, lo, hi = _curve(r, _measured_max(a) * 1.5)
+            ax.plot(d, centre, color=FIT_COLOUR, label="rectified fit")
+            ax.fill_between(d, lo, hi, color=FIT_COLOUR, alpha=0.2, lw=0,
+                            label=f"{r['bootstrap']['confidence']:.0%} band"
+                            if r["bootstrap"] else None)
+            p = r["params"]
+            ax.set_title(f"{a['model']}: beta={p['beta']:.2f}, B/D_l={p['B'] / p['D_l']:.3g}, "
+                         f"E={p['E']:.3g}", fontsize=9)
+        else:
+            ax.set_title(a["model"], fontsize=9)
+            _no_fit_note(ax, r)
+        _log_axes(ax)
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel(quantity, fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(analyses):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, stem)
+    plt.close(fig)
+
+
+def plot_fig2(analyses: list[dict], stem, quantity: str) -> None:
+    """Fig. 2: every model's rectified fit, solid over measured tokens, dotted beyond."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, a in enumerate(analyses):
+        colour = f"C{i}"
+        r = a["laws"]["rectified"]
+        pts = [p for p in a["points"] if p["tokens"] > 0]
+        ax.scatter([p["tokens"] for p in pts], [p["value"] for p in pts], color=colour, s=18,
+                   zorder=3, label=f"{a['model']}" + ("" if r["curve"] else " (no fit)"))
+        if r["curve"]:
+            d, centre, _, _ = _curve(r)
+            inside = d <= _measured_max(a)
+            ax.plot(d[inside], centre[inside], color=colour)
+            ax.plot(d[~inside], centre[~inside], color=colour, ls=":")
+    _log_axes(ax)
+    ax.set_xlabel("training tokens (solid: fitted range, dotted: extrapolation)")
+    ax.set_ylabel(quantity, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, stem)
+    plt.close(fig)
+
+
+def plot_fig7(a: dict, stem, quantity: str) -> None:
+    """Fig. 7: rectified (solid) vs power law (dotted) on one model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    _points(ax, a)
+    notes = []
+    for law, style in (("rectified", {"color": FIT_COLOUR, "ls": "-"}),
+                       ("power", {"color": POWER_COLOUR, "ls": ":"})):
+        r = a["laws"].get(law)
+        if r is None:
+            continue
+        if r["curve"]:
+            d, centre, _, _ = _curve(r, _measured_max(a) * 1.5)
+            ax.plot(d, centre, label=f"{law} law", **style)
+        else:
+            notes.append(f"{law}: no fit ({'; '.join(r['flags'])})")
+    if notes:
+        ax.text(0.5, 0.5, "\n".join(notes), transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="tab:red", wrap=True)
+    _log_axes(ax)
+    ax.set_title(f"{a['model']}: rectified vs power law", fontsize=9)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(quantity, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, stem)
+    plt.close(fig)
+
+
+def pick_compare_model(analyses: list[dict], wanted: str | None) -> dict | None:
+    """Fig. 7's model: the configured one, else the first with both laws fitted, else the first."""
+    if not analyses:
+        return None
+    if wanted is not None:
+        for a in analyses:
+            if a["model"] == wanted:
+                return a
+        raise ScalingError(f"config key scaling.compare_model: {wanted!r} is not among the "
+                           f"models {[a['model'] for a in analyses]}")
+    fitted = [a for a in analyses if all(r["curve"] for r in a["laws"].values())]
+    return (fitted or analyses)[0]
+
+
+def run(summary, out_dir, counts_path, config: dict) -> dict:
+    """The stage: read the summary, fit every model, write tables, figures, fits.json, counts."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from synthllm.io import atomic_dir, publish, write_counts
+
+    settings = settings_from_config(config)
+    metric, benchmark = config.get("metric", "nll"), config.get("benchmark", "average")
+    transform = config.get("transform", "identity")
+    points = load_points(summary, metric, benchmark, transform)
+    analyses = [analyse_model(model, *pts, settings)
+                for model, pts in tqdm(points.items(), desc="scaling fits", unit="model")]
+    quantity = quantity_label(metric, benchmark, transform)
+    tables = table_rows(analyses, transform)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as scratch:
+        record = {"summary": str(summary), "quantity": quantity,
+                  "selection": {"metric": metric, "benchmark": benchmark, "transform": transform},
+                  "config": config, "settings": settings.to_dict(), "models": analyses}
+        (scratch / "fits.json").write_text(json.dumps(record, indent=1) + "\n")
+        markdown = markdown_tables(tables, analyses, quantity, metric, transform, settings)
+        for name in TABLES:
+            _write_csv(tables[name], scratch / f"{name}.csv", EMPTY_TABLE_COLUMNS[name])
+            (scratch / f"{name}.md").write_text(markdown[name])
+        plot_fig1(analyses, scratch / "fig1", quantity)
+        plot_fig2(analyses, scratch / "fig2", quantity)
+        compare = pick_compare_model(analyses, config.get("compare_model"))
+        plot_fig7(compare, scratch / "fig7", quantity)
+        names = (["fits.json"] + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")]
+                 + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")])
+        publish({scratch / n: out_dir / n for n in names})
+    roles = [p["role"] for a in analyses for p in a["points"]]
+    statuses = {f"{a['model']}/{law}": r["status"] for a in analyses
+                for law, r in a["laws"].items()}
+    return write_counts(counts_path, "scaling", len(roles), roles.count("fit"),
+                        {"held_out": roles.count("held_out"),
+                         "excluded_base_model": roles.count("excluded")},
+                        models=len(analyses), fits=statuses)
