@@ -153,6 +153,13 @@ def test_flat_curve_is_flagged():
     assert fit.status == "no_fit" and fit.flags[0].startswith("flat:")
 
 
+def test_noise_without_trend_is_flagged():
+    values = 50 + np.random.default_rng(0).normal(0, 0.5, TOKENS.size)
+    fit = fit_law(TOKENS, values, FitSettings(loss="least_squares"))
+    assert fit.status == "flagged"
+    assert any(f.startswith("no_trend: the curve falls by") for f in fit.flags), fit.flags
+
+
 def test_rising_curve_ends_on_a_bound_and_is_flagged():
     """A law that can only fall, fitted to a rising curve: never a silent 'ok'."""
     fit = fit_law(TOKENS, np.linspace(30, 60, TOKENS.size), FitSettings(loss="least_squares"))

@@ -28,7 +28,9 @@ Every choice is a named argument and is saved with the result:
   start is the linear least-squares value given the others. The best final loss wins.
 - **Degenerate input.** Non-finite or negative values raise `ScalingError`; fewer points than
   parameters or a flat curve (range below ``flat_tolerance`` times the largest value) give a
-  result with ``status = "no_fit"`` and the reason in ``flags``, never a fitted curve.
+  result with ``status = "no_fit"`` and the reason in ``flags``, never a fitted curve. A fit
+  whose curve falls by less than twice its residual RMS over the points (noise without a
+  trend) is flagged ``no_trend``.
 - **Bootstrap** (`bootstrap_params`). ``residuals`` (default): residuals of the fit (in the
   loss's space: L, or log L), centred and inflated by ``sqrt(n / (n - p))``, are resampled
   with replacement onto the fitted curve and the law refitted; the design (token counts) is
@@ -356,6 +358,11 @@ def fit_law(tokens, values, settings: FitSettings = FitSettings(),
         return Fit("no_fit", ["optimiser_failed: no start converged to finite residuals"],
                    settings, tokens, values)
     flags = bound_flags(settings, theta, values)
+    fitted = predict(settings.law, theta, tokens)
+    drop, rms = np.ptp(fitted), float(np.sqrt(np.mean((fitted - values) ** 2)))
+    if drop < 2 * rms:
+        flags.append(f"no_trend: the curve falls by {drop:.3g} over the points, less than twice "
+                     f"the residual RMS {rms:.3g}")
     if tokens.size == p:
         flags.append(f"no_intervals: {p} points for {p} parameters leave no residual")
     return Fit("flagged" if flags else "ok", flags, settings, tokens, values, theta, loss_value)
@@ -570,6 +577,13 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
 
 def analyse_model(model: str, budgets, tokens, values, settings: AnalysisSettings) -> dict:
     """Every law's analysis for one model's points (values already transformed)."""
+    try:
+        return _analyse_model(model, budgets, tokens, values, settings)
+    except ScalingError as exc:
+        raise ScalingError(f"model {model!r}: {exc}") from None
+
+
+def _analyse_model(model: str, budgets, tokens, values, settings: AnalysisSettings) -> dict:
     order = np.argsort(np.asarray(tokens, dtype=float), kind="stable")
     budgets = np.asarray(budgets)[order]
     tokens, values = check_points(np.asarray(tokens)[order], np.asarray(values)[order],
