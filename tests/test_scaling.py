@@ -111,6 +111,9 @@ def test_tokens_to_margin_is_where_the_curve_meets_e_plus_margin():
     assert tokens_to_margin("rectified", theta, TRUE["B"] / TRUE["D_l"] + 1) == 0.0
     theta_power = theta_from_params("power", {"B": 100.0, "beta": 0.5, "E": 1.0})
     assert tokens_to_margin("power", theta_power, 1.0) == pytest.approx(1e4)
+    # an exponent near zero puts the margin out of reach of any token count
+    theta_slow = theta_from_params("power", {"B": 1e6, "beta": 0.01, "E": 1.0})
+    assert tokens_to_margin("power", theta_slow, 1.0) == math.inf
 
 
 def test_held_out_split_takes_the_largest_trained_budgets():

@@ -205,7 +205,8 @@ def tokens_to_margin(law: str, theta: Sequence[float], margin: float) -> float:
             return 0.0
     else:
         need = p["B"] / margin
-    return float(math.exp(math.log(need) / p["beta"]))
+    exponent = math.log(need) / p["beta"]
+    return math.inf if exponent > 700 else math.exp(exponent)  # beyond ~1e304 tokens: never
 
 
 def check_points(tokens, values, loss: str) -> tuple[np.ndarray, np.ndarray]:
@@ -468,9 +469,11 @@ def margin_interval(fit: Fit, boot: Bootstrap | None, margin: float, confidence:
     centre = tokens_to_margin(fit.law, fit.theta, margin)
     if boot is None or boot.thetas.shape[0] == 0:
         return centre, math.nan, math.nan
-    draws = np.array([tokens_to_margin(fit.law, t, margin) for t in boot.thetas])
-    lo, hi = percentile_interval(draws, confidence)
-    return centre, float(lo), float(hi)
+    # "never" (inf) is capped so that interpolating between two of them stays "never"
+    draws = np.minimum([tokens_to_margin(fit.law, t, margin) for t in boot.thetas], 1e300)
+    lo, hi = (math.inf if x >= 1e300 else float(x)
+              for x in percentile_interval(draws, confidence))
+    return centre, lo, hi
 
 
 # --- One model's analysis: held-out split, fits of both laws, intervals, extrapolation ---
@@ -566,7 +569,7 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
     reach, lo_reach, hi_reach = margin_interval(fit, boot, settings.asymptote_margin,
                                                 settings.confidence)
     out["asymptote"] = {"E": fit.params["E"], "margin": settings.asymptote_margin,
-                        "tokens": reach, "low": _finite_or_none(lo_reach),
+                        "tokens": _finite_or_none(reach), "low": _finite_or_none(lo_reach),
                         "high": _finite_or_none(hi_reach)}
     grid = curve_tokens if law == "rectified" else curve_tokens[curve_tokens > 0]
     centre, lo, hi = prediction_band(fit, boot, grid, settings.confidence)
