@@ -17,6 +17,7 @@ include: "rules/extract.smk"
 include: "rules/graph.smk"
 include: "rules/questions.smk"
 include: "rules/mixtures.smk"
+include: "rules/train.smk"
 include: "rules/scaling.smk"
 
 

@@ -14,7 +14,12 @@ WORKFLOW_DIR = Path(workflow.basedir)
 
 
 def synthllm(kind):
-    """Shell prefix that runs `python -m synthllm` in the environment of a rule kind.
+    """Shell prefix that runs `python -m synthllm` in the environment of a rule kind."""
+    return f"{python_env(kind)} -m synthllm"
+
+
+def python_env(kind):
+    """Shell prefix that runs the Python of a rule kind with this workflow's package.
 
     The package is imported from this workflow's source tree (PYTHONPATH), so the same
     code runs in a local venv or in a conda env built from envs/<kind>.yaml. Paths are
@@ -33,7 +38,7 @@ def synthllm(kind):
                 "(or set software.deployment: conda and run snakemake with --sdm conda)"
             )
         python = os.path.relpath(python)
-    return f"PYTHONPATH={os.path.relpath(WORKFLOW_DIR / 'workflow')} {python} -m synthllm"
+    return f"PYTHONPATH={os.path.relpath(WORKFLOW_DIR / 'workflow')} {python}"
 
 
 wildcard_constraints:
@@ -136,6 +141,56 @@ def scaling_outputs():
         for ext in exts.split()
     ]
     return [f"{RESULTS}/scaling/{n}" for n in names]
+
+
+def train_models():
+    """Config key models.train by label."""
+    return {m["label"]: m for m in config["models"]["train"]}
+
+
+def train_labels():
+    return list(train_models())
+
+
+def checkpoint_dir(model, budget):
+    """The HF folder of a model at a budget (budget 0: the untrained base model)."""
+    return f"{RESULTS}/train/{model}/{budget}/final"
+
+
+def train_model_json(wildcards):
+    """What materialises a base model (the launch resources left out: they rerun nothing)."""
+    spec = train_models()[wildcards.model]
+    return json.dumps({k: v for k, v in spec.items() if k not in ("nodes", "gpus", "training")},
+                      sort_keys=True)
+
+
+def training_json(wildcards):
+    """Config key training with the model's overrides, as the train job's settings."""
+    launch = ("cpu_processes", "threads")
+    settings = {k: v for k, v in config["training"].items() if k not in launch}
+    settings.update(train_models()[wildcards.model].get("training", {}))
+    return json.dumps(settings, sort_keys=True)
+
+
+def train_launcher(wildcards):
+    """torchrun around `synthllm train`: on CPU (gpus: 0) `training.cpu_processes` gloo
+    processes sharing the job's threads; on GPUs one process per GPU; on several nodes
+    `srun` starts one torchrun per node, meeting at the first node (c10d rendezvous), so
+    the rule carries the `mpi` resource and SLURM does not wrap it in `srun -n1`."""
+    spec = train_models()[wildcards.model]
+    nodes, gpus = spec["nodes"], spec["gpus"]
+    python = python_env("main")
+    if gpus == 0:
+        procs = config["training"]["cpu_processes"]
+        per_process = max(1, config["training"]["threads"] // procs)
+        return (f"DS_ACCELERATOR=cpu {python} -m torch.distributed.run --standalone"
+                f" --nproc_per_node {procs} -m synthllm train --threads {per_process}")
+    if nodes == 1:
+        return f"{python} -m torch.distributed.run --standalone --nproc_per_node {gpus} -m synthllm train"
+    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    return (f"srun --nodes {nodes} --ntasks-per-node 1 env {python} -m torch.distributed.run"
+            f" --nnodes {nodes} --nproc_per_node {gpus} --rdzv-id $SLURM_JOB_ID"
+            f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 -m synthllm train")
 
 
 def final_outputs():

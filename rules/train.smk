@@ -1,0 +1,53 @@
+# Stage 7: supervised fine-tuning of every model of config models.train on every budget of
+# the `all` mixture (paper §3.2), with DeepSpeed under torchrun; budget 0 is the untrained
+# base model, materialised once and the starting point of every budget.
+
+
+rule base_model:
+    output:
+        final=directory(checkpoint_dir("{model}", 0)),
+        counts=f"{RESULTS}/train/{{model}}/0/counts.json",
+    params:
+        model=train_model_json,
+        synthllm=synthllm("main"),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/train/{{model}}/0.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} base-model --model-json {params.model:q}"
+        " --out {output.final} --counts {output.counts} > {log} 2>&1"
+
+
+rule train:
+    input:
+        mixture=lambda wildcards: mixture_path("all", wildcards.budget),
+        base=checkpoint_dir("{model}", 0),
+    output:
+        final=directory(checkpoint_dir("{model}", "{budget}")),
+        counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
+        log=f"{RESULTS}/train/{{model}}/{{budget}}/log.jsonl",
+    wildcard_constraints:
+        budget=r"[1-9]\d*",
+    params:
+        training=training_json,
+        system_prompt=config["chat"]["system_prompt"],
+        launcher=train_launcher,
+        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+    threads: config["training"]["threads"]
+    resources:
+        nodes=lambda wildcards: train_models()[wildcards.model]["nodes"],
+        gpu=lambda wildcards: train_models()[wildcards.model]["nodes"] * train_models()[wildcards.model]["gpus"],
+        # one launcher per node, started by the rule's own srun (see train_launcher)
+        tasks=lambda wildcards: train_models()[wildcards.model]["nodes"],
+        tasks_per_gpu=0,
+        mpi=lambda wildcards: "srun" if train_models()[wildcards.model]["nodes"] > 1 else "",
+    log:
+        f"{RESULTS}/logs/train/{{model}}/{{budget}}.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.launcher} --mixture {input.mixture} --base-model {input.base}"
+        " --out-dir {params.out_dir} --training-json {params.training:q}"
+        " --system-prompt {params.system_prompt:q} > {log} 2>&1"

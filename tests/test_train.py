@@ -1,0 +1,295 @@
+"""SFT training: the pure parts (masking, packing, batching, schedule, settings) on real
+gsm8k samples and the SmolLM2 tokenizer, then real 2-process DeepSpeed runs over gloo,
+one of them SIGKILLed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthllm.chat import sft_messages
+from synthllm.train import (IGNORE, Row, TrainError, TrainModel, TrainSettings, chat_ids,
+                            collate, encode_sample, gradient_accumulation, linear_schedule,
+                            materialise_base, pack, rank_micro_batches, read_mixture,
+                            step_items, steps_per_epoch)
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
+TOKENIZER = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+pytestmark = [
+    pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)"),
+    pytest.mark.skipif(not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"),
+]
+
+# one layer, one head of 64: about 3 M parameters, nearly all in the embedding
+TINY = {"label": "tiny", "model": str(TOKENIZER), "init": "scratch", "seed": 0,
+        "architecture": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                         "num_attention_heads": 1, "num_key_value_heads": 1}}
+
+
+def gsm8k(n: int) -> list[dict]:
+    with open(GSM8K_TRAIN) as f:
+        return [json.loads(next(f)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "final"
+    counts = materialise_base(TrainModel.from_config(TINY), out, out.parent / "counts.json")
+    assert counts["tokens"] == 0 and counts["samples"] == 0
+    return out
+
+
+def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tokens = [len(chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
+              for r in records]
+    pq.write_table(pa.table({"question": [r["question"] for r in records],
+                             "answer": [r["answer"] for r in records],
+                             "tokens": pa.array(tokens, pa.int32())}), path)
+    return sum(tokens)
+
+
+# ---------------------------------------------------------------------------- pure parts
+
+
+def test_answer_only_labels_cover_exactly_the_assistant_turn(tokenizer):
+    record = gsm8k(1)[0]
+    ids, labels, cut = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM)
+    assert not cut and len(ids) == len(labels)
+    first = next(i for i, x in enumerate(labels) if x != IGNORE)
+    assert all(x == IGNORE for x in labels[:first])
+    assert labels[first:] == ids[first:]
+    # the supervised text is the answer and the end of the assistant's turn, nothing before
+    supervised = tokenizer.decode(ids[first:])
+    assert supervised.startswith(record["answer"][:20])
+    assert record["question"][:30] in tokenizer.decode(ids[:first])
+    assert supervised.rstrip().endswith(tokenizer.decode(ids[-2:]).rstrip())
+
+
+def test_loss_on_all_masks_only_the_first_token(tokenizer):
+    record = gsm8k(1)[0]
+    ids, labels, _ = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM,
+                                   loss_on="all")
+    assert labels[0] == IGNORE and labels[1:] == ids[1:]
+
+
+def test_truncation_is_reported(tokenizer):
+    record = gsm8k(1)[0]
+    ids, labels, cut = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM,
+                                     max_seq_len=40)
+    assert cut and len(ids) == len(labels) == 40
+
+
+def test_sample_ids_match_the_mixture_token_count(tokenizer):
+    record = gsm8k(1)[0]
+    ids, _, _ = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM)
+    assert len(ids) == len(chat_ids(tokenizer, sft_messages(record["question"],
+                                                            record["answer"], SYSTEM)))
+
+
+def test_pack_keeps_order_and_never_splits(tokenizer):
+    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2]
+               for r in gsm8k(12)]
+    max_len = 600
+    rows = pack(encoded, max_len)
+    assert all(len(r.input_ids) <= max_len for r in rows)
+    assert sum(len(r.segments) for r in rows) == len(encoded)
+    flat = [x for r in rows for x in r.input_ids]
+    assert flat == [x for ids, _ in encoded for x in ids]
+    assert [s for r in rows for s in r.segments] == [len(ids) for ids, _ in encoded]
+    assert len(rows) < len(encoded)
+
+
+def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_base):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2]
+               for r in gsm8k(5)]
+
+    def loss_sum(rows):
+        batch = collate(rows, tokenizer.pad_token_id)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE, reduction="sum").item()
+
+    packed = pack(encoded, 4096)
+    assert len(packed) == 1 and len(packed[0].segments) == 5
+    alone = loss_sum([Row(ids, labels, [len(ids)]) for ids, labels in encoded])
+    assert loss_sum(packed) == pytest.approx(alone, rel=1e-5)
+
+
+def test_gradient_accumulation_is_derived_from_the_global_batch():
+    assert gradient_accumulation(512, 4, 8) == 16
+    assert gradient_accumulation(8, 2, 2) == 2
+    with pytest.raises(TrainError, match="training.global_batch_size.*2 x 3 = 6"):
+        gradient_accumulation(8, 2, 3)
+
+
+def test_every_epoch_sees_every_item_once_in_a_fixed_order():
+    n, batch = 23, 8
+    per_epoch = steps_per_epoch(n, batch)
+    assert per_epoch == 3
+    for epoch in range(2):
+        seen = np.concatenate([step_items(n, batch, epoch * per_epoch + s, seed=5)[1]
+                               for s in range(per_epoch)])
+        assert sorted(seen.tolist()) == list(range(n))
+    a = step_items(n, batch, 0, seed=5)[1]
+    assert np.array_equal(a, step_items(n, batch, 0, seed=5)[1])
+    assert not np.array_equal(a, step_items(n, batch, per_epoch, seed=5)[1])
+    assert step_items(n, batch, per_epoch, seed=5)[0] == 1
+
+
+def test_rank_micro_batches_split_a_step_and_pad_short_batches():
+    items = np.arange(8)
+    slots = [rank_micro_batches(items, r, 2, 2, 2) for r in range(2)]
+    assert sorted(i for rank in slots for s in rank for i in s) == list(range(8))
+    short = [rank_micro_batches(np.arange(3), r, 2, 2, 2) for r in range(2)]
+    assert short[0] == [[0, 2], []] and short[1] == [[1], []]
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    factors = [linear_schedule(s, 10, 2) for s in range(10)]
+    assert factors[0] < factors[1] < factors[2] == 1.0
+    assert all(a > b for a, b in zip(factors[2:], factors[3:]))
+    assert linear_schedule(0, 4, 0) == 1.0 and linear_schedule(3, 4, 0) == 0.25
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"precision": "fp16"}, "training.precision"),
+    ({"zero_stage": 4}, "training.zero_stage"),
+    ({"loss_on": "question"}, "training.loss_on"),
+    ({"warmup_ratio": 1.0}, "training.warmup_ratio"),
+    ({"learning_rate": 0}, "training.learning_rate"),
+    ({"lr": 1e-5}, r"unknown setting\(s\) \['lr'\]"),
+])
+def test_bad_settings_name_the_key(cfg, message):
+    with pytest.raises(TrainError, match=message):
+        TrainSettings.from_config(cfg)
+
+
+def test_bad_model_entries_name_the_key():
+    with pytest.raises(TrainError, match="init"):
+        TrainModel.from_config({**TINY, "init": "random"}, key="models.train[0]")
+    with pytest.raises(TrainError, match=r"models.train\[0\].architecture.*hidden_sizes"):
+        TrainModel.from_config({**TINY, "architecture": {"hidden_sizes": 8}},
+                               key="models.train[0]")
+    bad_heads = {**TINY, "architecture": {**TINY["architecture"], "num_attention_heads": 3}}
+    with pytest.raises(TrainError, match="not a multiple of num_attention_heads"):
+        materialise_base(TrainModel.from_config(bad_heads), "/nonexistent/final", "/nonexistent/c")
+
+
+def test_mixture_without_token_counts_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "mix.parquet"
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), path)
+    with pytest.raises(TrainError, match=r"mix.parquet: missing column\(s\) \['tokens'\]"):
+        read_mixture(path)
+
+
+# ---------------------------------------------------------------------------- real runs
+
+# 16 samples, global batch 4 (micro 1 x 2 accumulation x 2 processes), 2 epochs = 8 steps
+SETTINGS = {"zero_stage": 2, "micro_batch_size": 1, "global_batch_size": 4, "max_seq_len": 96,
+            "loss_on": "all", "learning_rate": 3e-3, "warmup_ratio": 0.25, "epochs": 2,
+            "checkpoint_every": 2, "keep_checkpoints": 1, "seed": 3}
+
+
+def torchrun(mixture: Path, base: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "workflow")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "synthllm", "train", "--mixture", str(mixture), "--base-model", str(base),
+           "--out-dir", str(out), "--training-json", json.dumps(SETTINGS),
+           "--system-prompt", SYSTEM, "--threads", "1"]
+    log = open(out.parent / f"{out.name}.log", "w")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, out: Path) -> dict:
+    rc = proc.wait(timeout=300)
+    assert rc == 0, (out.parent / f"{out.name}.log").read_text()[-3000:]
+    return json.loads((out / "counts.json").read_text())
+
+
+def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does(
+        tmp_path, tokenizer, tiny_base):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    mixture = tmp_path / "mix.parquet"
+    tokens = write_mixture(mixture, gsm8k(16), tokenizer)
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    counts = finish(torchrun(mixture, tiny_base, straight), straight)
+    assert counts["tokens"] == tokens and counts["samples"] == 16
+    assert counts["steps"] == 8 and counts["world_size"] == 2
+    assert counts["gradient_accumulation"] == 2 and counts["resumed_from_step"] == 0
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 9))
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert not (straight / "checkpoints").exists()
+
+    # the same run, its launcher SIGKILLed once step 3 is logged, then rerun
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    proc = torchrun(mixture, tiny_base, resumed)
+    progress = resumed / "checkpoints" / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while not ((resumed / "checkpoints" / "resume.json").exists() and progress.exists()
+               and progress.read_text().count("\n") >= 3):
+        assert proc.poll() is None, (resumed.parent / "resumed.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the run to kill never reached step 3"
+        time.sleep(0.2)
+    import psutil
+
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its workers must die with it
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"workers outlived the killed launcher: {alive}"
+    assert not (resumed / "final").exists()
+    again = finish(torchrun(mixture, tiny_base, resumed), resumed)
+    assert again["resumed_from_step"] >= 2
+    assert again["final_loss"] == pytest.approx(counts["final_loss"], rel=1e-4)
+    relog = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in relog] == list(range(1, 9))
+    assert [e["loss"] for e in relog] == pytest.approx([e["loss"] for e in log], rel=1e-4)
+
+    a = AutoModelForCausalLM.from_pretrained(straight / "final")
+    b = AutoModelForCausalLM.from_pretrained(resumed / "final")
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    for (name, pa_), pb, p0 in zip(a.named_parameters(), b.parameters(), base.parameters()):
+        assert torch.allclose(pa_, pb, atol=1e-5), name
+        assert not torch.equal(pa_, p0), f"{name} did not train"
+    assert (resumed / "final" / "model.safetensors").exists()
+    assert "im_start" in (resumed / "final" / "chat_template.jinja").read_text()
