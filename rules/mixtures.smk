@@ -12,6 +12,7 @@ rule dedup:
         counts=f"{RESULTS}/dedup/counts.json",
     params:
         near=json.dumps(config["dedup"]["near"], sort_keys=True),
+        statuses=" ".join(config["dedup"]["answer_statuses"]),
         synthllm=synthllm("main"),
     threads: 2
     log:
@@ -20,7 +21,7 @@ rule dedup:
         "../envs/main.yaml"
     shell:
         "NUMBA_NUM_THREADS={threads} {params.synthllm} dedup --answers {input.answers}"
-        " --near-json {params.near:q} --output {output.questions} --dropped {output.dropped}"
+        " --near-json {params.near:q} --answer-statuses {params.statuses} --output {output.questions} --dropped {output.dropped}"
         " --counts {output.counts} > {log} 2>&1"
 
 

@@ -137,6 +137,12 @@ def test_minhash_agreement_estimates_jaccard(gsm8k_questions):
     assert np.abs(est - truth).mean() < 0.05
 
 
+def test_only_unusable_answers_dropped_gives_a_typed_table():
+    kept, dropped = dedup(samples(["What is 1 + 1?", "Name a prime above 10."], statuses=["empty", "ok"]),
+                          NearDuplicates())
+    assert dropped.schema["duplicate_of"] == pl.String and dropped["reason"].to_list() == ["answer_empty"]
+
+
 def test_settings_are_checked_naming_the_key():
     with pytest.raises(DedupError, match="dedup.near"):
         NearDuplicates(num_perm=100, bands=16)
@@ -167,6 +173,15 @@ def test_planted_benchmark_question_and_solution_are_caught():
     assert by_id["L1-d00002-c0-q0"]["field"] == "answer"
     assert by_id["L1-d00002-c0-q0"]["benchmark_id"] == str(gsm_record["id"])
     assert len(by_id["L1-d00001-c0-q0"]["matched"].split()) == 13
+
+
+def test_degenerate_repetition_is_no_evidence_of_contamination():
+    bench = pl.DataFrame({"benchmark": ["math"], "benchmark_id": ["7"], "benchmark_field": ["solution"],
+                          "text": ["The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then a sum."]})
+    table = samples(["How many ones are there?", "What is the sum of the first row of the table?"],
+                    answers=["1 " * 40, "The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then"])
+    clean, hits = decontaminate(table, bench, 13)
+    assert hits["question_id"].to_list() == ["L1-d00001-c0-q0"]
 
 
 @needs_bench

@@ -174,3 +174,58 @@ def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):
     log = (results / "logs" / "corpus.log").read_text()
     assert "a.jsonl:2: malformed JSON" in log
     assert not any((results / "corpus").glob("*"))
+
+
+def test_dedup_decontam_and_nested_mixtures_account_for_every_sample(test_run):
+    _, results, _ = test_run
+    answered = sum(pq.read_metadata(results / "answer" / f"shard-{s}.parquet").num_rows for s in SHARDS)
+    counts = json.loads((results / "dedup" / "counts.json").read_text())
+    kept = pq.read_table(results / "dedup" / "questions.parquet").to_pylist()
+    dropped = pq.read_table(results / "dedup" / "dropped.parquet").to_pylist()
+    assert counts["in"] == answered == len(kept) + len(dropped)
+    assert counts["dropped"] == {r: sum(d["reason"] == r for d in dropped) for r in {d["reason"] for d in dropped}}
+    kept_ids = {q["question_id"] for q in kept}
+    assert all(q["status"] == "ok" for q in kept)
+    assert all(d["duplicate_of"] in kept_ids for d in dropped if d["reason"] in ("exact", "near"))
+    clean = json.loads((results / "decontam" / "counts.json").read_text())
+    assert clean["in"] == len(kept)
+    pool = json.loads((results / "mixtures" / "pool.counts.json").read_text())
+    assert pool["in"] == pool["out"] == clean["out"]
+    budgets = sorted(yaml.safe_load((ROOT / "config" / "test.yaml").read_text())["mixtures"]["sample_counts"])
+    subsets = []
+    for budget in budgets:
+        table = pq.read_table(results / "mixtures" / "all" / f"{budget}.parquet").to_pylist()
+        mix_counts = json.loads((results / "mixtures" / "all" / f"{budget}.counts.json").read_text())
+        assert len(table) == budget == mix_counts["samples"]
+        assert mix_counts["tokens"] == sum(r["tokens"] for r in table) > 0
+        subsets.append({r["question_id"] for r in table})
+    assert all(a < b for a, b in zip(subsets, subsets[1:]))
+
+
+def test_decontamination_lists_planted_benchmark_questions(test_run, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from synthllm.eval_data import load_benchmark
+
+    _, results, configs = test_run
+    planted = tmp_path / "planted"
+    shutil.copytree(results, planted)  # keeps mtimes: only what the plant touches reruns
+    shard = planted / "answer" / f"shard-{SHARDS[0]}.parquet"
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    copies = {"gsm8k": load_benchmark("gsm8k", "resources/benchmarks/gsm8k/test.jsonl")[5],
+              "math": load_benchmark("math", "resources/benchmarks/math/test.jsonl")[40]}
+    for name, record in copies.items():
+        rows.append({**rows[0], "question_id": f"L1-planted-{name}-c0-q0", "question": record["question"],
+                     "status": "ok"})
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    snakemake(*configs[:-1], override(tmp_path, "planted.yaml", results=str(planted)),
+              str(planted / "decontam" / "report.json"))
+    hits = {h["question_id"]: h for h in pq.read_table(planted / "decontam" / "hits.parquet").to_pylist()}
+    for name, record in copies.items():
+        hit = hits[f"L1-planted-{name}-c0-q0"]
+        assert (hit["benchmark"], hit["benchmark_id"], hit["field"]) == (name, str(record["id"]), "question")
+    report = json.loads((planted / "decontam" / "report.json").read_text())
+    assert report["per_benchmark"]["gsm8k"]["hits"] >= 1 and report["per_benchmark"]["math"]["hits"] >= 1

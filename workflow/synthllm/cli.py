@@ -113,7 +113,8 @@ def _answer(args: argparse.Namespace) -> None:
 def _dedup(args: argparse.Namespace) -> None:
     from synthllm.dedup import NearDuplicates, run
 
-    run(args.answers, args.output, args.dropped, args.counts, NearDuplicates(**json.loads(args.near_json)))
+    run(args.answers, args.output, args.dropped, args.counts, NearDuplicates(**json.loads(args.near_json)),
+        tuple(args.answer_statuses))
 
 
 def _decontam(args: argparse.Namespace) -> None:
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", nargs="+", required=True, help="every answer shard")
     p.add_argument("--near-json", required=True,
                    help="config key dedup.near (ngram, num_perm, bands, threshold, seed) as JSON")
+    p.add_argument("--answer-statuses", nargs="+", default=["ok"],
+                   help="answer statuses kept for training (config dedup.answer_statuses)")
     p.add_argument("--output", required=True, help="the kept samples")
     p.add_argument("--dropped", required=True, help="dropped samples with reason and duplicate_of")
     p.add_argument("--counts", required=True)

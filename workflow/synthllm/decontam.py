@@ -6,7 +6,9 @@ reference solution, all texts in the normal form of synthllm.textkeys (NFKC, cas
 words = runs of letters and digits). A text shorter than n words counts as one gram of
 itself, so a short benchmark question copied verbatim is still caught. This is the
 n-gram-overlap rule of the GPT-3 / Llama decontamination reports, on the test sets of the
-six benchmarks the evaluation stage reads (config key evaluation.benchmarks).
+six benchmarks the evaluation stage reads (config key evaluation.benchmarks). Benchmark
+n-grams of fewer than 3 distinct words (number tables, repeated tokens) are not indexed:
+a looping model answer `1 1 1 ...` is no copy of a MATH solution's table of ones.
 
 Output schema:
     decontam/questions.parquet  the clean samples, columns of dedup/questions.parquet
@@ -27,9 +29,10 @@ from numba import njit, prange
 
 from synthllm.eval_data import load_benchmark
 from synthllm.io import write_counts, write_json, write_parquet_table
-from synthllm.textkeys import WORD, ngram_hashes, normal_form, word_hashes
+from synthllm.textkeys import WORD, gram_distinct_words, ngram_hashes, normal_form, word_hashes
 
 CHUNK = 1 << 18  # texts split into words at a time
+MIN_DISTINCT_WORDS = 3
 HIT_SCHEMA = {"question_id": pl.String, "level": pl.Int8, "field": pl.String,
               "benchmark": pl.String, "benchmark_id": pl.String, "benchmark_field": pl.String,
               "matched": pl.String}
@@ -55,12 +58,17 @@ def benchmark_texts(benchmarks: dict[str, str]) -> pl.DataFrame:
 
 
 class GramIndex:
-    """The benchmark n-grams, sorted, each with the benchmark text it came from."""
+    """The benchmark n-grams, sorted, each with the benchmark text it came from. Grams of
+    fewer than `min_distinct` distinct words (a run of `1 1 1 ...` in a number table, a
+    repeated phrase) are left out: a degenerate model output that loops on one token would
+    otherwise "match" them, and they are no evidence of copying."""
 
-    def __init__(self, texts: pl.Series, n: int):
+    def __init__(self, texts: pl.Series, n: int, min_distinct: int = MIN_DISTINCT_WORDS):
         offsets, hashes = word_hashes(texts)
         gram_offsets, grams = ngram_hashes(offsets, hashes, n)
         owner = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(gram_offsets))
+        informative = gram_distinct_words(offsets, hashes, n, gram_offsets) >= min(min_distinct, n)
+        grams, owner = grams[informative], owner[informative]
         order = np.argsort(grams, kind="stable")
         self.grams, self.owner, self.n = grams[order], owner[order], n
 

@@ -3,8 +3,10 @@
 The paper states that questions were deduplicated but not how (its gaps list, item 7). Ours,
 in this order, over the answered questions of all three levels:
 
-1. unusable samples: an answer whose status is not `ok` (truncated or empty) is dropped,
-   reason `answer_<status>`; a question is never deduplicated against one we cannot train on;
+1. unusable samples: an answer whose status is not in `usable` (config key
+   dedup.answer_statuses, default only `ok`; truncated or empty answers are not worth
+   training on) is dropped, reason `answer_<status>`; a question is never deduplicated
+   against one we cannot train on;
 2. exact duplicates: same normal form (synthllm.textkeys.normal_form), reason `exact`;
 3. near duplicates: MinHash over hashed word n-grams (`ngram` words), LSH with `bands` bands
    of num_perm / bands rows; candidates of a bucket are verified by the fraction of equal
@@ -231,8 +233,8 @@ class StepClock:
         return round(time.monotonic() - self.started, 2)
 
 
-def dedup(samples: pl.DataFrame, settings: NearDuplicates,
-          clock: StepClock | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | None = None,
+          usable_statuses: tuple[str, ...] = ("ok",)) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, dropped) as described in the module docstring. `samples` needs question_id,
     level, question and status (of the answer)."""
     if samples["question_id"].n_unique() != len(samples):
@@ -240,7 +242,7 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates,
         raise DedupError(f"question ids are not unique (e.g. {dups}): answer shards overlap")
     samples = stable_order(samples)
     ids = samples["question_id"].to_numpy()
-    usable = (samples["status"] == "ok").to_numpy()
+    usable = samples["status"].is_in(list(usable_statuses)).to_numpy()
     reason = np.where(usable, None, "answer_" + samples["status"].fill_null("missing").to_numpy().astype(object))
     duplicate_of = np.full(len(samples), None, dtype=object)
     similarity = np.full(len(samples), np.nan, dtype=np.float32)
@@ -271,18 +273,18 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates,
     dropped_mask = reason != None  # noqa: E711
     dropped = pl.DataFrame({
         "question_id": ids[dropped_mask], "level": samples["level"].to_numpy()[dropped_mask],
-        "reason": reason[dropped_mask], "duplicate_of": duplicate_of[dropped_mask],
+        "reason": reason[dropped_mask].tolist(), "duplicate_of": duplicate_of[dropped_mask].tolist(),
         "similarity": similarity[dropped_mask]}, schema=DROPPED_SCHEMA)
     dropped = dropped.with_columns(pl.col("similarity").fill_nan(None))
     return samples.filter(pl.Series(~dropped_mask)), dropped
 
 
 def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: str,
-        settings: NearDuplicates) -> dict:
+        settings: NearDuplicates, usable_statuses: tuple[str, ...] = ("ok",)) -> dict:
     clock = StepClock()
     samples = pl.concat([pl.read_parquet(p) for p in answer_shards], how="vertical")
     clock.step("read")
-    kept, dropped = dedup(samples, settings, clock)
+    kept, dropped = dedup(samples, settings, clock, usable_statuses)
     write_parquet_table(kept.to_arrow(), output)
     write_parquet_table(dropped.to_arrow(), dropped_path)
     clock.step("write")
@@ -292,4 +294,5 @@ def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: s
     return write_counts(counts_path, "dedup", len(samples), len(kept),
                         dict(zip(by_reason["reason"], by_reason["len"].to_list())),
                         per_level=per_level, settings=asdict(settings),
+                        answer_statuses=list(usable_statuses),
                         seconds=clock.total(), step_seconds=clock.steps)

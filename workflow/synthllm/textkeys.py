@@ -94,3 +94,24 @@ def ngram_hashes(offsets: np.ndarray, hashes: np.ndarray, n: int) -> tuple[np.nd
     grams = np.empty(gram_offsets[-1], dtype=np.uint64)
     _fill_grams(offsets, hashes, n, gram_offsets, grams)
     return gram_offsets, grams
+
+
+@njit(cache=True, parallel=True)
+def gram_distinct_words(offsets, hashes, n, gram_offsets):
+    """Distinct words in each n-gram of ngram_hashes' layout."""
+    out = np.empty(gram_offsets[-1], dtype=np.int64)
+    for i in prange(len(offsets) - 1):
+        s, e = offsets[i], offsets[i + 1]
+        for g in range(gram_offsets[i + 1] - gram_offsets[i]):
+            stop = min(s + g + n, e)
+            distinct = 0
+            for k in range(s + g, stop):
+                seen = False
+                for j in range(s + g, k):
+                    if hashes[j] == hashes[k]:
+                        seen = True
+                        break
+                if not seen:
+                    distinct += 1
+            out[gram_offsets[i] + g] = distinct
+    return out
