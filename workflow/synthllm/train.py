@@ -24,8 +24,9 @@ Outputs under `train/{model}/{budget}/`:
   template) that `AutoModelForCausalLM.from_pretrained` and vLLM load;
 - `counts.json`: write_counts fields (samples in/out) plus `tokens` (the mixture's token
   total), `samples`, `steps`, `epochs`, `final_loss`, throughput and batch geometry;
-- `log.jsonl`: one line per optimizer step: step, epoch, loss, lr, tokens, tokens_per_s,
-  elapsed_s, and mfu where the accelerator's peak FLOP/s is known;
+- `log.jsonl`: one line per optimizer step: step, epoch, loss, lr, tokens, label_tokens,
+  tokens_per_s, elapsed_s, cpu_s (this process's CPU time; on a shared machine the steadier
+  figure), and mfu where the accelerator's peak FLOP/s is known;
 - `checkpoints/`: DeepSpeed checkpoints every `checkpoint_every` steps, the newest
   `keep_checkpoints` kept, and `resume.json` naming the newest complete one with the run's
   fingerprint (settings, data, base model, world size); a rerun resumes from it when the
@@ -412,7 +413,7 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
     trained_tokens = 0
     bar = tqdm(total=total_steps, initial=start, desc="train", disable=rank != 0)
     for step in range(start, total_steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         epoch, items = step_items(len(rows), settings.global_batch_size, step, settings.seed)
         step_label_tokens = sum(sum(1 for x in rows[i].labels if x != IGNORE) for i in items)
         step_tokens = sum(len(rows[i].input_ids) for i in items)
@@ -445,7 +446,8 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
         entry = {"step": done, "epoch": epoch + 1, "loss": loss,
                  "lr": lr,
                  "tokens": step_tokens, "label_tokens": step_label_tokens,
-                 "tokens_per_s": step_tokens / elapsed, "elapsed_s": elapsed}
+                 "tokens_per_s": step_tokens / elapsed, "elapsed_s": elapsed,
+                 "cpu_s": time.process_time() - c0}
         if peak:
             entry["mfu"] = 6 * n_params * step_tokens / elapsed / (peak * world)
         if rank == 0:
