@@ -18,6 +18,7 @@ include: "rules/graph.smk"
 include: "rules/questions.smk"
 include: "rules/mixtures.smk"
 include: "rules/train.smk"
+include: "rules/eval.smk"
 include: "rules/scaling.smk"
 
 

@@ -143,6 +143,27 @@ def scaling_outputs():
     return [f"{RESULTS}/scaling/{n}" for n in names]
 
 
+def eval_data_args():
+    """The benchmark files, sample and chat format every evaluation job of a checkpoint uses."""
+    import shlex
+
+    evaluation = config["evaluation"]
+    sample = "" if evaluation["max_records"] is None else f" --max-records {evaluation['max_records']}"
+    benchmarks = json.dumps(evaluation["benchmarks"], sort_keys=True)
+    return (f"--benchmarks-json {shlex.quote(benchmarks)}{sample} --seed {evaluation['seed']}"
+            f" --system-prompt {shlex.quote(config['chat']['system_prompt'])}")
+
+
+def eval_dirs():
+    """Every checkpoint's eval folder: each model of config models.train at budget 0 (the
+    base model) and at every training budget."""
+    return [f"{RESULTS}/eval/{m}/{b}" for m in train_labels() for b in [0] + budgets()]
+
+
+def eval_summary_inputs(wildcards):
+    return [f"{d}/{name}" for d in eval_dirs() for name in ("predictions.parquet", "settings.json", "nll.parquet")]
+
+
 def train_models():
     """Config key models.train by label."""
     return {m["label"]: m for m in config["models"]["train"]}

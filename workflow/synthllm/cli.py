@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 
 def _corpus(args: argparse.Namespace) -> None:
@@ -163,6 +164,46 @@ def _prepare_models(args: argparse.Namespace) -> None:
     print(f"model ready: {convert_gguf(find_smollm2_gguf(), Path(args.dest))}")
 
 
+def _evaluation_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="HF model folder (a train/.../final)")
+    p.add_argument("--benchmarks-json", required=True,
+                   help="config key evaluation.benchmarks as JSON (name -> jsonl)")
+    p.add_argument("--max-records", type=int, default=None, help="problems per benchmark")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-benchmark sample")
+    p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from synthllm import evaluate
+
+    counts = evaluate.run(args.checkpoint, args.label, args.budget, args.train_counts,
+                          args.out_dir, json.loads(args.benchmarks_json), args.max_records,
+                          args.seed, args.system_prompt, json.loads(args.engine_json),
+                          args.max_new_tokens, args.chunk_size, args.grade_timeout_s)
+    for name, row in counts["accuracy"].items():
+        logging.getLogger("synthllm").info("%s: accuracy %.1f %% (harness %.1f %%) of %d",
+                                           name, row["accuracy"], row["accuracy_harness"],
+                                           row["n"])
+
+
+def _eval_nll(args: argparse.Namespace) -> None:
+    from synthllm import evaluate
+
+    counts = evaluate.nll(args.checkpoint, args.output, json.loads(args.benchmarks_json),
+                          args.max_records, args.seed, args.system_prompt, args.batch_size,
+                          args.max_tokens, args.dtype, args.counts)
+    for name, value in counts["nll"].items():
+        logging.getLogger("synthllm").info("%s: %.4f nats per token", name, value)
+
+
+def _eval_summary(args: argparse.Namespace) -> None:
+    from synthllm import evaluate
+
+    rows = evaluate.summarize(args.eval_dirs, args.output, args.csv, args.markdown)
+    print(Path(args.markdown).read_text())
+    logging.getLogger("synthllm").info("summary: %d rows", len(rows))
+
+
 def _generation_args(p: argparse.ArgumentParser, model_key: str) -> None:
     p.add_argument("--model-json", required=True, help=f"config key {model_key} as JSON")
     p.add_argument("--model-key", default=model_key, help=argparse.SUPPRESS)
@@ -313,6 +354,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_scaling)
 
+    p = sub.add_parser("evaluate", help="generate and grade answers on the six benchmarks")
+    _evaluation_data(p)
+    p.add_argument("--label", required=True, help="model label (config models.train)")
+    p.add_argument("--budget", type=int, required=True, help="training samples (0 = base)")
+    p.add_argument("--train-counts", default=None,
+                   help="the checkpoint's training counts.json (its `tokens`); none = 0")
+    p.add_argument("--engine-json", required=True, help="config key evaluation.engine as JSON")
+    p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--chunk-size", type=int, default=256, help="prompts per engine call")
+    p.add_argument("--grade-timeout-s", type=float, default=3.0)
+    p.add_argument("--out-dir", required=True,
+                   help="writes predictions.parquet, settings.json, counts.json here")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("eval-nll", help="per-token NLL of the reference solutions")
+    _evaluation_data(p)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=2048, help="prompt + target tokens kept")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--output", required=True, help="nll.parquet")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_eval_nll)
+
+    p = sub.add_parser("eval-summary", help="accuracy and NLL of every checkpoint, one table")
+    p.add_argument("--eval-dirs", nargs="+", required=True, help="eval/{model}/{budget} folders")
+    p.add_argument("--output", required=True, help="summary.parquet")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.set_defaults(func=_eval_summary)
+
     p = sub.add_parser("prepare-models", help="convert the SmolLM2 GGUF into an HF folder")
     p.add_argument("--dest", default="resources/models/SmolLM2-135M-Instruct")
     p.set_defaults(func=_prepare_models)
@@ -339,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     from synthllm.decontam import DecontamError
     from synthllm.dedup import DedupError
     from synthllm.demo_corpus import DemoCorpusError
+    from synthllm.eval_data import BenchmarkError
+    from synthllm.evaluate import EvaluationError
     from synthllm.llm import BackendError
     from synthllm.mixtures import MixtureError
     from synthllm.models import ModelError
@@ -348,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
-            MixtureError, ModelError, ScalingError, TrainError) as exc:
+            MixtureError, ModelError, ScalingError, TrainError, BenchmarkError,
+            EvaluationError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
