@@ -102,8 +102,11 @@ def train_tokens(train_counts: str | None) -> int:
 
 def run(checkpoint: str, label: str, budget: int, train_counts: str | None, out_dir: str,
         benchmarks: dict[str, str], max_records: int | None, seed: int, system_prompt: str,
-        engine: dict, max_new_tokens: int, chunk_size: int, grade_timeout_s: float) -> dict:
-    from synthllm.llm import BackendSpec, Request, Sampling
+        engine: dict, max_new_tokens: int, chunk_size: int, grade_timeout_s: float,
+        open_backend_fn=None) -> dict:
+    """Evaluate one checkpoint; `open_backend_fn(spec)` (default synthllm.llm.open_backend)
+    lets a benchmark share one engine between runs."""
+    from synthllm.llm import BackendSpec, Request, Sampling, open_backend
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,8 @@ def run(checkpoint: str, label: str, budget: int, train_counts: str | None, out_
     predictions = out / "predictions.parquet"
     fp = fingerprint(stage="evaluate", spec=spec, sampling=sampling, requests=requests)
     completions, facts = generate_resumable(requests, spec, sampling, predictions, fp,
-                                            chunk_size, desc=f"evaluate {label}/{budget}")
+                                            chunk_size, desc=f"evaluate {label}/{budget}",
+                                            open_backend_fn=open_backend_fn or open_backend)
     rows = []
     gold_cache: dict[str, list] = {}
     for p, m, c in tqdm(list(zip(problems, messages, completions)), desc="grade",
