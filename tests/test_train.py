@@ -221,12 +221,12 @@ SETTINGS = {"zero_stage": 2, "micro_batch_size": 1, "global_batch_size": 4, "max
             "checkpoint_every": 2, "keep_checkpoints": 1, "seed": 3}
 
 
-def torchrun(mixture: Path, base: Path, out: Path) -> subprocess.Popen:
+def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Popen:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "workflow")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "synthllm", "train", "--mixture", str(mixture), "--base-model", str(base),
-           "--out-dir", str(out), "--training-json", json.dumps(SETTINGS),
+           "--out-dir", str(out), "--training-json", json.dumps({**SETTINGS, **overrides}),
            "--system-prompt", SYSTEM, "--threads", "1"]
     log = open(out.parent / f"{out.name}.log", "w")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -239,24 +239,46 @@ def finish(proc: subprocess.Popen, out: Path) -> dict:
     return json.loads((out / "counts.json").read_text())
 
 
-def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does(
-        tmp_path, tokenizer, tiny_base):
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def mixture16(tmp_path_factory, tokenizer):
+    path = tmp_path_factory.mktemp("mix") / "mix.parquet"
+    return path, write_mixture(path, gsm8k(16), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, mixture16, tiny_base):
+    """An uninterrupted 2-process ZeRO-2 run: the reference of the runs below."""
+    out = tmp_path_factory.mktemp("straight") / "out"
+    return out, finish(torchrun(mixture16[0], tiny_base, out), out)
+
+
+def assert_same_weights(a_dir: Path, b_dir: Path, base: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    mixture = tmp_path / "mix.parquet"
-    tokens = write_mixture(mixture, gsm8k(16), tokenizer)
+    a = AutoModelForCausalLM.from_pretrained(a_dir)
+    b = AutoModelForCausalLM.from_pretrained(b_dir)
+    start = AutoModelForCausalLM.from_pretrained(base)
+    for (name, pa_), pb, p0 in zip(a.named_parameters(), b.parameters(), start.parameters()):
+        assert torch.allclose(pa_, pb, atol=1e-5), name
+        assert not torch.equal(pa_, p0), f"{name} did not train"
 
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    counts = finish(torchrun(mixture, tiny_base, straight), straight)
+
+def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does(
+        tmp_path, mixture16, tiny_base, straight):
+    mixture, tokens = mixture16
+    straight_dir, counts = straight
     assert counts["tokens"] == tokens and counts["samples"] == 16
     assert counts["steps"] == 8 and counts["world_size"] == 2
     assert counts["gradient_accumulation"] == 2 and counts["resumed_from_step"] == 0
-    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    log = read_log(straight_dir)
     assert [e["step"] for e in log] == list(range(1, 9))
     assert log[-1]["loss"] < log[0]["loss"]
-    assert not (straight / "checkpoints").exists()
+    assert not (straight_dir / "checkpoints").exists()
 
     # the same run, its launcher SIGKILLed once step 3 is logged, then rerun
     resumed = tmp_path / "resumed"
@@ -281,15 +303,17 @@ def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does
     again = finish(torchrun(mixture, tiny_base, resumed), resumed)
     assert again["resumed_from_step"] >= 2
     assert again["final_loss"] == pytest.approx(counts["final_loss"], rel=1e-4)
-    relog = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    relog = read_log(resumed)
     assert [e["step"] for e in relog] == list(range(1, 9))
     assert [e["loss"] for e in relog] == pytest.approx([e["loss"] for e in log], rel=1e-4)
-
-    a = AutoModelForCausalLM.from_pretrained(straight / "final")
-    b = AutoModelForCausalLM.from_pretrained(resumed / "final")
-    base = AutoModelForCausalLM.from_pretrained(tiny_base)
-    for (name, pa_), pb, p0 in zip(a.named_parameters(), b.parameters(), base.parameters()):
-        assert torch.allclose(pa_, pb, atol=1e-5), name
-        assert not torch.equal(pa_, p0), f"{name} did not train"
+    assert_same_weights(straight_dir / "final", resumed / "final", tiny_base)
     assert (resumed / "final" / "model.safetensors").exists()
     assert "im_start" in (resumed / "final" / "chat_template.jinja").read_text()
+
+
+def test_zero3_partitioned_run_trains_and_saves_the_same_model(tmp_path, mixture16, tiny_base,
+                                                               straight):
+    out = tmp_path / "zero3"
+    counts = finish(torchrun(mixture16[0], tiny_base, out, zero_stage=3), out)
+    assert counts["final_loss"] == pytest.approx(straight[1]["final_loss"], rel=1e-4)
+    assert_same_weights(straight[0] / "final", out / "final", tiny_base)
