@@ -1,0 +1,100 @@
+"""Throughput of synthllm's evaluation against bare vLLM generation plus the same grading.
+
+On one vLLM engine, the same zero-shot chat prompts (a fixed sample of each of the six
+benchmarks) go through `synthllm.evaluate.run` (problem loading, the vLLM backend, progress
+file, both graders, parquet and json writes) and through bare `LLM.generate` on the
+pre-templated prompts followed by `synthllm.grading.grade` of every completion; alternating
+`--rounds` times, best round of each. Target (issue 8): ours >= 0.95x bare. Engine start-up
+is excluded from both (one engine serves both paths).
+
+    .venv/bin/python benchmarks/eval_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from synthllm.chat import prompt_messages
+from synthllm.eval_data import BENCHMARKS
+from synthllm.evaluate import load_problems, run
+from synthllm.grading import grade, parse_gold_math_verify
+from synthllm.llm import BackendSpec, Sampling, VLLMBackend
+
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class SharedEngine:
+    """The one engine, handed to evaluate.run; closing it is left to this script."""
+
+    def __init__(self, backend: VLLMBackend):
+        self.backend = backend
+
+    def generate(self, requests, sampling, positions):
+        return self.backend.generate(requests, sampling, positions)
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
+    ap.add_argument("--benchmarks", default="resources/benchmarks",
+                    help="folder with <name>/test.jsonl for the six benchmarks")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--per-benchmark", type=int, default=8, help="problems per benchmark")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    benchmarks = {n: str(Path(args.benchmarks) / n / "test.jsonl") for n in BENCHMARKS}
+    engine = {"backend": "vllm", "dtype": args.dtype, "max_model_len": 2048,
+              "enforce_eager": True, "kv_cache_gib": 2}
+    backend = VLLMBackend(BackendSpec(key="evaluation.engine", model=args.model, **engine))
+    print(f"engine start-up: {backend.startup_s:.1f} s")
+    llm = backend.llm
+    tokenizer = llm.get_tokenizer()
+    problems = load_problems(benchmarks, args.per_benchmark, 0)
+    templated = [tokenizer.apply_chat_template(prompt_messages(p["question"], SYSTEM),
+                                               tokenize=False, add_generation_prompt=True)
+                 for p in problems]
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_new_tokens)
+
+    def ours(out_dir: str) -> None:
+        run(args.model, "bench", 0, None, out_dir, benchmarks, args.per_benchmark, 0, SYSTEM,
+            engine, args.max_new_tokens, 256, 3.0,
+            open_backend_fn=lambda spec: SharedEngine(backend))
+
+    def bare(_: str) -> None:
+        outputs = llm.generate(templated, backend.sampling_params(sampling, None, 0),
+                               use_tqdm=False)
+        gold_cache = {}
+        for p, o in zip(problems, outputs):
+            if p["gold"] not in gold_cache:
+                gold_cache[p["gold"]] = parse_gold_math_verify(p["gold"], 3.0)
+            grade(o.outputs[0].text, p["gold"], p["benchmark"], 3.0,
+                  gold_parsed=gold_cache[p["gold"]])
+
+    bare("")  # warm-up: the first batch pays one-off allocations
+    best = {"bare": float("inf"), "ours": float("inf")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(args.rounds):
+            for name, fn in (("bare", bare), ("ours", ours)):
+                t0 = time.time()
+                fn(f"{tmp}/{round_no}")
+                best[name] = min(best[name], time.time() - t0)
+    n = len(problems)
+    print(f"{n} problems ({args.per_benchmark} per benchmark), greedy, "
+          f"max {args.max_new_tokens} new tokens, best of {args.rounds}")
+    print(f"bare LLM.generate + grading : {best['bare']:7.2f} s  {n / best['bare']:6.2f} problems/s")
+    print(f"synthllm evaluate           : {best['ours']:7.2f} s  {n / best['ours']:6.2f} problems/s"
+          f"  ({best['bare'] / best['ours']:.3f}x bare)")
+    backend.close()
+
+
+if __name__ == "__main__":
+    main()
