@@ -279,19 +279,30 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | No
     return samples.filter(pl.Series(~dropped_mask)), dropped
 
 
+DEDUP_COLUMNS = ["question_id", "level", "question", "status"]
+
+
 def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: str,
         settings: NearDuplicates, usable_statuses: tuple[str, ...] = ("ok",)) -> dict:
+    """Dedup reads only the columns it decides on; the kept rows, every column, are then
+    streamed from the shards: at paper scale the answers alone are gigabytes."""
     clock = StepClock()
-    samples = pl.concat([pl.read_parquet(p) for p in answer_shards], how="vertical")
-    clock.step("read")
-    kept, dropped = dedup(samples, settings, clock, usable_statuses)
-    write_parquet_table(kept.to_arrow(), output)
+    shards = pl.scan_parquet(answer_shards)
+    counted_in = shards.group_by("level").len().collect()
+    records_in = {int(lvl): int(n) for lvl, n in counted_in.iter_rows()}
+    kept, dropped = dedup(shards.select(DEDUP_COLUMNS).collect(), settings, clock, usable_statuses)
+    kept_ids = kept.select("question_id")
+    del kept
+    clock.step("dedup")
+    rows = (shards.join(kept_ids.lazy(), on="question_id", how="semi")
+            .sort(["level", "question_id"]).collect())
+    write_parquet_table(rows.to_arrow(), output)
     write_parquet_table(dropped.to_arrow(), dropped_path)
     clock.step("write")
     by_reason = dropped.group_by("reason").len().sort("reason")
-    per_level = {f"level{lvl}": {"in": int((samples["level"] == lvl).sum()),
-                                 "out": int((kept["level"] == lvl).sum())} for lvl in (1, 2, 3)}
-    return write_counts(counts_path, "dedup", len(samples), len(kept),
+    per_level = {f"level{lvl}": {"in": records_in.get(lvl, 0), "out": int((rows["level"] == lvl).sum())}
+                 for lvl in (1, 2, 3)}
+    return write_counts(counts_path, "dedup", sum(records_in.values()), len(rows),
                         dict(zip(by_reason["reason"], by_reason["len"].to_list())),
                         per_level=per_level, settings=asdict(settings),
                         answer_statuses=list(usable_statuses),
