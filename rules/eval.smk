@@ -5,7 +5,7 @@
 
 rule evaluate:
     input:
-        checkpoint=f"{RESULTS}/train/{{model}}/{{budget}}/final",
+        checkpoint=checkpoint_dir("{model}", "{budget}"),
         train_counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
         benchmarks=list(config["evaluation"]["benchmarks"].values()),
     output:
@@ -37,7 +37,7 @@ rule evaluate:
 
 rule eval_nll:
     input:
-        checkpoint=f"{RESULTS}/train/{{model}}/{{budget}}/final",
+        checkpoint=checkpoint_dir("{model}", "{budget}"),
         benchmarks=list(config["evaluation"]["benchmarks"].values()),
     output:
         nll=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.parquet",
