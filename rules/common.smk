@@ -120,6 +120,11 @@ def mixture_path(mixture, budget):
     return f"{RESULTS}/mixtures/{mixture}/{budget}.parquet"
 
 
+def chat_template_flag():
+    template = config["mixtures"]["chat_template"]
+    return "" if template is None else f"--chat-template {template}"
+
+
 def mixture_set_json(wildcards):
     sets = config["mixtures"]["sets"]
     if wildcards.mixture not in sets:

@@ -58,6 +58,7 @@ rule sft_pool:
         counts=f"{RESULTS}/mixtures/pool.counts.json",
     params:
         tokenizer=config["mixtures"]["tokenizer"],
+        chat_template=chat_template_flag(),
         system_prompt=config["chat"]["system_prompt"],
         synthllm=synthllm("main"),
     log:
@@ -66,7 +67,7 @@ rule sft_pool:
         "../envs/main.yaml"
     shell:
         "{params.synthllm} sft-pool --questions {input.questions} --tokenizer {params.tokenizer}"
-        " --system-prompt {params.system_prompt:q} --output {output.pool}"
+        " --system-prompt {params.system_prompt:q} {params.chat_template} --output {output.pool}"
         " --counts {output.counts} > {log} 2>&1"
 
 

@@ -128,7 +128,7 @@ def _decontam(args: argparse.Namespace) -> None:
 def _sft_pool(args: argparse.Namespace) -> None:
     from synthllm.mixtures import run_pool
 
-    run_pool(args.questions, args.output, args.counts, args.tokenizer, args.system_prompt)
+    run_pool(args.questions, args.output, args.counts, args.tokenizer, args.system_prompt, args.chat_template)
 
 
 def _mixture(args: argparse.Namespace) -> None:
@@ -316,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, help="the decontam stage's clean samples")
     p.add_argument("--tokenizer", required=True, help="the training models' tokenizer (HF folder)")
     p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
+    p.add_argument("--chat-template", default=None, help="Jinja file replacing the tokenizer's template")
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_sft_pool)

@@ -37,13 +37,20 @@ class MixtureError(ValueError):
 
 
 def count_tokens(records: pl.DataFrame, tokenizer_path: str, system_prompt: str,
-                 batch_size: int = 512) -> np.ndarray:
+                 batch_size: int = 512, chat_template: str | None = None) -> np.ndarray:
     """Exact chat-formatted token count of each record under the training tokenizer."""
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    if chat_template:
+        if not Path(chat_template).is_file():
+            raise MixtureError(f"config key mixtures.chat_template: {chat_template} does not exist")
+        tokenizer.chat_template = Path(chat_template).read_text()
     if tokenizer.chat_template is None:
-        raise MixtureError(f"config key mixtures.tokenizer: {tokenizer_path} has no chat template")
+        raise MixtureError(f"config key mixtures.tokenizer: {tokenizer_path} has no chat template "
+                           "(set mixtures.chat_template)")
     counts = np.empty(len(records), dtype=np.int32)
     questions, answers = records["question"].to_list(), records["answer"].to_list()
     for start in tqdm(range(0, len(records), batch_size), desc="tokens", unit="batch"):
@@ -85,13 +92,15 @@ def nested_subset(pool: pl.DataFrame, k: int, seed: int, levels: list[int] | Non
     return pool[np.sort(np.concatenate(picked))]
 
 
-def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, system_prompt: str) -> dict:
+def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, system_prompt: str,
+             chat_template: str | None = None) -> dict:
     started = time.monotonic()
     clean = pl.read_parquet(questions, columns=SFT_COLUMNS)
-    pool = clean.with_columns(pl.Series("tokens", count_tokens(clean, tokenizer, system_prompt)))
+    tokens = count_tokens(clean, tokenizer, system_prompt, chat_template=chat_template)
+    pool = clean.with_columns(pl.Series("tokens", tokens))
     write_parquet_table(pool.to_arrow(), output)
     return write_counts(counts_path, "sft_pool", len(clean), len(pool), {}, tokens=int(pool["tokens"].sum()),
-                        tokenizer=tokenizer, seconds=round(time.monotonic() - started, 2))
+                        tokenizer=tokenizer, chat_template=chat_template, seconds=round(time.monotonic() - started, 2))
 
 
 def run_subset(pool_path: str, output: str, counts_path: str, mixture: str, k: int, seed: int,
