@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/filter.smk"
 include: "rules/extract.smk"
 include: "rules/graph.smk"
 include: "rules/questions.smk"

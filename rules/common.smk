@@ -58,8 +58,51 @@ def corpus_shards():
 
 
 def reference_docs(wildcards):
-    """The documents questions are generated from: the corpus shard (until filtering lands)."""
-    return f"{RESULTS}/corpus/shard-{wildcards.shard}.parquet"
+    """The documents questions are generated from: the filtered shard (rules/filter.smk)."""
+    return f"{RESULTS}/filter/docs/shard-{wildcards.shard}.parquet"
+
+
+def embedding_json():
+    """Config key models.embedding as an embed job's settings (`gpus` reruns nothing)."""
+    spec = {k: v for k, v in config["models"]["embedding"].items() if k != "gpus"}
+    return json.dumps(spec, sort_keys=True)
+
+
+def embedding_files():
+    return [f"{RESULTS}/filter/embed/shard-{s}.npy" for s in shard_ids()]
+
+
+def filter_scores(iteration):
+    """Scores of every corpus document at an iteration (0: the cold-start classifier)."""
+    return f"{RESULTS}/filter/iter-{iteration}/scores.parquet"
+
+
+def filter_iterations():
+    return range(1, config["filter"]["finegrained"]["iterations"] + 1)
+
+
+def all_filter_scores():
+    return [filter_scores(t) for t in [0, *filter_iterations()]]
+
+
+def filter_reports():
+    return [f"{RESULTS}/filter/iter-{t}/report.json" for t in [0, *filter_iterations()]]
+
+
+def filter_rate_counts():
+    return [f"{RESULTS}/filter/iter-{t}/ratings.counts.json" for t in filter_iterations()]
+
+
+def filter_ratings_through(wildcards):
+    """The ratings of iterations 1..t: the regressor of iteration t trains on all of them."""
+    return [f"{RESULTS}/filter/iter-{t}/ratings.parquet" for t in range(1, int(wildcards.iteration) + 1)]
+
+
+def rate_inputs(wildcards):
+    """What iteration t rates from: D(t-1)'s scores, and the earlier ratings (not re-rated)."""
+    t = int(wildcards.iteration)
+    return {"previous_scores": filter_scores(t - 1),
+            "previous_ratings": [f"{RESULTS}/filter/iter-{i}/ratings.parquet" for i in range(1, t)]}
 
 
 def subset_ids():

@@ -204,6 +204,72 @@ def _eval_summary(args: argparse.Namespace) -> None:
     logging.getLogger("synthllm").info("summary: %d rows", len(rows))
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from synthllm import embed
+
+    spec = embed.EmbeddingSpec.from_config(json.loads(args.model_json))
+    counts = embed.run(args.docs, args.output, args.counts, spec, args.threads)
+    logging.getLogger("synthllm").info("embed: %d documents, %d truncated, %s docs/s",
+                                       counts["out"], counts["truncated"], counts["docs_per_s"])
+
+
+def _synthetic_docs(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    spec, sampling = _backend_and_sampling(args)
+    filtering.run_synthetic(args.syllabus, args.kinds, args.documents, args.min_chars,
+                            args.output, args.counts, spec, sampling, args.chunk_size)
+
+
+def _coldstart(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    settings = json.loads(args.settings_json)
+    report = filtering.run_coldstart(
+        args.synthetic_docs, args.synthetic_embeddings, args.shards, args.embeddings,
+        args.scores, args.model, args.report, settings["negatives"], settings["threshold"],
+        filtering.Forest(**settings["forest"]), args.seed, settings["test_fraction"],
+        args.positive_sources, args.threads)
+    logging.getLogger("synthllm").info("coldstart: D0 has %d of %d documents", report["kept"],
+                                       report["documents"])
+
+
+def _rate(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    spec, sampling = _backend_and_sampling(args)
+    filtering.run_rate(args.previous_scores, args.previous_ratings, args.shards, args.output,
+                       args.counts, spec, sampling, args.structured, args.reference_sample,
+                       args.random_sample, args.seed, args.max_doc_chars, args.chunk_size)
+
+
+def _finegrained(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    settings = json.loads(args.settings_json)
+    report = filtering.run_finegrained(
+        args.iteration, args.ratings, args.shards, args.embeddings, args.scores, args.model,
+        args.report, settings["threshold"], filtering.Forest(**settings["forest"]),
+        settings["test_fraction"], args.seed, args.positive_sources, args.threads)
+    logging.getLogger("synthllm").info("finegrained %d: D%d has %d of %d documents",
+                                       args.iteration, args.iteration, report["kept"],
+                                       report["documents"])
+
+
+def _filter_docs(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    filtering.run_filter_docs(args.shard, args.scores, args.output, args.counts)
+
+
+def _filter_report(args: argparse.Namespace) -> None:
+    from synthllm import filter as filtering
+
+    filtering.run_report(args.reports, args.rate_counts, args.filter_counts, args.output,
+                         args.markdown, args.counts)
+    print(Path(args.markdown).read_text())
+
+
 def _generation_args(p: argparse.ArgumentParser, model_key: str) -> None:
     p.add_argument("--model-json", required=True, help=f"config key {model_key} as JSON")
     p.add_argument("--model-key", default=model_key, help=argparse.SUPPRESS)
@@ -229,6 +295,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--counts", required=True, help="where to write the stage's counts.json")
     p.set_defaults(func=_corpus)
+
+    p = sub.add_parser("embed", help="mean-pooled, L2-normalised document embeddings (.npy)")
+    p.add_argument("--docs", required=True, help="a parquet with doc_id and text (a corpus shard)")
+    p.add_argument("--model-json", required=True, help="config key models.embedding as JSON")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--output", required=True, help=".npy, one row per document in file order")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("synthetic-docs", help="synthetic math documents from the syllabus")
+    _generation_args(p, "models.generator")
+    p.add_argument("--syllabus", required=True, help="config key filter.synthetic.syllabus")
+    p.add_argument("--kinds", nargs="+", required=True, help="document kinds (blog post, ...)")
+    p.add_argument("--documents", type=int, required=True, help="how many to write")
+    p.add_argument("--min-chars", type=int, required=True, help="shorter ones count as empty")
+    p.set_defaults(func=_synthetic_docs)
+
+    def corpus_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--shards", nargs="+", required=True, help="every corpus shard")
+        p.add_argument("--embeddings", nargs="+", required=True, help="their embeddings, same order")
+        p.add_argument("--positive-sources", nargs="*", default=[],
+                       help="corpus sources counted as math in the labelled check")
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--scores", required=True, help="scores of every corpus document")
+        p.add_argument("--model", required=True, help="the fitted forest (joblib)")
+        p.add_argument("--report", required=True)
+
+    p = sub.add_parser("coldstart", help="cold-start random-forest classifier: D0")
+    p.add_argument("--synthetic-docs", required=True)
+    p.add_argument("--synthetic-embeddings", required=True)
+    p.add_argument("--settings-json", required=True, help="config key filter.coldstart as JSON")
+    corpus_args(p)
+    p.set_defaults(func=_coldstart)
+
+    p = sub.add_parser("rate", help="the rater LLM scores D(t-1) and a random sample 1-10")
+    _generation_args(p, "models.rater")
+    p.add_argument("--previous-scores", required=True, help="scores of iteration t-1")
+    p.add_argument("--previous-ratings", nargs="*", default=[], help="ratings of iterations < t")
+    p.add_argument("--shards", nargs="+", required=True, help="every corpus shard")
+    p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--reference-sample", type=int, required=True)
+    p.add_argument("--random-sample", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the samples")
+    p.add_argument("--max-doc-chars", type=int, required=True)
+    p.set_defaults(func=_rate)
+
+    p = sub.add_parser("finegrained", help="fine-grained random-forest regressor: D(t)")
+    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--ratings", nargs="+", required=True, help="ratings of iterations 1..t")
+    p.add_argument("--settings-json", required=True, help="config key filter.finegrained as JSON")
+    corpus_args(p)
+    p.set_defaults(func=_finegrained)
+
+    p = sub.add_parser("filter-docs", help="the kept documents of one shard with their scores")
+    p.add_argument("--shard", required=True)
+    p.add_argument("--scores", nargs="+", required=True, help="scores of iterations 0..T")
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_filter_docs)
+
+    p = sub.add_parser("filter-report", help="sizes, ratings and checks of every iteration")
+    p.add_argument("--reports", nargs="+", required=True, help="report json of iterations 0..T")
+    p.add_argument("--rate-counts", nargs="*", default=[], help="rate counts of iterations 1..T")
+    p.add_argument("--filter-counts", nargs="+", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--markdown", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_filter_report)
 
     p = sub.add_parser("extract", help="topics and key concepts per document (Fig. 11)")
     _generation_args(p, "models.generator")
@@ -411,8 +546,10 @@ def main(argv: list[str] | None = None) -> None:
     from synthllm.decontam import DecontamError
     from synthllm.dedup import DedupError
     from synthllm.demo_corpus import DemoCorpusError
+    from synthllm.embed import EmbeddingError
     from synthllm.eval_data import BenchmarkError
     from synthllm.evaluate import EvaluationError
+    from synthllm.filter import FilterError
     from synthllm.llm import BackendError
     from synthllm.mixtures import MixtureError
     from synthllm.models import ModelError
@@ -423,6 +560,6 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
             MixtureError, ModelError, ScalingError, TrainError, BenchmarkError,
-            EvaluationError) as exc:
+            EvaluationError, EmbeddingError, FilterError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
