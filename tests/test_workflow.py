@@ -55,6 +55,10 @@ def test_run(tmp_path_factory):
 
 
 SHARDS = [f"{i:05d}-of-00002" for i in range(2)]
+# what reruns when the answers change: stage 6 once, then one model (3M) trained on each of
+# the test config's two budgets, evaluated, summarised and fitted (the base model stays)
+AFTER_ANSWERS = {"dedup": 1, "decontam": 1, "sft_pool": 1, "mixture": 2, "train": 2, "evaluate": 2,
+                 "eval_nll": 2, "eval_summary": 1, "scaling": 1, "all": 1}
 
 
 def test_test_config_produces_shards_counts_and_logs(test_run):
@@ -98,14 +102,14 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
     more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
     assert planned_jobs(*configs, more) == {"corpus": 1, "extract": 3, "level1": 3, "level2": 3,
                                             "concept_graph": 1, "walks": 1, "level3": 3,
-                                            "answer": 3, "all": 1}
+                                            "answer": 3, **AFTER_ANSWERS}
 
 
-def test_changing_a_level2_sampling_parameter_reruns_level2_and_answers_only(test_run):
+def test_changing_a_level2_sampling_parameter_reruns_level2_and_what_follows_answers(test_run):
     tmp, _, configs = test_run
     hotter = override(tmp, "l2.yaml", generation={"level2": {"sampling": {
         "temperature": 0.9, "top_p": 0.95, "max_tokens": 200, "seed": 2}}})
-    assert planned_jobs(*configs, hotter) == {"level2": 2, "answer": 2, "all": 1}
+    assert planned_jobs(*configs, hotter) == {"level2": 2, "answer": 2, **AFTER_ANSWERS}
 
 
 def test_level3_sets_come_from_the_graph_with_their_best_references(test_run):
@@ -127,10 +131,10 @@ def test_level3_sets_come_from_the_graph_with_their_best_references(test_run):
             assert q["level"] == 3 and q["doc_ids"] == by_id[unit]["ref_doc_ids"]
 
 
-def test_changing_the_walk_seed_reruns_walks_level3_and_answers_only(test_run):
+def test_changing_the_walk_seed_reruns_walks_level3_and_what_follows_answers(test_run):
     tmp, _, configs = test_run
     seeded = override(tmp, "walks.yaml", graph={"walks": {"epochs": 1, "seed": 9}})
-    assert planned_jobs(*configs, seeded) == {"walks": 1, "level3": 2, "answer": 2, "all": 1}
+    assert planned_jobs(*configs, seeded) == {"walks": 1, "level3": 2, "answer": 2, **AFTER_ANSWERS}
 
 
 def test_status_prints_the_counts_table(test_run):
@@ -159,8 +163,25 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
 
 def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
+    # three models, seven budgets plus the base model each
     assert jobs == {"corpus": 1, "extract": 512, "level1": 512, "level2": 512,
-                    "concept_graph": 5, "walks": 5, "level3": 512, "answer": 512, "all": 1}
+                    "concept_graph": 5, "walks": 5, "level3": 512, "answer": 512,
+                    "dedup": 1, "decontam": 1, "sft_pool": 1, "mixture": 7, "base_model": 3,
+                    "train": 21, "evaluate": 24, "eval_nll": 24, "eval_summary": 1, "scaling": 1,
+                    "all": 1}
+
+
+def test_changing_the_learning_rate_reruns_training_evaluation_and_fits_only(test_run):
+    tmp, _, configs = test_run
+    faster = override(tmp, "lr.yaml", training={"learning_rate": 2.0e-3})
+    assert planned_jobs(*configs, faster) == {"train": 2, "evaluate": 2, "eval_nll": 2,
+                                              "eval_summary": 1, "scaling": 1, "all": 1}
+
+
+def test_changing_only_the_fit_settings_reruns_only_the_scaling_stage(test_run):
+    tmp, _, configs = test_run
+    squares = override(tmp, "fit.yaml", scaling={"loss": "least_squares"})
+    assert planned_jobs(*configs, squares) == {"scaling": 1, "all": 1}
 
 
 def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):
