@@ -265,5 +265,5 @@ def train_launcher(wildcards):
 def final_outputs():
     """What `snakemake` with no target builds: the whole chain, ending in the scaling fits,
     tables and figures (which need every checkpoint's evaluation)."""
-    return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/decontam/report.json",
-            f"{RESULTS}/eval/summary.parquet"] + scaling_outputs()
+    return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/filter/report.json",
+            f"{RESULTS}/decontam/report.json", f"{RESULTS}/eval/summary.parquet"] + scaling_outputs()
