@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=3600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -75,7 +75,10 @@ def test_test_config_produces_shards_counts_and_logs(test_run):
 def test_generation_stages_ran_with_the_real_engine(test_run):
     _, results, _ = test_run
     for shard in SHARDS:
-        docs = pq.read_table(results / "corpus" / f"shard-{shard}.parquet").column("doc_id").to_pylist()
+        # generation reads the filtered shard: a subset of the corpus shard, in its order
+        corpus = pq.read_table(results / "corpus" / f"shard-{shard}.parquet").column("doc_id").to_pylist()
+        docs = pq.read_table(results / "filter" / "docs" / f"shard-{shard}.parquet").column("doc_id").to_pylist()
+        assert docs == [d for d in corpus if d in set(docs)]
         extracted = pq.read_table(results / "extract" / f"shard-{shard}.parquet").to_pylist()
         assert [r["doc_id"] for r in extracted] == docs
         questions = []
@@ -100,7 +103,10 @@ def test_second_run_does_nothing(test_run):
 def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_run):
     tmp, _, configs = test_run
     more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
-    assert planned_jobs(*configs, more) == {"corpus": 1, "extract": 3, "level1": 3, "level2": 3,
+    # the synthetic positives and the base model do not depend on the corpus
+    assert planned_jobs(*configs, more) == {"corpus": 1, "embed": 3, "coldstart": 1, "rate": 1,
+                                            "finegrained": 1, "filter_docs": 3, "filter_report": 1,
+                                            "extract": 3, "level1": 3, "level2": 3,
                                             "concept_graph": 1, "walks": 1, "level3": 3,
                                             "answer": 3, **AFTER_ANSWERS}
 
@@ -164,7 +170,9 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
 def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
     # three models, seven budgets plus the base model each
-    assert jobs == {"corpus": 1, "extract": 512, "level1": 512, "level2": 512,
+    assert jobs == {"corpus": 1, "synthetic_docs": 1, "embed": 512, "embed_synthetic": 1,
+                    "coldstart": 1, "rate": 2, "finegrained": 2, "filter_docs": 512, "filter_report": 1,
+                    "extract": 512, "level1": 512, "level2": 512,
                     "concept_graph": 5, "walks": 5, "level3": 512, "answer": 512,
                     "dedup": 1, "decontam": 1, "sft_pool": 1, "mixture": 7, "base_model": 3,
                     "train": 21, "evaluate": 24, "eval_nll": 24, "eval_summary": 1, "scaling": 1,
