@@ -164,7 +164,7 @@ def main() -> None:
     dropped = pl.read_parquet(work / "dropped.parquet")
     hits = set(pl.read_parquet(work / "hits.parquet")["question_id"])
     by_reason = dict(dropped.group_by("reason").len().iter_rows())
-    steps = json.loads((work / "dedup.counts.json").read_text())["step_seconds"]
+    steps = {k: v["seconds"] for k, v in json.loads((work / "dedup.counts.json").read_text())["steps"].items()}
     print(f"dedup:    {dedup_s:7.1f} s wall, {dedup_cpu:7.1f} s CPU, peak {dedup_gib:5.2f} GiB  dropped {by_reason}; steps {steps}")
     print(f"          planted exact pairs caught {caught(planted['exact'], dropped)}/{len(planted['exact'])}, "
           f"near {caught(planted['near'], dropped)}/{len(planted['near'])}")

@@ -26,14 +26,13 @@ Output schema:
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
 from numba import njit, prange
 
-from synthllm.io import write_counts, write_parquet_table
+from synthllm.io import StepLog, write_counts, write_parquet_table
 from synthllm.textkeys import HASH_SEED, gram_count, gram_hash, mix64, normal_form, normal_word_hashes
 
 CHUNK = 1 << 18  # texts split into words at a time
@@ -217,29 +216,14 @@ def stable_order(samples: pl.DataFrame) -> pl.DataFrame:
     return samples.sort(["level", "question_id"])
 
 
-class StepClock:
-    """Seconds per step, for the counts file: where a paper-scale run spends its time."""
-
-    def __init__(self):
-        self.started = self.last = time.monotonic()
-        self.steps: dict[str, float] = {}
-
-    def step(self, name: str) -> None:
-        now = time.monotonic()
-        self.steps[name] = round(now - self.last, 2)
-        self.last = now
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.started, 2)
-
-
-def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | None = None,
+def dedup(samples: pl.DataFrame, settings: NearDuplicates, steps: StepLog | None = None,
           usable_statuses: tuple[str, ...] = ("ok",)) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, dropped) as described in the module docstring. `samples` needs question_id,
     level, question and status (of the answer)."""
     if samples["question_id"].n_unique() != len(samples):
         dups = samples.filter(pl.col("question_id").is_duplicated())["question_id"].head(3).to_list()
         raise DedupError(f"question ids are not unique (e.g. {dups}): answer shards overlap")
+    steps = steps or StepLog("synthllm.dedup")
     samples = stable_order(samples)
     ids = samples["question_id"].to_numpy()
     usable = samples["status"].is_in(list(usable_statuses)).to_numpy()
@@ -248,8 +232,7 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | No
     similarity = np.full(len(samples), np.nan, dtype=np.float32)
 
     keys, sig = fingerprints(samples["question"], settings)
-    if clock:
-        clock.step("fingerprints")
+    steps("fingerprints")
     # exact: among usable samples only, so the kept copy is always a usable one
     usable_idx = np.flatnonzero(usable)
     first = exact_duplicates(keys[usable_idx])
@@ -258,8 +241,7 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | No
     reason[hit] = "exact"
     duplicate_of[hit] = ids[usable_idx[first[exact]]]
     similarity[hit] = 1.0
-    if clock:
-        clock.step("exact")
+    steps("exact")
 
     alive = reason == None  # noqa: E711 (elementwise on an object array)
     rep, sim = near_duplicates(sig, settings, alive=alive.astype(np.bool_))
@@ -267,8 +249,7 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, clock: StepClock | No
     reason[near] = "near"
     duplicate_of[near] = ids[rep[near]]
     similarity[near] = sim[near]
-    if clock:
-        clock.step("near")
+    steps("near")
 
     dropped_mask = reason != None  # noqa: E711
     dropped = pl.DataFrame({
@@ -286,19 +267,19 @@ def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: s
         settings: NearDuplicates, usable_statuses: tuple[str, ...] = ("ok",)) -> dict:
     """Dedup reads only the columns it decides on; the kept rows, every column, are then
     streamed from the shards: at paper scale the answers alone are gigabytes."""
-    clock = StepClock()
+    steps = StepLog("synthllm.dedup")
     shards = pl.scan_parquet(answer_shards)
     counted_in = shards.group_by("level").len().collect()
     records_in = {int(lvl): int(n) for lvl, n in counted_in.iter_rows()}
-    kept, dropped = dedup(shards.select(DEDUP_COLUMNS).collect(), settings, clock, usable_statuses)
+    kept, dropped = dedup(shards.select(DEDUP_COLUMNS).collect(), settings, steps, usable_statuses)
     kept_ids = kept.select("question_id")
     del kept
-    clock.step("dedup")
+    steps("dedup")
     rows = (shards.join(kept_ids.lazy(), on="question_id", how="semi")
             .sort(["level", "question_id"]).collect())
     write_parquet_table(rows.to_arrow(), output)
     write_parquet_table(dropped.to_arrow(), dropped_path)
-    clock.step("write")
+    steps("write")
     by_reason = dropped.group_by("reason").len().sort("reason")
     per_level = {f"level{lvl}": {"in": records_in.get(lvl, 0), "out": int((rows["level"] == lvl).sum())}
                  for lvl in (1, 2, 3)}
@@ -306,4 +287,4 @@ def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: s
                         dict(zip(by_reason["reason"], by_reason["len"].to_list())),
                         per_level=per_level, settings=asdict(settings),
                         answer_statuses=list(usable_statuses),
-                        seconds=clock.total(), step_seconds=clock.steps)
+                        seconds=steps.seconds(), steps=steps.steps)

@@ -42,9 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import resource
 import tempfile
-import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -54,7 +52,7 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from synthllm.concepts import clean_label, concept_key
-from synthllm.io import atomic_path, write_counts, write_json, write_parquet_table
+from synthllm.io import StepLog, atomic_path, write_counts, write_json, write_parquet_table
 
 log = logging.getLogger("synthllm.graph")
 
@@ -364,21 +362,6 @@ def components(g) -> dict:
             "largest_fraction": round(float(sizes.max() / g.num_vertices()), 4)}
 
 
-class StepLog:
-    """Wall time and peak memory so far after each step of a build, logged and kept."""
-
-    def __init__(self):
-        self.last = time.perf_counter()
-        self.steps: dict[str, dict] = {}
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-        self.steps[step] = {"seconds": round(now - self.last, 1), "peak_gib_so_far": round(peak, 2)}
-        log.info("%-32s %7.1f s   peak so far %.2f GiB", step, now - self.last, peak)
-        self.last = now
-
-
 def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> dict:
     """Index, count, write the sampler arrays, build and save the graph of record and its
     report: every output of the stage but counts.json. Returns the report.
@@ -386,7 +369,7 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     The order keeps the peak low at paper scale: the sampler arrays are written and freed,
     and the edges spilled to a scratch file, before graph-tool builds its adjacency lists."""
     out = Path(out_dir)
-    steps = StepLog()
+    steps = StepLog("synthllm.graph")
     nodes, docs, doc, node = index_concepts(pairs)
     del pairs  # the caller hands them over: at paper scale they hold 20 M strings
     n_topics = int((nodes.get_column("kind") == "topic").sum())

@@ -1,4 +1,4 @@
-"""Atomic writes and the per-stage counts file.
+"""Atomic writes, the per-stage counts file, and per-step time and memory of a long job.
 
 Every output is written to a temporary name in the destination folder and renamed into
 place only when complete, so a killed or failed job never leaves a truncated file behind
@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -91,3 +94,23 @@ def write_parquet_table(table, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+class StepLog:
+    """Wall time and peak memory so far after each step of a job, logged and kept (for the
+    stage's report or counts file: where a paper-scale run spends its time and memory)."""
+
+    def __init__(self, logger: str = "synthllm"):
+        self.log = logging.getLogger(logger)
+        self.last = time.perf_counter()
+        self.steps: dict[str, dict] = {}
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        self.steps[step] = {"seconds": round(now - self.last, 1), "peak_gib_so_far": round(peak, 2)}
+        self.log.info("%-32s %7.1f s   peak so far %.2f GiB", step, now - self.last, peak)
+        self.last = now
+
+    def seconds(self) -> float:
+        return round(sum(s["seconds"] for s in self.steps.values()), 1)
