@@ -21,6 +21,12 @@ include: "rules/mixtures.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/scaling.smk"
+# the paper's other experiments, not in rule all: snakemake diversity | ablation | augmentation
+include: "rules/experiments_common.smk"
+include: "rules/experiments.smk"
+include: "rules/diversity.smk"
+include: "rules/ablation.smk"
+include: "rules/augmentation.smk"
 
 
 rule all:

@@ -204,6 +204,46 @@ def _eval_summary(args: argparse.Namespace) -> None:
     logging.getLogger("synthllm").info("summary: %d rows", len(rows))
 
 
+def _experiment_docs(args: argparse.Namespace) -> None:
+    from synthllm.experiments import run_docs
+
+    counts = run_docs(args.docs, args.extracted, args.documents, args.seed, args.output,
+                      args.extract_output, args.counts)
+    logging.getLogger("synthllm").info("experiment documents: %d of %d", counts["out"], counts["in"])
+
+
+def _diversity(args: argparse.Namespace) -> None:
+    from synthllm import diversity
+    from synthllm.embed import EmbeddingSpec
+
+    spec = EmbeddingSpec.from_config(json.loads(args.embedding_json))
+    diversity.run({"level1": args.level1, "level2": args.level2}, spec, args.bins, args.out_dir,
+                  args.counts, args.threads)
+
+
+def _ablation_table(args: argparse.Namespace) -> None:
+    from synthllm import ablation
+
+    ablation.run(args.runs, args.models, args.sets, args.metric, args.csv, args.markdown)
+    print(Path(args.markdown).read_text())
+
+
+def _augment(args: argparse.Namespace) -> None:
+    from synthllm import augmentation
+
+    spec, sampling = _backend_and_sampling(args)
+    augmentation.run(args.method, args.seeds, args.output, args.counts, spec, sampling,
+                     args.structured, args.target, args.chunk_size, args.personas, args.persona_seed)
+
+
+def _augmentation_figure(args: argparse.Namespace) -> None:
+    from synthllm import augmentation
+
+    augmentation.run_figure(args.runs, args.models, args.methods, args.metric, args.png, args.pdf,
+                            args.csv, args.markdown)
+    print(Path(args.markdown).read_text())
+
+
 def _embed(args: argparse.Namespace) -> None:
     from synthllm import embed
 
@@ -520,6 +560,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", required=True)
     p.set_defaults(func=_eval_summary)
 
+    p = sub.add_parser("experiment-docs", help="the fixed random documents of Figs. 5 and 6")
+    p.add_argument("--docs", nargs="+", required=True, help="every filtered document shard")
+    p.add_argument("--extracted", nargs="+", required=True, help="every extract shard")
+    p.add_argument("--documents", type=int, required=True, help="how many to draw")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output", required=True, help="the drawn documents")
+    p.add_argument("--extract-output", required=True, help="their extraction rows")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_experiment_docs)
+
+    p = sub.add_parser("diversity", help="within-document question similarity (Fig. 5)")
+    p.add_argument("--level1", required=True, help="Level-1 questions of the experiment documents")
+    p.add_argument("--level2", required=True, help="Level-2 questions of the same documents")
+    p.add_argument("--embedding-json", required=True, help="config key diversity.embedding as JSON")
+    p.add_argument("--bins", type=int, required=True, help="histogram bins")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--out-dir", required=True, help="writes pairs.parquet, summary.*, fig5.*")
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_diversity)
+
+    p = sub.add_parser("ablation-table", help="Level ablation table (Table 3)")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="set=eval folder items (set `base` for the untrained model)")
+    p.add_argument("--models", nargs="+", required=True, help="model labels, table order")
+    p.add_argument("--sets", nargs="+", required=True, help="mixture names, table order")
+    p.add_argument("--metric", required=True, choices=("accuracy", "accuracy_harness", "nll"),
+                   help="the metric shown first")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.set_defaults(func=_ablation_table)
+
+    p = sub.add_parser("augment", help="rephrase or persona expansion of seed questions (Fig. 6)")
+    _generation_args(p, "models.generator")
+    p.add_argument("--method", required=True, choices=("rephrase", "persona"))
+    p.add_argument("--seeds", required=True, help="Level-1 seed questions")
+    p.add_argument("--target", type=int, required=True, help="questions to generate")
+    p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--personas", default=None, help="Persona Hub-format jsonl (persona only)")
+    p.add_argument("--persona-seed", type=int, default=0, help="seed of the persona draws")
+    p.set_defaults(func=_augment)
+
+    p = sub.add_parser("augmentation-figure", help="Fig. 6: each method against the sample count")
+    p.add_argument("--runs", nargs="+", required=True, help="method=eval folder items")
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--methods", nargs="+", required=True, help="line order")
+    p.add_argument("--metric", required=True, choices=("accuracy", "accuracy_harness", "nll"))
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.set_defaults(func=_augmentation_figure)
+
     p = sub.add_parser("prepare-models", help="convert the SmolLM2 GGUF into an HF folder")
     p.add_argument("--dest", default="resources/models/SmolLM2-135M-Instruct")
     p.set_defaults(func=_prepare_models)
@@ -549,6 +641,7 @@ def main(argv: list[str] | None = None) -> None:
     from synthllm.embed import EmbeddingError
     from synthllm.eval_data import BenchmarkError
     from synthllm.evaluate import EvaluationError
+    from synthllm.experiments import ExperimentError
     from synthllm.filter import FilterError
     from synthllm.llm import BackendError
     from synthllm.mixtures import MixtureError
@@ -560,6 +653,6 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
             MixtureError, ModelError, ScalingError, TrainError, BenchmarkError,
-            EvaluationError, EmbeddingError, FilterError) as exc:
+            EvaluationError, EmbeddingError, FilterError, ExperimentError) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

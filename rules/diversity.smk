@@ -1,0 +1,69 @@
+# Question diversity (paper §6 Fig. 5): Level-1 and Level-2 questions on the experiment
+# documents, up to config diversity.questions_per_doc each (paper 50), by the pipeline's own
+# Level-1 and Level-2 rules; then within-document similarity of their all-MiniLM-L6-v2
+# embeddings (workflow/synthllm/diversity.py). Target: `snakemake diversity`.
+
+
+use rule level1 as diversity_level1 with:
+    input:
+        docs=experiment_docs(),
+    output:
+        questions=f"{RESULTS}/diversity/level1.parquet",
+        counts=f"{RESULTS}/diversity/level1.counts.json",
+    params:
+        max_docs="",
+        calls_per_doc=config["diversity"]["calls_per_doc"],
+        questions_per_doc=config["diversity"]["questions_per_doc"],
+    log:
+        f"{RESULTS}/logs/diversity/level1.log",
+
+
+use rule level2 as diversity_level2 with:
+    input:
+        docs=experiment_docs(),
+        extracted=experiment_extract(),
+    output:
+        questions=f"{RESULTS}/diversity/level2.parquet",
+        counts=f"{RESULTS}/diversity/level2.counts.json",
+    params:
+        calls_per_doc=config["diversity"]["calls_per_doc"],
+        questions_per_doc=config["diversity"]["questions_per_doc"],
+    log:
+        f"{RESULTS}/logs/diversity/level2.log",
+
+
+rule diversity:
+    input:
+        level1=f"{RESULTS}/diversity/level1.parquet",
+        level2=f"{RESULTS}/diversity/level2.parquet",
+    output:
+        pairs=f"{RESULTS}/diversity/pairs.parquet",
+        summary=report(
+            f"{RESULTS}/diversity/summary.csv",
+            caption="../report/experiments/diversity_summary.rst",
+            category="Question diversity",
+            labels={"item": "similarity statistics per level"},
+        ),
+        summary_md=f"{RESULTS}/diversity/summary.md",
+        fig5=report(
+            f"{RESULTS}/diversity/fig5.png",
+            caption="../report/experiments/fig5.rst",
+            category="Question diversity",
+            labels={"item": "Fig. 5: within-document similarity"},
+        ),
+        fig5_pdf=f"{RESULTS}/diversity/fig5.pdf",
+        counts=f"{RESULTS}/diversity/counts.json",
+    params:
+        embedding=json.dumps(config["diversity"]["embedding"], sort_keys=True),
+        bins=config["diversity"]["bins"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+        synthllm=synthllm("main"),
+    threads: config["generation"]["threads"]
+    log:
+        f"{RESULTS}/logs/diversity/diversity.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} diversity --level1 {input.level1} --level2 {input.level2}"
+        " --embedding-json {params.embedding:q} --bins {params.bins} --threads {threads}"
+        " --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"

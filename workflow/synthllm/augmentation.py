@@ -1,0 +1,216 @@
+"""Augmentation baselines (paper §6 Fig. 6, §7): rephrase and persona expansion of Level-1
+seed questions, against Level-2 and Level-3 on the same documents.
+
+On the experiment documents (synthllm.experiments), the pipeline's Level-1 stage extracts the
+seed questions (paper: about 6,500 from 2,000 documents). Each baseline expands them to
+`target` questions (paper 300K), one question per generation call:
+
+- rephrase (MetaMath style): a 2-shot prompt (prompts/rephrase.j2) asks for the same question
+  in new words; question j rephrases seed j mod n (round j // n), so every seed is rephrased
+  equally often;
+- persona (Persona Hub style): prompts/persona.j2 asks for a new problem of the seed's kind
+  for one persona; question j takes seed j mod n and a persona drawn uniformly (seeded) from
+  a Persona Hub-format jsonl (one object per line with "persona", or "input persona" as in
+  Persona Hub's synthesised subsets).
+
+Level-2 and Level-3 questions on the same documents come from the pipeline's own stages with
+more questions per document (rules/augmentation.smk). Every method's questions then go
+through the same answer, dedup, decontamination, SFT-pool and nested-mixture stages as the
+main pipeline; each model trains on each method at each sample count (documents x questions
+per document, paper 25, 50, ..., 150), and the figure plots the evaluation against the count.
+
+Output schema of a baseline (`augmentation/questions/{rephrase,persona}.parquet`):
+synthllm.questions.SCHEMA (level 1: derived from Level-1 seeds; origin = the method;
+doc_ids = the seed's document) plus
+    seed_question_id  string   the Level-1 seed it expands
+    persona           string   the persona (null for rephrase)
+question_id: "{method}-{seed question_id}-r{round}".
+
+Figure outputs (`augmentation/`): fig6.png/.pdf, panel (a) the MATH metric and (b) the
+six-benchmark average against the number of training samples, one line per method;
+fig6.csv/.md the plotted values (every metric).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthllm import questions
+from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
+from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
+                                 provenance, render)
+from synthllm.io import atomic_path
+from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.parsers import Parsed, _clean, _json_object
+
+METHODS = ("rephrase", "persona")
+SCHEMA = pa.schema(list(questions.SCHEMA) + [pa.field("seed_question_id", pa.string()),
+                                             pa.field("persona", pa.string())])
+_PREFIX = re.compile(r"^\s*(?:rewritten question|new problem|question|problem)\s*:\s*", re.I)
+
+
+def question_schema() -> dict:
+    return {"type": "object", "additionalProperties": False, "required": ["question"],
+            "properties": {"question": {"type": "string", "minLength": 10, "maxLength": 600}}}
+
+
+def parse_question(text: str) -> Parsed:
+    """One question: a JSON object's "question", or the free text without a leading label."""
+    obj = _json_object(text)
+    if obj is not None:
+        q = obj.get("question")
+        q = _clean(q) if isinstance(q, str) else ""
+    elif text.lstrip().startswith("{"):
+        return Parsed("malformed")  # JSON asked for, cut or broken
+    else:
+        q = _clean(_PREFIX.sub("", text.strip()))
+    return Parsed("ok", [{"question": q}]) if q else Parsed("empty")
+
+
+def load_personas(path: str) -> list[str]:
+    """The personas of a Persona Hub-format jsonl, in file order."""
+    personas = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ExperimentError(f"config key augmentation.persona.file: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ExperimentError(f"{path} line {number}: not JSON ({exc})") from exc
+        persona = obj.get("persona", obj.get("input persona")) if isinstance(obj, dict) else None
+        if not isinstance(persona, str) or not persona.strip():
+            raise ExperimentError(f"{path} line {number}: no \"persona\" (or \"input persona\") text")
+        personas.append(persona.strip())
+    if not personas:
+        raise ExperimentError(f"{path}: no personas")
+    return personas
+
+
+def expansion_plan(n_seeds: int, target: int) -> list[tuple[int, int]]:
+    """(seed index, round) of each of the `target` questions: seeds in turn, round by round."""
+    if n_seeds < 1:
+        raise ExperimentError("no usable Level-1 seed questions to expand")
+    return [(j % n_seeds, j // n_seeds) for j in range(target)]
+
+
+def persona_draws(n_personas: int, target: int, seed: int) -> np.ndarray:
+    """The persona index of each of the `target` questions, uniform with replacement."""
+    return np.random.default_rng(seed).integers(0, n_personas, size=target)
+
+
+def requests_for(method: str, seeds: list[dict], target: int, structured: bool,
+                 personas: list[str] | None = None, persona_seed: int = 0) -> tuple[list[dict], list[Request]]:
+    """Items (seed, round, persona) and the generation request of each expanded question."""
+    plan = expansion_plan(len(seeds), target)
+    draws = persona_draws(len(personas), target, persona_seed) if method == "persona" else None
+    items, requests = [], []
+    constraint = {"json": question_schema()} if structured else None
+    for j, (s, rnd) in enumerate(plan):
+        persona = personas[draws[j]] if draws is not None else None
+        values = {"question": seeds[s]["question"], "structured": structured}
+        if persona is not None:
+            values["persona"] = persona
+        items.append({"seed": seeds[s], "round": rnd, "persona": persona})
+        requests.append(Request([{"role": "user", "content": render(method, **values)}], constraint))
+    return items, requests
+
+
+def run(method: str, seeds_path: str, output: str, counts_path: str, spec: BackendSpec,
+        sampling: Sampling, structured: bool, target: int, chunk_size: int,
+        personas_path: str | None = None, persona_seed: int = 0) -> dict:
+    if method not in METHODS:
+        raise ExperimentError(f"unknown augmentation method {method!r} (one of {METHODS})")
+    seeds = pq.read_table(seeds_path, columns=["question_id", "doc_ids", "question"]).to_pylist()
+    personas = load_personas(personas_path) if method == "persona" else None
+    items, requests = requests_for(method, seeds, target, structured, personas, persona_seed)
+    fp = fingerprint(stage=method, spec=spec, sampling=sampling, requests=requests)
+    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size, desc=method)
+    prov = provenance(spec, method, sampling)
+    rows, statuses = [], Counter()
+    for item, c in zip(items, completions):
+        parsed = parse_question(c.text)
+        status = final_status(parsed.status, c)
+        statuses[status] += 1
+        if status != "ok":
+            continue
+        seed = item["seed"]
+        rows.append({"question_id": f"{method}-{seed['question_id']}-r{item['round']}", "level": 1,
+                     "doc_ids": seed["doc_ids"], "question": parsed.records[0]["question"],
+                     "origin": method, "school_level": None, "concepts": [], "call": item["round"],
+                     **prov, "seed_question_id": seed["question_id"], "persona": item["persona"]})
+    return finish_stage(method, rows, SCHEMA, output, counts_path, len(items), statuses,
+                        seeds=len(seeds), personas=len(personas) if personas else None,
+                        rounds=math.ceil(target / len(seeds)), **facts)
+
+
+# --- figure ------------------------------------------------------------------------------
+
+PANELS = (("math", "(a) MATH"), ("average", "(b) average of the six benchmarks"))
+YLABEL = {"accuracy": "accuracy (%)", "accuracy_harness": "accuracy, harness grader (%)",
+          "nll": "NLL of reference solutions (nats/token)"}
+
+
+def curves(rows: list[dict], model: str, metric: str, benchmark: str) -> dict[str, list[tuple[int, float]]]:
+    """Per method: (samples, value) points of one model, metric and benchmark, by samples."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["model"] == model and r["metric"] == metric and r["benchmark"] == benchmark:
+            out.setdefault(r["set"], []).append((r["budget"], r["value"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def figure(rows: list[dict], models: list[str], methods: list[str], metric: str, png: str, pdf: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.8 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        for ax, (benchmark, title) in zip(axes[i], PANELS):
+            lines = curves(rows, model, metric, benchmark)
+            for method in methods:
+                if method in lines:
+                    x, y = zip(*lines[method])
+                    ax.plot(x, y, marker="o", label=method.replace("level", "Level-"))
+            ax.set_title(f"{title}, {model}")
+            ax.set_xlabel("training samples")
+            ax.set_ylabel(YLABEL[metric])
+            ax.legend()
+    fig.tight_layout()
+    for path in (png, pdf):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150)
+    plt.close(fig)
+
+
+def run_figure(runs: list[str], models: list[str], methods: list[str], metric: str, png: str,
+               pdf: str, out_csv: str, out_md: str) -> list[dict]:
+    """Fig. 6 and its values. `runs` items are "method=eval folder"."""
+    rows = labelled_rows(parse_runs(runs))
+    figure(rows, models, methods, metric, png, pdf)
+    keep = [r for r in rows if r["benchmark"] in ("math", "average")]
+    keep.sort(key=lambda r: (models.index(r["model"]), methods.index(r["set"]), r["budget"],
+                             r["metric"], r["benchmark"]))
+    header = ["model", "method", "samples", "tokens", "metric", "benchmark", "value"]
+    lines = [[r["model"], r["set"], str(r["budget"]), str(r["tokens"]), r["metric"], r["benchmark"],
+              f"{r['value']:.4g}"] for r in keep]
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text("\n".join(",".join(x) for x in [header] + lines) + "\n")
+    with atomic_path(out_md) as tmp:
+        md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(x) + " |" for x in lines if x[4] == metric]
+        tmp.write_text("\n".join(md) + f"\n\nmetric: {YLABEL[metric]}\n")
+    return keep
