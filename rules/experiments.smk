@@ -7,7 +7,7 @@
 
 rule experiment_docs:
     input:
-        docs=lambda wildcards: all_reference_docs(wildcards),
+        docs=all_reference_docs,
         extracted=expand(f"{RESULTS}/extract/shard-{{shard}}.parquet", shard=shard_ids()),
     output:
         docs=experiment_docs(),
