@@ -1,9 +1,11 @@
 # Augmentation baselines (paper §6 Fig. 6): on the experiment documents, Level-1 seed
 # questions expanded by rephrasing and by personas (workflow/synthllm/augmentation.py),
 # against Level-2 and Level-3 generating more questions per document. Each method's
-# questions go through the pipeline's own answer, dedup, decontamination, SFT-pool and
-# mixture rules, then training and evaluation (rules/experiments.smk) at every count of
-# config augmentation.questions_per_doc x experiments.documents. Target: `snakemake augmentation`.
+# questions go through the pipeline's own answer rule, the dedup rule (if
+# augmentation.deduplicate; else only the answer-status filter), the decontamination,
+# SFT-pool and mixture rules, then training and evaluation (rules/experiments.smk) at every
+# count of augmentation.questions_per_doc x experiments.documents.
+# Target: `snakemake augmentation`.
 
 
 use rule level1 as augmentation_seeds with:
@@ -152,9 +154,27 @@ use rule dedup as augmentation_dedup with:
         f"{RESULTS}/logs/augmentation/{{mixture}}/dedup.log",
 
 
+rule augmentation_usable_answers:
+    input:
+        answers=f"{AUGMENTED}/{{mixture}}/answers.parquet",
+    output:
+        questions=f"{AUGMENTED}/{{mixture}}/usable/questions.parquet",
+        counts=f"{AUGMENTED}/{{mixture}}/usable/counts.json",
+    params:
+        statuses=" ".join(config["dedup"]["answer_statuses"]),
+        synthllm=synthllm("main"),
+    log:
+        f"{RESULTS}/logs/augmentation/{{mixture}}/usable_answers.log",
+    conda:
+        "../envs/main.yaml"
+    shell:
+        "{params.synthllm} usable-answers --answers {input.answers} --answer-statuses {params.statuses}"
+        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+
+
 use rule decontam as augmentation_decontam with:
     input:
-        questions=f"{AUGMENTED}/{{mixture}}/dedup/questions.parquet",
+        questions=augmentation_decontam_input,
         benchmarks=list(config["evaluation"]["benchmarks"].values()),
     output:
         questions=f"{AUGMENTED}/{{mixture}}/decontam/questions.parquet",

@@ -92,6 +92,12 @@ def augmentation_questions(wildcards):
     return f"{AUGMENTED}/questions/{wildcards.mixture}.parquet"
 
 
+def augmentation_decontam_input(wildcards):
+    """A method's answered questions: deduplicated, or only of a usable answer status."""
+    step = "dedup" if config["augmentation"]["deduplicate"] else "usable"
+    return f"{AUGMENTED}/{wildcards.mixture}/{step}/questions.parquet"
+
+
 def augmentation_runs():
     """(method, eval folder) of every point of the figure."""
     return [(method, experiment_eval_dir("augmentation", method, model, budget))

@@ -291,12 +291,33 @@ def test_augmentation_plans_every_method_at_every_count(tmp_path, configs, point
     assert jobs["experiment_docs"] == jobs["augmentation_seeds"] == jobs["augmentation_level2"] == 1
     assert jobs["augmentation_graph"] == jobs["augmentation_walks"] == jobs["augmentation_level3"] == 1
     assert jobs["augmentation_expand"] == 2  # rephrase and persona
-    for rule in ("augmentation_answer", "augmentation_dedup", "augmentation_decontam", "augmentation_sft_pool"):
+    for rule in ("augmentation_answer", "augmentation_usable_answers", "augmentation_decontam",
+                 "augmentation_sft_pool"):
         assert jobs[rule] == 4, rule
+    assert "augmentation_dedup" not in jobs  # augmentation.deduplicate is off by default
     for rule in ("augmentation_mixture", "experiment_train", "experiment_evaluate", "experiment_eval_nll"):
         assert jobs[rule] == points, rule
     for rule in ("level1", "level2", "level3", "answer", "dedup", "train"):
         assert rule not in jobs, rule  # the main chain's questions are not needed
+
+
+def test_augmentation_with_dedup_plans_the_dedup_rule_per_method(tmp_path):
+    on = tmp_path / "dedup.yaml"
+    on.write_text("augmentation:\n  deduplicate: true\n  methods: [rephrase, level3]\n")
+    jobs = planned_jobs("augmentation", "config/test.yaml", str(on), results=tmp_path)
+    assert jobs["augmentation_dedup"] == 2 and "augmentation_usable_answers" not in jobs
+    assert jobs["augmentation_expand"] == 1 and jobs["augmentation_level3"] == 1
+    assert "augmentation_level2" not in jobs and jobs["experiment_train"] == 2 * 2
+
+
+def test_usable_answers_keep_duplicates_and_count_the_rest_by_status():
+    answers = pl.DataFrame({"question_id": ["a", "b", "c", "d", "e"], "question": ["q", "q", "r", "s", "t"],
+                            "status": ["ok", "ok", "truncated", "empty", None]})
+    kept, dropped = augmentation.usable_answers(answers, ("ok",))
+    assert kept["question_id"].to_list() == ["a", "b"]  # the repeated question stays
+    assert dropped == {"answer_truncated": 1, "answer_empty": 1, "answer_missing": 1}
+    kept, dropped = augmentation.usable_answers(answers, ("ok", "truncated"))
+    assert kept["question_id"].to_list() == ["a", "b", "c"] and sum(dropped.values()) == 2
 
 
 @pytest.mark.parametrize("configs", [(), ("config/test.yaml",), ("config/paper.yaml",)])

@@ -15,8 +15,10 @@ seed questions (paper: about 6,500 from 2,000 documents). Each baseline expands 
 
 Level-2 and Level-3 questions on the same documents come from the pipeline's own stages with
 more questions per document (rules/augmentation.smk). Every method's questions then go
-through the same answer, dedup, decontamination, SFT-pool and nested-mixture stages as the
-main pipeline; each model trains on each method at each sample count (documents x questions
+through the same answer, decontamination, SFT-pool and nested-mixture stages as the main
+pipeline, with the dedup stage only if augmentation.deduplicate (else `usable_answers`
+keeps the answers of a usable status, duplicates included: the paper's counts are
+generated questions, and a rephrase pool deduplicated would not reach them); each model trains on each method at each sample count (documents x questions
 per document, paper 25, 50, ..., 150), and the figure plots the evaluation against the count.
 
 Output schema of a baseline (`augmentation/questions/{rephrase,persona}.parquet`):
@@ -40,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,7 +50,7 @@ from synthllm import questions
 from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
 from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
                                  provenance, render)
-from synthllm.io import atomic_path
+from synthllm.io import atomic_path, write_counts, write_parquet_table
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import Parsed, _clean, _json_object
 
@@ -153,6 +156,26 @@ def run(method: str, seeds_path: str, output: str, counts_path: str, spec: Backe
     return finish_stage(method, rows, SCHEMA, output, counts_path, len(items), statuses,
                         seeds=len(seeds), personas=len(personas) if personas else None,
                         rounds=math.ceil(target / len(seeds)), **facts)
+
+
+# --- answered questions without dedup -----------------------------------------------------
+
+def usable_answers(answers: pl.DataFrame, statuses: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The answered questions whose answer status is usable (config dedup.answer_statuses),
+    and the others counted by reason `answer_<status>` as the dedup stage names them."""
+    usable = answers["status"].is_in(list(statuses)).fill_null(False)
+    dropped = answers.filter(~usable)["status"].fill_null("missing").value_counts()
+    return answers.filter(usable), {f"answer_{s}": int(n) for s, n in dropped.iter_rows()}
+
+
+def run_usable(answers_path: str, output: str, counts_path: str, statuses: tuple[str, ...]) -> dict:
+    """A method's pool before decontamination when augmentation.deduplicate is false: Fig. 6
+    counts generated samples (the paper's 50K-300K are 25-150 x 2,000), so duplicates stay."""
+    answers = pl.read_parquet(answers_path)
+    kept, dropped = usable_answers(answers, statuses)
+    write_parquet_table(kept.to_arrow(), output)
+    return write_counts(counts_path, "usable_answers", len(answers), len(kept), dropped,
+                        answer_statuses=list(statuses))
 
 
 # --- figure ------------------------------------------------------------------------------

@@ -236,6 +236,12 @@ def _augment(args: argparse.Namespace) -> None:
                      args.structured, args.target, args.chunk_size, args.personas, args.persona_seed)
 
 
+def _usable_answers(args: argparse.Namespace) -> None:
+    from synthllm import augmentation
+
+    augmentation.run_usable(args.answers, args.output, args.counts, tuple(args.answer_statuses))
+
+
 def _augmentation_figure(args: argparse.Namespace) -> None:
     from synthllm import augmentation
 
@@ -600,6 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--personas", default=None, help="Persona Hub-format jsonl (persona only)")
     p.add_argument("--persona-seed", type=int, default=0, help="seed of the persona draws")
     p.set_defaults(func=_augment)
+
+    p = sub.add_parser("usable-answers", help="answered questions of a usable answer status, no dedup")
+    p.add_argument("--answers", required=True, help="one answer file")
+    p.add_argument("--answer-statuses", nargs="+", required=True, help="config dedup.answer_statuses")
+    p.add_argument("--output", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=_usable_answers)
 
     p = sub.add_parser("augmentation-figure", help="Fig. 6: each method against the sample count")
     p.add_argument("--runs", nargs="+", required=True, help="method=eval folder items")
