@@ -29,6 +29,9 @@ include: "rules/ablation.smk"
 include: "rules/augmentation.smk"
 
 
+check_resource_rules()
+
+
 rule all:
     input:
         final_outputs(),

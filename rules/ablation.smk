@@ -22,6 +22,8 @@ rule ablation:
         sets=lambda wildcards: " ".join(ablation_sets()),
         metric=config["ablation"]["metric"],
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("ablation"),
     log:
         f"{RESULTS}/logs/ablation/table3.log",
     conda:

@@ -163,6 +163,8 @@ rule augmentation_usable_answers:
     params:
         statuses=" ".join(config["dedup"]["answer_statuses"]),
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("augmentation_usable_answers"),
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/usable_answers.log",
     conda:
@@ -231,6 +233,8 @@ rule augmentation:
         methods=" ".join(augmentation_methods()),
         metric=config["augmentation"]["metric"],
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("augmentation"),
     log:
         f"{RESULTS}/logs/augmentation/fig6.log",
     conda:

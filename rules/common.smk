@@ -267,3 +267,28 @@ def final_outputs():
     tables and figures (which need every checkpoint's evaluation)."""
     return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/filter/report.json",
             f"{RESULTS}/decontam/report.json", f"{RESULTS}/eval/summary.parquet"] + scaling_outputs()
+
+
+def job_resources(rule, gpus=0):
+    """Scheduler resources of a rule's jobs (config key resources): memory and runtime from
+    resources.default or resources.rules.<rule>, times the attempt, so a retry asks for more;
+    `gpus` (a number, or a function of the wildcards) with the config's GPU type."""
+    spec = {**config["resources"]["default"], **config["resources"]["rules"].get(rule, {})}
+    gpu_model = config["resources"]["gpu_model"] or ""
+    gpus_of = gpus if callable(gpus) else (lambda wildcards: gpus)
+    return {
+        "mem_mb": lambda wildcards, attempt: spec["mem_mb"] * attempt,
+        "runtime": lambda wildcards, attempt: spec["runtime"] * attempt,
+        "gpu": gpus_of,
+        # the SLURM plugin writes --gpus=<model>:<n> when a model is named: only for GPU jobs
+        "gpu_model": lambda wildcards: gpu_model if gpus_of(wildcards) else "",
+    }
+
+
+def check_resource_rules():
+    """Fail on a resources.rules entry that names no rule (it would be silently ignored)."""
+    names = {r.name for r in workflow.rules}
+    unknown = sorted(set(config["resources"]["rules"]) - names)
+    if unknown:
+        raise WorkflowError(f"config key resources.rules names {', '.join(unknown)}, not among "
+                            f"this workflow's rules ({', '.join(sorted(names))})")

@@ -15,6 +15,8 @@ rule corpus:
         on_bad_record=config["corpus"]["on_bad_record"],
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("corpus"),
     log:
         f"{RESULTS}/logs/corpus.log",
     conda:

@@ -59,6 +59,8 @@ rule diversity:
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
+    resources:
+        **job_resources("diversity"),
     log:
         f"{RESULTS}/logs/diversity/diversity.log",
     conda:

@@ -22,7 +22,7 @@ rule evaluate:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["evaluation"]["engine"]["gpus"],
+        **job_resources("evaluate", config["evaluation"]["engine"]["gpus"]),
     log:
         f"{RESULTS}/logs/eval/{{model}}/{{budget}}.log",
     conda:
@@ -50,7 +50,7 @@ rule eval_nll:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=min(1, config["evaluation"]["engine"]["gpus"]),
+        **job_resources("eval_nll", min(1, config["evaluation"]["engine"]["gpus"])),
     log:
         f"{RESULTS}/logs/eval/{{model}}/{{budget}}.nll.log",
     conda:
@@ -75,6 +75,8 @@ rule eval_summary:
     params:
         eval_dirs=lambda wildcards: " ".join(eval_dirs()),
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("eval_summary"),
     log:
         f"{RESULTS}/logs/eval/summary.log",
     conda:

@@ -17,6 +17,8 @@ rule experiment_docs:
         documents=config["experiments"]["documents"],
         seed=config["experiments"]["seed"],
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("experiment_docs"),
     log:
         f"{RESULTS}/logs/experiments/docs.log",
     conda:

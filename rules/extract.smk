@@ -20,7 +20,7 @@ rule extract:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("extract", config["models"]["generator"]["gpus"]),
     log:
         f"{RESULTS}/logs/extract/shard-{{shard}}.log",
     conda:

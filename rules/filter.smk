@@ -17,7 +17,7 @@ rule embed:
         synthllm=synthllm("main"),
     threads: config["filter"]["threads"]
     resources:
-        gpu=config["models"]["embedding"]["gpus"],
+        **job_resources("embed", config["models"]["embedding"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/embed/shard-{{shard}}.log",
     conda:
@@ -43,7 +43,7 @@ rule synthetic_docs:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("synthetic_docs", config["models"]["generator"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/synthetic_docs.log",
     conda:
@@ -67,7 +67,7 @@ rule embed_synthetic:
         synthllm=synthllm("main"),
     threads: config["filter"]["threads"]
     resources:
-        gpu=config["models"]["embedding"]["gpus"],
+        **job_resources("embed_synthetic", config["models"]["embedding"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/embed_synthetic.log",
     conda:
@@ -93,6 +93,8 @@ rule coldstart:
         seed=config["filter"]["seed"],
         synthllm=synthllm("main"),
     threads: config["filter"]["threads"]
+    resources:
+        **job_resources("coldstart"),
     log:
         f"{RESULTS}/logs/filter/coldstart.log",
     conda:
@@ -127,7 +129,7 @@ rule rate:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["rater"]["gpus"],
+        **job_resources("rate", config["models"]["rater"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/rate-{{iteration}}.log",
     conda:
@@ -160,6 +162,8 @@ rule finegrained:
         seed=config["filter"]["seed"],
         synthllm=synthllm("main"),
     threads: config["filter"]["threads"]
+    resources:
+        **job_resources("finegrained"),
     log:
         f"{RESULTS}/logs/filter/finegrained-{{iteration}}.log",
     conda:
@@ -181,6 +185,8 @@ rule filter_docs:
         counts=f"{RESULTS}/filter/docs/shard-{{shard}}.counts.json",
     params:
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("filter_docs"),
     log:
         f"{RESULTS}/logs/filter/docs/shard-{{shard}}.log",
     conda:
@@ -201,6 +207,8 @@ rule filter_report:
         counts=f"{RESULTS}/filter/counts.json",
     params:
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("filter_report"),
     log:
         f"{RESULTS}/logs/filter/report.log",
     conda:

@@ -17,6 +17,8 @@ rule concept_graph:
         out_dir=graph_dir,
         eps=config["graph"]["eps"],
         synthllm=synthllm("graph"),
+    resources:
+        **job_resources("concept_graph"),
     log:
         f"{RESULTS}/logs/graph/subset-{{subset}}.log",
     conda:
@@ -44,6 +46,8 @@ rule walks:
         references=config["graph"]["references"],
         synthllm=synthllm("graph"),
     threads: 2
+    resources:
+        **job_resources("walks"),
     log:
         f"{RESULTS}/logs/walks/subset-{{subset}}.log",
     conda:

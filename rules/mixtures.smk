@@ -15,6 +15,8 @@ rule dedup:
         statuses=" ".join(config["dedup"]["answer_statuses"]),
         synthllm=synthllm("main"),
     threads: 2
+    resources:
+        **job_resources("dedup"),
     log:
         f"{RESULTS}/logs/dedup.log",
     conda:
@@ -39,6 +41,8 @@ rule decontam:
         ngram=config["decontam"]["ngram"],
         synthllm=synthllm("main"),
     threads: 2
+    resources:
+        **job_resources("decontam"),
     log:
         f"{RESULTS}/logs/decontam.log",
     conda:
@@ -61,6 +65,8 @@ rule sft_pool:
         chat_template=chat_template_flag(),
         system_prompt=config["chat"]["system_prompt"],
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("sft_pool"),
     log:
         f"{RESULTS}/logs/sft_pool.log",
     conda:
@@ -81,6 +87,8 @@ rule mixture:
         spec=mixture_set_json,
         seed=config["mixtures"]["seed"],
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("mixture"),
     log:
         f"{RESULTS}/logs/mixtures/{{mixture}}-{{budget}}.log",
     conda:

@@ -21,7 +21,7 @@ rule level1:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("level1", config["models"]["generator"]["gpus"]),
     log:
         f"{RESULTS}/logs/level1/shard-{{shard}}.log",
     conda:
@@ -53,7 +53,7 @@ rule level2:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("level2", config["models"]["generator"]["gpus"]),
     log:
         f"{RESULTS}/logs/level2/shard-{{shard}}.log",
     conda:
@@ -90,7 +90,7 @@ rule level3:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("level3", config["models"]["generator"]["gpus"]),
     log:
         f"{RESULTS}/logs/level3/shard-{{shard}}.log",
     conda:
@@ -119,7 +119,7 @@ rule answer:
         synthllm=synthllm("main"),
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["answerer"]["gpus"],
+        **job_resources("answer", config["models"]["answerer"]["gpus"]),
     log:
         f"{RESULTS}/logs/answer/shard-{{shard}}.log",
     conda:

@@ -55,6 +55,8 @@ rule scaling:
         settings=scaling_json(),
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
+    resources:
+        **job_resources("scaling"),
     log:
         f"{RESULTS}/logs/scaling.log",
     conda:

@@ -11,6 +11,8 @@ rule base_model:
         model=train_model_json,
         synthllm=synthllm("main"),
     threads: 1
+    resources:
+        **job_resources("base_model"),
     log:
         f"{RESULTS}/logs/train/{{model}}/0.log",
     conda:
@@ -37,8 +39,10 @@ rule train:
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
     threads: config["training"]["threads"]
     resources:
+        # sbatch --gpus is the job's total over its nodes
+        **job_resources("train", lambda wildcards: train_models()[wildcards.model]["nodes"]
+                        * train_models()[wildcards.model]["gpus"]),
         nodes=lambda wildcards: train_models()[wildcards.model]["nodes"],
-        gpu=lambda wildcards: train_models()[wildcards.model]["nodes"] * train_models()[wildcards.model]["gpus"],
         # one launcher per node, started by the rule's own srun (see train_launcher)
         tasks=lambda wildcards: train_models()[wildcards.model]["nodes"],
         tasks_per_gpu=0,

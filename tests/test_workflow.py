@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from slurmrun import PROFILE_ARGS, job_stats, sacct_jobs, slurm_run_id
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "resources" / "demo_corpus"
 
@@ -20,8 +22,10 @@ pytestmark = pytest.mark.skipif(
     reason="resources/demo_corpus not filled: run ./install.sh with ../shared beside the checkout")
 
 
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=ROOT,
+def snakemake(*args: str, check: bool = True, slurm: bool = False) -> subprocess.CompletedProcess:
+    """A real snakemake run: local on 2 cores, or through the SLURM profile."""
+    how = PROFILE_ARGS if slurm else ("--cores", "2")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *how, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=3600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -31,12 +35,10 @@ def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def planned_jobs(*args: str) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when nothing is to be done)."""
     out = snakemake("-n", *args).stdout
-    stats = re.search(r"Job stats:\n(.*?)\ntotal", out, re.S)
-    if not stats:
+    if "Job stats:" not in out:
         assert "Nothing to be done" in out, out
         return {}
-    rows = [line.split() for line in stats.group(1).splitlines()[2:]]
-    return {rule: int(count) for rule, count in rows}
+    return job_stats(out)
 
 
 def override(tmp: Path, name: str, **cfg) -> str:
@@ -46,11 +48,14 @@ def override(tmp: Path, name: str, **cfg) -> str:
 
 
 @pytest.fixture(scope="module")
-def test_run(tmp_path_factory):
+def test_run(tmp_path_factory, through_slurm):
+    """The whole test config, through SLURM when a cluster answers (CI), else on 2 cores;
+    the run's output is kept in run.log."""
     tmp = tmp_path_factory.mktemp("wf")
     results = tmp / "results"
     configs = ["--configfile", "config/test.yaml", override(tmp, "results.yaml", results=str(results))]
-    snakemake(*configs)
+    proc = snakemake(*configs, slurm=through_slurm)
+    (tmp / "run.log").write_text(proc.stdout + proc.stderr)
     return tmp, results, configs
 
 
@@ -95,6 +100,19 @@ def test_generation_stages_ran_with_the_real_engine(test_run):
         assert "vLLM engine for resources/models/SmolLM2-135M-Instruct ready" in log
 
 
+def test_every_job_of_the_run_went_through_slurm(test_run, slurm_cluster):
+    tmp, _, _ = test_run
+    out = (tmp / "run.log").read_text()
+    # rule all only collects the targets: snakemake runs it in place, not as a job
+    expected = {rule: n for rule, n in job_stats(out).items() if rule != "all"}
+    completed = {}
+    for job in sacct_jobs(slurm_run_id(out)):
+        if job["state"] == "COMPLETED":
+            completed[job["rule"]] = completed.get(job["rule"], 0) + 1
+    assert completed == expected
+    assert sum(expected.values()) >= 30
+
+
 def test_second_run_does_nothing(test_run):
     _, _, configs = test_run
     assert planned_jobs(*configs) == {}
@@ -109,6 +127,51 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
                                             "extract": 3, "level1": 3, "level2": 3,
                                             "concept_graph": 1, "walks": 1, "level3": 3,
                                             "answer": 3, **AFTER_ANSWERS}
+
+
+# one config key per stage -> the jobs that changing it plans: that stage's jobs and what
+# depends on them, nothing upstream (the Level-2, walk-seed, learning-rate and fit-settings
+# cases have their own tests below)
+AFTER_FILTERING = {"filter_docs": 2, "filter_report": 1, "extract": 2, "level1": 2, "level2": 2,
+                   "concept_graph": 1, "walks": 1, "level3": 2, "answer": 2, **AFTER_ANSWERS}
+AFTER_DEDUP = {k: v for k, v in AFTER_ANSWERS.items() if k != "dedup"}
+AFTER_POOL = {k: v for k, v in AFTER_DEDUP.items() if k not in ("decontam", "sft_pool")}
+STAGE_CHANGES = {
+    "filtering": ({"filter": {"finegrained": {"threshold": 3.0}}}, {"finegrained": 1, **AFTER_FILTERING}),
+    "extraction": ({"generation": {"extract": {"sampling": {"temperature": 0.0, "max_tokens": 190, "seed": 0}}}},
+                   {"extract": 2, "level2": 2, "concept_graph": 1, "walks": 1, "level3": 2, "answer": 2,
+                    **AFTER_ANSWERS}),
+    "level1": ({"generation": {"level1": {"sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 190,
+                                                       "seed": 1}}}},
+               {"level1": 2, "answer": 2, **AFTER_ANSWERS}),
+    "graph": ({"graph": {"eps": 1.0e-5}}, {"concept_graph": 1, "walks": 1, "level3": 2, "answer": 2,
+                                            **AFTER_ANSWERS}),
+    "level3": ({"generation": {"level3": {"sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 190,
+                                                       "seed": 4}}}},
+               {"level3": 2, "answer": 2, **AFTER_ANSWERS}),
+    "answers": ({"generation": {"answer": {"sampling": {"temperature": 0.0, "max_tokens": 120, "seed": 3}}}},
+                {"answer": 2, **AFTER_ANSWERS}),
+    "dedup": ({"dedup": {"near": {"threshold": 0.9}}}, AFTER_ANSWERS),
+    "decontamination": ({"decontam": {"ngram": 10}}, AFTER_DEDUP),
+    "mixtures": ({"mixtures": {"seed": 1}}, AFTER_POOL),
+    # the base model (budget 0) is evaluated again too: same engine, new settings
+    "evaluation": ({"evaluation": {"max_new_tokens": 200}},
+                   {"evaluate": 3, "eval_summary": 1, "scaling": 1, "all": 1}),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGE_CHANGES))
+def test_changing_one_key_of_a_stage_plans_that_stage_and_what_depends_on_it(test_run, stage):
+    tmp, _, configs = test_run
+    change, expected = STAGE_CHANGES[stage]
+    assert planned_jobs(*configs, override(tmp, f"{stage}.yaml", **change)) == expected
+
+
+def test_adding_a_budget_adds_only_its_mixture_training_evaluation_and_the_fit(test_run):
+    tmp, _, configs = test_run
+    more = override(tmp, "budgets.yaml", mixtures={"sample_counts": [16, 24, 32]})
+    assert planned_jobs(*configs, more) == {"mixture": 1, "train": 1, "evaluate": 1, "eval_nll": 1,
+                                            "eval_summary": 1, "scaling": 1, "all": 1}
 
 
 def test_changing_a_level2_sampling_parameter_reruns_level2_and_what_follows_answers(test_run):
