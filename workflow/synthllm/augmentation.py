@@ -50,7 +50,7 @@ from synthllm import questions
 from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
 from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
                                  provenance, render)
-from synthllm.io import atomic_path, write_counts, write_parquet_table
+from synthllm.io import atomic_path, save_figure, write_counts, write_parquet_table
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import Parsed, _clean, _json_object
 
@@ -213,9 +213,7 @@ def figure(rows: list[dict], models: list[str], methods: list[str], metric: str,
             ax.set_ylabel(YLABEL[metric])
             ax.legend()
     fig.tight_layout()
-    for path in (png, pdf):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150)
+    save_figure(fig, png, pdf)
     plt.close(fig)
 
 

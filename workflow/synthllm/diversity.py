@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from synthllm.io import atomic_path, write_counts, write_parquet_table
+from synthllm.io import atomic_path, save_figure, write_counts, write_parquet_table
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ def figure(pairs: pl.DataFrame, summary: pl.DataFrame, bins: int, png: str, pdf:
     ax.set_title("Within-document question similarity (all-MiniLM-L6-v2)")
     ax.legend()
     fig.tight_layout()
-    for path in (png, pdf):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150)
+    save_figure(fig, png, pdf)
     plt.close(fig)
 
 

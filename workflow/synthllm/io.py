@@ -36,6 +36,13 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def save_figure(fig, *paths: str | os.PathLike, dpi: int = 150) -> None:
+    """Write a matplotlib figure to each path atomically, in the format its suffix names."""
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=dpi)
+
+
 @contextlib.contextmanager
 def atomic_dir(final_parent: str | os.PathLike) -> Iterator[Path]:
     """A scratch folder inside `final_parent`, removed whatever happens.
