@@ -54,9 +54,14 @@ log "resources"
 .venv/bin/synthllm demo-corpus --dest resources/demo_corpus --shared ../shared/data/corpus
 # the six evaluation benchmarks (Qwen2.5-Math harness jsonl); without them, point config key
 # evaluation.benchmarks at your copies
+# copied only where the content differs: a fresh mtime would make Snakemake rerun every evaluation
 if [ -d ../shared/data/benchmarks ]; then
-  mkdir -p resources/benchmarks
-  cp -r ../shared/data/benchmarks/. resources/benchmarks/
+  (cd ../shared/data/benchmarks && find . -type f) | while read -r file; do
+    if ! cmp -s "../shared/data/benchmarks/$file" "resources/benchmarks/$file"; then
+      mkdir -p "resources/benchmarks/$(dirname "$file")"
+      cp -f "../shared/data/benchmarks/$file" "resources/benchmarks/$file"
+    fi
+  done
 fi
 
 log "done. Run the embedded default with: .venv/bin/snakemake --cores 2"

@@ -204,7 +204,7 @@ use rule mixture as augmentation_mixture with:
         samples=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.parquet",
         counts=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.counts.json",
     params:
-        spec="{}",
+        spec=json.dumps({"size_key": "experiments.documents x augmentation.questions_per_doc"}),
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/mixture-{{budget}}.log",
 

@@ -169,10 +169,17 @@ def chat_template_flag():
 
 
 def mixture_set_json(wildcards):
+    """A set's levels and proportions, and the config key that sized it when that is not
+    mixtures.sample_counts (mixture_size_key, rules/experiments_common.smk): the job names it
+    when the pool is too small."""
     sets = config["mixtures"]["sets"]
     if wildcards.mixture not in sets:
         raise WorkflowError(f"mixture {wildcards.mixture!r} is not in config key mixtures.sets")
-    return json.dumps(sets[wildcards.mixture], sort_keys=True)
+    spec = dict(sets[wildcards.mixture])
+    size_key = mixture_size_key(wildcards)
+    if size_key != "mixtures.sample_counts":
+        spec["size_key"] = size_key
+    return json.dumps(spec, sort_keys=True)
 
 
 def scaling_json():

@@ -55,6 +55,14 @@ def ablation_sets():
     return sets
 
 
+def mixture_size_key(wildcards):
+    """The config key that set a main-pool mixture's size, named when the pool is too small."""
+    ablation = config.get("ablation") or {}
+    if wildcards.mixture in ablation.get("sets", []) and int(wildcards.budget) == ablation.get("samples"):
+        return "ablation.samples"
+    return "mixtures.sample_counts"
+
+
 def ablation_runs():
     """(label, eval folder) of every row of the table: each model's base, then its sets."""
     samples = config["ablation"]["samples"]

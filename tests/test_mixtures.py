@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +228,19 @@ def test_asking_more_than_the_pool_names_the_key():
         nested_subset(pool([1] * 30), 31, 0)
     with pytest.raises(MixtureError, match="level-2"):
         nested_subset(pool([1] * 30 + [2]), 10, 0, [1, 2])
+
+
+def test_an_experiment_mixture_names_the_experiments_key_and_writes_nothing(tmp_path):
+    """The rules pass the sizing key in the set's JSON (mixture_set_json); the CLI names it."""
+    pool([1] * 30 + [3] * 5).write_parquet(tmp_path / "pool.parquet")
+    out = tmp_path / "level3" / "8.parquet"
+    proc = subprocess.run([sys.executable, "-m", "synthllm", "mixture", "--pool", str(tmp_path / "pool.parquet"),
+                           "--name", "level3", "--set-json", '{"levels": [3], "size_key": "ablation.samples"}',
+                           "--samples", "8", "--seed", "0", "--output", str(out),
+                           "--counts", str(tmp_path / "8.counts.json")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "config key ablation.samples: 8 level-3 samples asked for 8, the clean pool holds 5" in proc.stderr
+    assert not out.exists() and not (tmp_path / "8.counts.json").exists()
 
 
 @needs_tokenizer

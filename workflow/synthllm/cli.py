@@ -136,7 +136,7 @@ def _mixture(args: argparse.Namespace) -> None:
 
     spec = json.loads(args.set_json)
     run_subset(args.pool, args.output, args.counts, args.name, args.samples, args.seed,
-               spec.get("levels"), spec.get("proportions"))
+               spec.get("levels"), spec.get("proportions"), spec.get("size_key", "mixtures.sample_counts"))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mixture", help="one nested subset of the SFT pool")
     p.add_argument("--pool", required=True)
     p.add_argument("--name", required=True, help="the mixture's name in config mixtures.sets")
-    p.add_argument("--set-json", required=True, help="its levels and proportions as JSON")
+    p.add_argument("--set-json", required=True, help="its levels and proportions as JSON, and "
+                   "size_key: the config key that set --samples when not mixtures.sample_counts")
     p.add_argument("--samples", type=int, required=True, help="subset size")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output", required=True)

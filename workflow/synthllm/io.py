@@ -37,10 +37,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 
 
 def save_figure(fig, *paths: str | os.PathLike, dpi: int = 150) -> None:
-    """Write a matplotlib figure to each path atomically, in the format its suffix names."""
+    """Write a matplotlib figure to each path atomically, in the format its suffix names,
+    cropped to its content."""
     for path in paths:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=dpi)
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=dpi, bbox_inches="tight")
 
 
 @contextlib.contextmanager

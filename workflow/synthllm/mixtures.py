@@ -104,9 +104,10 @@ def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, syst
 
 
 def run_subset(pool_path: str, output: str, counts_path: str, mixture: str, k: int, seed: int,
-               levels: list[int] | None, proportions: list[float] | None) -> dict:
+               levels: list[int] | None, proportions: list[float] | None,
+               size_key: str = "mixtures.sample_counts") -> dict:
     pool = pl.read_parquet(pool_path)
-    subset = nested_subset(pool, k, seed, levels, proportions)
+    subset = nested_subset(pool, k, seed, levels, proportions, key=size_key)
     write_parquet_table(subset.to_arrow(), output)
     per_level = {f"level{lvl}": int((subset["level"] == lvl).sum()) for lvl in (1, 2, 3)}
     return write_counts(counts_path, "mixture", len(pool), len(subset),

@@ -53,6 +53,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from synthllm.io import save_figure
+
 LAWS = ("rectified", "power")
 LOSSES = ("least_squares", "huber_log")
 BOOTSTRAP_METHODS = ("residuals", "points")
@@ -823,11 +825,6 @@ def _no_fit_note(ax, r: dict) -> None:
             ha="center", va="center", wrap=True, fontsize=8, color="tab:red")
 
 
-def _save(fig, stem) -> None:
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=150, bbox_inches="tight")
-
-
 def _measured_max(a: dict) -> float:
     return max([p["tokens"] for p in a["points"]] + [1.0])
 
@@ -865,7 +862,7 @@ def plot_fig1(analyses: list[dict], stem, quantity: str) -> None:
     for ax in list(axes.flat)[len(analyses):]:
         ax.axis("off")
     fig.tight_layout()
-    _save(fig, stem)
+    save_figure(fig, f"{stem}.png", f"{stem}.pdf")
     plt.close(fig)
 
 
@@ -893,7 +890,7 @@ def plot_fig2(analyses: list[dict], stem, quantity: str) -> None:
     ax.set_ylabel(quantity, fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, stem)
+    save_figure(fig, f"{stem}.png", f"{stem}.pdf")
     plt.close(fig)
 
 
@@ -926,7 +923,7 @@ def plot_fig7(a: dict, stem, quantity: str) -> None:
     ax.set_ylabel(quantity, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, stem)
+    save_figure(fig, f"{stem}.png", f"{stem}.pdf")
     plt.close(fig)
 
 
