@@ -132,11 +132,11 @@ def _sft_pool(args: argparse.Namespace) -> None:
 
 
 def _mixture(args: argparse.Namespace) -> None:
-    from synthllm.mixtures import run_subset
+    from synthllm.mixtures import BUDGETS_KEY, run_subset
 
     spec = json.loads(args.set_json)
     run_subset(args.pool, args.output, args.counts, args.name, args.samples, args.seed,
-               spec.get("levels"), spec.get("proportions"), spec.get("size_key", "mixtures.sample_counts"))
+               spec.get("levels"), spec.get("proportions"), spec.get("size_key", BUDGETS_KEY))
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -61,6 +61,10 @@ def count_tokens(records: pl.DataFrame, tokenizer_path: str, system_prompt: str,
     return counts
 
 
+# the config key that sizes the scaling mixtures; the experiments' mixtures name their own
+BUDGETS_KEY = "mixtures.sample_counts"
+
+
 def level_quota(k: int, levels: list[int], proportions: list[float]) -> dict[int, int]:
     """k split over levels by proportion, largest remainder, ties to the earlier level."""
     weights = np.asarray(proportions, dtype=float)
@@ -72,7 +76,7 @@ def level_quota(k: int, levels: list[int], proportions: list[float]) -> dict[int
 
 
 def nested_subset(pool: pl.DataFrame, k: int, seed: int, levels: list[int] | None = None,
-                  proportions: list[float] | None = None, key: str = "mixtures.sample_counts") -> pl.DataFrame:
+                  proportions: list[float] | None = None, key: str = BUDGETS_KEY) -> pl.DataFrame:
     """The first k samples of the mixture's seeded order (see the module docstring)."""
     if levels is None:
         if k > len(pool):
@@ -105,7 +109,7 @@ def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, syst
 
 def run_subset(pool_path: str, output: str, counts_path: str, mixture: str, k: int, seed: int,
                levels: list[int] | None, proportions: list[float] | None,
-               size_key: str = "mixtures.sample_counts") -> dict:
+               size_key: str = BUDGETS_KEY) -> dict:
     pool = pl.read_parquet(pool_path)
     subset = nested_subset(pool, k, seed, levels, proportions, key=size_key)
     write_parquet_table(subset.to_arrow(), output)
