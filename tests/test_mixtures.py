@@ -74,6 +74,20 @@ def test_exact_and_near_duplicates_are_dropped_naming_the_kept_question():
     assert rows["L1-d00003-c0-q0"]["duplicate_of"] == "L1-d00002-c0-q0"
 
 
+def test_an_exact_copy_of_a_near_duplicate_names_the_kept_question():
+    # the exact copy's first occurrence is itself dropped as a near duplicate: the copy must
+    # point at the question that is kept, never at one that is dropped
+    kept_q = ("A rectangular garden is 12 meters long and 8 meters wide. A path 1 meter wide runs around "
+              "the outside of the garden. What is the area of the path in square meters?")
+    near_q = kept_q + " Show your work."
+    kept, dropped = dedup(samples([kept_q, near_q, near_q.upper()]), NearDuplicates())
+    assert kept["question"].to_list() == [kept_q]
+    rows = {r["question_id"]: r for r in dropped.to_dicts()}
+    assert {r["duplicate_of"] for r in rows.values()} == {"L1-d00000-c0-q0"}
+    assert rows["L1-d00002-c0-q0"]["reason"] == "near"
+    assert rows["L1-d00002-c0-q0"]["similarity"] == rows["L1-d00001-c0-q0"]["similarity"] < 1.0
+
+
 def test_the_first_by_level_then_id_is_kept_across_levels():
     q = "How many positive divisors does 360 have? Explain how you count them."
     kept, dropped = dedup(samples([q, q], levels=[3, 1]), NearDuplicates())

@@ -14,7 +14,9 @@ in this order, over the answered questions of all three levels:
    reason `near`. Verified pairs are joined transitively (union-find).
 
 Stable order: level, then question_id. Of every group of duplicates the first is kept and
-every other records the kept one (`duplicate_of`) and its estimated Jaccard similarity to it.
+every other records the kept one (`duplicate_of`) and its estimated Jaccard similarity to it;
+an exact copy of a question that is itself a near duplicate is recorded as `near`, so
+`duplicate_of` always names a kept question.
 
 Output schema:
     dedup/questions.parquet   the kept samples, the answer stage's columns unchanged
@@ -249,6 +251,13 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, steps: StepLog | None
     reason[near] = "near"
     duplicate_of[near] = ids[rep[near]]
     similarity[near] = sim[near]
+    # an exact copy whose first occurrence was just dropped as a near duplicate is a near
+    # duplicate of that one's kept question (same normal form, so the same signature)
+    first_of_hit = usable_idx[first[exact]]
+    moved = rep[first_of_hit] != first_of_hit
+    reason[hit[moved]] = "near"
+    duplicate_of[hit[moved]] = ids[rep[first_of_hit[moved]]]
+    similarity[hit[moved]] = sim[first_of_hit[moved]]
     steps("near")
 
     dropped_mask = reason != None  # noqa: E711
