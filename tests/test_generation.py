@@ -132,11 +132,6 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     assert counts["generated"] == len(doc_ids) - len(before)
     assert not progress.exists()
 
-    clean = tmp_path / "clean" / "shard.parquet"
-    clean.parent.mkdir()
-    subprocess.run(_extract_cmd(docs, clean), check=True, capture_output=True)
-    assert pq.read_table(clean).column("doc_id").to_pylist() == doc_ids
-
 
 def _free_port() -> int:
     import socket
