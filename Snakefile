@@ -33,6 +33,6 @@ check_resource_rules()
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

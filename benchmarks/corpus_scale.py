@@ -24,11 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-VOCAB = np.array(("the of and a to in is that for it as was with be by on not he this are or "
-                  "his from at which but have an they you were her she there been one all we "
-                  "their has would when if can more no so what up out about into than them "
-                  "number equation triangle prime integer derivative function area circle "
-                  "probability matrix vector theorem proof angle sum product ratio").split())
+VOCAB = np.array(
+    (
+        "the of and a to in is that for it as was with be by on not he this are or "
+        "his from at which but have an they you were her she there been one all we "
+        "their has would when if can more no so what up out about into than them "
+        "number equation triangle prime integer derivative function area circle "
+        "probability matrix vector theorem proof angle sum product ratio"
+    ).split()
+)
 
 
 def make_texts(rng: np.random.Generator, n: int, mean_words: int) -> list[str]:
@@ -36,21 +40,23 @@ def make_texts(rng: np.random.Generator, n: int, mean_words: int) -> list[str]:
     words = VOCAB[rng.integers(0, len(VOCAB), lengths.sum())]
     texts, start = [], 0
     for length in lengths:
-        texts.append(" ".join(words[start:start + length]))
+        texts.append(" ".join(words[start : start + length]))
         start += length
     return texts
 
 
-def make_input(folder: Path, n_docs: int, n_files: int, fmt: str, mean_words: int, seed: int) -> int:
+def make_input(
+    folder: Path, n_docs: int, n_files: int, fmt: str, mean_words: int, seed: int
+) -> int:
     rng = np.random.default_rng(seed)
     per_file = -(-n_docs // n_files)
     written = 0
     for f in range(n_files):
         n = min(per_file, n_docs - written)
         texts = make_texts(rng, n, mean_words)
-        for i in rng.choice(n, size=n // 100, replace=False):   # exact duplicates
+        for i in rng.choice(n, size=n // 100, replace=False):  # exact duplicates
             texts[i] = texts[(i + 1) % n]
-        for i in rng.choice(n, size=n // 200, replace=False):   # empty documents
+        for i in rng.choice(n, size=n // 200, replace=False):  # empty documents
             texts[i] = "   "
         ids = [f"doc-{written + i}" for i in range(n)]
         if fmt == "parquet":
@@ -64,7 +70,9 @@ def make_input(folder: Path, n_docs: int, n_files: int, fmt: str, mean_words: in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
@@ -78,13 +86,30 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "in").mkdir()
         t0 = time.time()
-        size = make_input(tmp / "in", args.docs, args.files, args.format, args.mean_words, args.seed)
-        print(f"input: {args.docs:,} docs in {args.files} {args.format} files, "
-              f"{size / 2**20:,.0f} MiB, made in {time.time() - t0:.1f} s")
+        size = make_input(
+            tmp / "in", args.docs, args.files, args.format, args.mean_words, args.seed
+        )
+        print(
+            f"input: {args.docs:,} docs in {args.files} {args.format} files, "
+            f"{size / 2**20:,.0f} MiB, made in {time.time() - t0:.1f} s"
+        )
         sources = [{"name": "synthetic", "glob": str(tmp / "in" / f"*.{args.format}"), "id": "id"}]
-        cmd = [sys.executable, "-m", "synthllm", "corpus", "--sources-json", json.dumps(sources),
-               "--n-shards", str(args.shards), "--batch-size", str(args.batch_size),
-               "--out-dir", str(tmp / "out"), "--counts", str(tmp / "out" / "counts.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "synthllm",
+            "corpus",
+            "--sources-json",
+            json.dumps(sources),
+            "--n-shards",
+            str(args.shards),
+            "--batch-size",
+            str(args.batch_size),
+            "--out-dir",
+            str(tmp / "out"),
+            "--counts",
+            str(tmp / "out" / "counts.json"),
+        ]
         t0 = time.time()
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         wall = time.time() - t0

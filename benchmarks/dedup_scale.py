@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,9 @@ CHUNK = 500_000
 def vocabulary() -> np.ndarray:
     texts = []
     if (SHARED / "gsm8k_train" / "train.jsonl").exists():
-        texts += [json.loads(x)["question"] for x in (SHARED / "gsm8k_train" / "train.jsonl").open()]
+        texts += [
+            json.loads(x)["question"] for x in (SHARED / "gsm8k_train" / "train.jsonl").open()
+        ]
     words = sorted(set(re.findall(r"[A-Za-z]+|\d+", " ".join(texts))))
     if len(words) < 2000:
         words += [f"w{i}" for i in range(5000)]
@@ -53,7 +54,9 @@ def questions_chunk(rng, vocab, n, min_words=20, max_words=80) -> list[str]:
     return frame.group_by("q", maintain_order=True).agg(pl.col("w").str.join(" "))["w"].to_list()
 
 
-def make_shard(path: Path, n: int, seed: int, answer_words: int, bench_questions: list[str]) -> dict:
+def make_shard(
+    path: Path, n: int, seed: int, answer_words: int, bench_questions: list[str]
+) -> dict:
     rng = np.random.default_rng(seed)
     vocab = vocabulary()
     questions = []
@@ -62,7 +65,7 @@ def make_shard(path: Path, n: int, seed: int, answer_words: int, bench_questions
     n_exact, n_near = n // 20, n // 20
     # targets and sources disjoint, so no source is overwritten by another plant
     picked = rng.choice(n, size=2 * (n_exact + n_near) + len(bench_questions), replace=False)
-    targets, sources = picked[: n_exact + n_near], picked[n_exact + n_near: 2 * (n_exact + n_near)]
+    targets, sources = picked[: n_exact + n_near], picked[n_exact + n_near : 2 * (n_exact + n_near)]
     planted = {"exact": [], "near": [], "benchmark": []}
     for k, (t, s) in enumerate(zip(targets, sources)):
         if k < n_exact:
@@ -73,7 +76,7 @@ def make_shard(path: Path, n: int, seed: int, answer_words: int, bench_questions
             words[len(words) // 2] = "zzplanted"
             questions[t] = " ".join(words)
             planted["near"].append((int(t), int(s)))
-    for t, q in zip(picked[2 * (n_exact + n_near):], bench_questions):
+    for t, q in zip(picked[2 * (n_exact + n_near) :], bench_questions):
         questions[t] = q
         planted["benchmark"].append(int(t))
     levels = np.sort(rng.integers(1, 4, size=n)).astype(np.int8)
@@ -81,33 +84,53 @@ def make_shard(path: Path, n: int, seed: int, answer_words: int, bench_questions
     if answer_words:
         answers = []
         for start in range(0, n, CHUNK):
-            answers += questions_chunk(rng, vocab, min(CHUNK, n - start), answer_words, answer_words)
+            answers += questions_chunk(
+                rng, vocab, min(CHUNK, n - start), answer_words, answer_words
+            )
     else:
         answers = [f"So the result is \\boxed{{{i % 997}}}." for i in range(n)]
-    pl.DataFrame({"question_id": ids, "question": questions, "level": levels,
-                  "doc_ids": [[f"doc-{i}"] for i in range(n)], "answer": answers,
-                  "status": ["ok"] * n}).write_parquet(path)
-    return {"exact": [(ids[t], ids[s]) for t, s in planted["exact"]],
-            "near": [(ids[t], ids[s]) for t, s in planted["near"]],
-            "benchmark": [ids[t] for t in planted["benchmark"]]}
+    pl.DataFrame(
+        {
+            "question_id": ids,
+            "question": questions,
+            "level": levels,
+            "doc_ids": [[f"doc-{i}"] for i in range(n)],
+            "answer": answers,
+            "status": ["ok"] * n,
+        }
+    ).write_parquet(path)
+    return {
+        "exact": [(ids[t], ids[s]) for t, s in planted["exact"]],
+        "near": [(ids[t], ids[s]) for t, s in planted["near"]],
+        "benchmark": [ids[t] for t in planted["benchmark"]],
+    }
 
 
 def timed(cmd: list[str]) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak GiB) of one command, measured by a fresh parent so that
     each figure is the command's own. CPU seconds (user + system) say what the command costs
     when other work shares the cores; wall time is the target's measure on an idle machine."""
-    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-             "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_maxrss, r.ru_utime + r.ru_stime)")
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_maxrss, r.ru_utime + r.ru_stime)"
+    )
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "NUMBA_NUM_THREADS": str(os.cpu_count())})
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NUMBA_NUM_THREADS": str(os.cpu_count())},
+    )
     peak_kib, cpu = out.stdout.split()[-2:]
     return time.perf_counter() - t0, float(cpu), int(peak_kib) / 2**20
 
 
 def jaccard3(a: str, b: str) -> float:
-    x, y = ([tuple(w[i:i + 3]) for i in range(max(len(w) - 2, 1))] for w in
-            (re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower())))
+    x, y = (
+        [tuple(w[i : i + 3]) for i in range(max(len(w) - 2, 1))]
+        for w in (re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower()))
+    )
     x, y = set(x), set(y)
     return len(x & y) / len(x | y)
 
@@ -122,17 +145,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of 7.5 M questions")
     parser.add_argument("--answer-words", type=int, default=0)
-    parser.add_argument("--workdir", default=None,
-                        help="keep the synthetic files here; a rerun with the same sizes reuses them")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="keep the synthetic files here; a rerun with the same sizes reuses them",
+    )
     args = parser.parse_args()
     benchmarks = {b: str(SHARED / "benchmarks" / b / "test.jsonl") for b in BENCHMARKS}
     missing = [p for p in benchmarks.values() if not Path(p).exists()]
     if missing:
-        raise SystemExit(f"benchmark files missing ({missing[0]}): this benchmark needs ../shared/data")
+        raise SystemExit(
+            f"benchmark files missing ({missing[0]}): this benchmark needs ../shared/data"
+        )
     sys.path.insert(0, str(ROOT / "workflow"))
     from synthllm.eval_data import load_benchmark
 
-    bench_questions = [r["question"] for r in load_benchmark("math", benchmarks["math"], max_records=200, seed=1)]
+    bench_questions = [
+        r["question"] for r in load_benchmark("math", benchmarks["math"], max_records=200, seed=1)
+    ]
     n = int(PAPER_QUESTIONS * args.scale)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dedup-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -140,43 +170,88 @@ def main() -> None:
     t0 = time.perf_counter()
     made = work / f"planted-{n}-{args.answer_words}.json"
     if shard.exists() and made.exists():  # a --workdir of an earlier run with the same sizes
-        planted = {k: [tuple(x) if isinstance(x, list) else x for x in v]
-                   for k, v in json.loads(made.read_text()).items()}
+        planted = {
+            k: [tuple(x) if isinstance(x, list) else x for x in v]
+            for k, v in json.loads(made.read_text()).items()
+        }
     else:
         planted = make_shard(shard, n, 0, args.answer_words, bench_questions)
         made.write_text(json.dumps(planted))
-    print(f"{n:,} synthetic questions ready in {time.perf_counter() - t0:.0f} s "
-          f"({shard.stat().st_size / 2**20:.0f} MiB); planted exact {len(planted['exact']):,}, "
-          f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}")
+    print(
+        f"{n:,} synthetic questions ready in {time.perf_counter() - t0:.0f} s "
+        f"({shard.stat().st_size / 2**20:.0f} MiB); planted exact {len(planted['exact']):,}, "
+        f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}"
+    )
 
     synthllm = [sys.executable, "-m", "synthllm"]
     near = json.dumps({"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0})
-    dedup_s, dedup_cpu, dedup_gib = timed(synthllm + ["dedup", "--answers", str(shard), "--near-json", near,
-                                           "--output", str(work / "kept.parquet"),
-                                           "--dropped", str(work / "dropped.parquet"),
-                                           "--counts", str(work / "dedup.counts.json")])
-    decon_s, decon_cpu, decon_gib = timed(synthllm + ["decontam", "--questions", str(work / "kept.parquet"),
-                                           "--benchmarks-json", json.dumps(benchmarks), "--ngram", "13",
-                                           "--output", str(work / "clean.parquet"),
-                                           "--hits", str(work / "hits.parquet"),
-                                           "--report", str(work / "report.json"),
-                                           "--counts", str(work / "decontam.counts.json")])
+    dedup_s, dedup_cpu, dedup_gib = timed(
+        synthllm
+        + [
+            "dedup",
+            "--answers",
+            str(shard),
+            "--near-json",
+            near,
+            "--output",
+            str(work / "kept.parquet"),
+            "--dropped",
+            str(work / "dropped.parquet"),
+            "--counts",
+            str(work / "dedup.counts.json"),
+        ]
+    )
+    decon_s, decon_cpu, decon_gib = timed(
+        synthllm
+        + [
+            "decontam",
+            "--questions",
+            str(work / "kept.parquet"),
+            "--benchmarks-json",
+            json.dumps(benchmarks),
+            "--ngram",
+            "13",
+            "--output",
+            str(work / "clean.parquet"),
+            "--hits",
+            str(work / "hits.parquet"),
+            "--report",
+            str(work / "report.json"),
+            "--counts",
+            str(work / "decontam.counts.json"),
+        ]
+    )
     dropped = pl.read_parquet(work / "dropped.parquet")
     hits = set(pl.read_parquet(work / "hits.parquet")["question_id"])
     by_reason = dict(dropped.group_by("reason").len().iter_rows())
-    steps = {k: v["seconds"] for k, v in json.loads((work / "dedup.counts.json").read_text())["steps"].items()}
-    print(f"dedup:    {dedup_s:7.1f} s wall, {dedup_cpu:7.1f} s CPU, peak {dedup_gib:5.2f} GiB  dropped {by_reason}; steps {steps}")
-    print(f"          planted exact pairs caught {caught(planted['exact'], dropped)}/{len(planted['exact'])}, "
-          f"near {caught(planted['near'], dropped)}/{len(planted['near'])}")
-    text = dict(zip(*pl.read_parquet(shard, columns=["question_id", "question"]).to_dict().values()))
+    steps = {
+        k: v["seconds"]
+        for k, v in json.loads((work / "dedup.counts.json").read_text())["steps"].items()
+    }
+    print(
+        f"dedup:    {dedup_s:7.1f} s wall, {dedup_cpu:7.1f} s CPU, peak {dedup_gib:5.2f} GiB  dropped {by_reason}; steps {steps}"
+    )
+    print(
+        f"          planted exact pairs caught {caught(planted['exact'], dropped)}/{len(planted['exact'])}, "
+        f"near {caught(planted['near'], dropped)}/{len(planted['near'])}"
+    )
+    text = dict(
+        zip(*pl.read_parquet(shard, columns=["question_id", "question"]).to_dict().values())
+    )
     above = [p for p in planted["near"] if jaccard3(text[p[0]], text[p[1]]) >= 0.8]
     below = list(set(planted["near"]) - set(above))
-    print(f"          near pairs with true 3-gram Jaccard >= 0.8 caught {caught(above, dropped)}/{len(above)}; "
-          f"below 0.8 (should survive) caught {caught(below, dropped)}/{len(below)}")
-    print(f"decontam: {decon_s:7.1f} s wall, {decon_cpu:7.1f} s CPU, peak {decon_gib:5.2f} GiB  hits {len(hits)}; planted benchmark "
-          f"questions caught {len(hits & set(planted['benchmark']))}/{len(planted['benchmark'])}")
-    print(f"total {dedup_s + decon_s:.1f} s wall, {dedup_cpu + decon_cpu:.1f} s CPU on {os.cpu_count()} cores "
-          f"(target 600 s wall, 12 GiB)")
+    print(
+        f"          near pairs with true 3-gram Jaccard >= 0.8 caught {caught(above, dropped)}/{len(above)}; "
+        f"below 0.8 (should survive) caught {caught(below, dropped)}/{len(below)}"
+    )
+    print(
+        f"decontam: {decon_s:7.1f} s wall, {decon_cpu:7.1f} s CPU, peak {decon_gib:5.2f} GiB  hits {len(hits)}; planted benchmark "
+        f"questions caught {len(hits & set(planted['benchmark']))}/{len(planted['benchmark'])}"
+    )
+    print(
+        f"total {dedup_s + decon_s:.1f} s wall, {dedup_cpu + decon_cpu:.1f} s CPU on {os.cpu_count()} cores "
+        f"(target 600 s wall, 12 GiB)"
+    )
 
 
 if __name__ == "__main__":

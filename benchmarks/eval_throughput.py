@@ -40,11 +40,15 @@ class SharedEngine:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
-    ap.add_argument("--benchmarks", default="resources/benchmarks",
-                    help="folder with <name>/test.jsonl for the six benchmarks")
+    ap.add_argument(
+        "--benchmarks",
+        default="resources/benchmarks",
+        help="folder with <name>/test.jsonl for the six benchmarks",
+    )
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--per-benchmark", type=int, default=8, help="problems per benchmark")
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -52,32 +56,55 @@ def main() -> None:
     args = ap.parse_args()
 
     benchmarks = {n: str(Path(args.benchmarks) / n / "test.jsonl") for n in BENCHMARKS}
-    engine = {"backend": "vllm", "dtype": args.dtype, "max_model_len": 2048,
-              "enforce_eager": True, "kv_cache_gib": 2}
+    engine = {
+        "backend": "vllm",
+        "dtype": args.dtype,
+        "max_model_len": 2048,
+        "enforce_eager": True,
+        "kv_cache_gib": 2,
+    }
     backend = VLLMBackend(BackendSpec(key="evaluation.engine", model=args.model, **engine))
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm
     tokenizer = llm.get_tokenizer()
     problems = load_problems(benchmarks, args.per_benchmark, 0)
-    templated = [tokenizer.apply_chat_template(prompt_messages(p["question"], SYSTEM),
-                                               tokenize=False, add_generation_prompt=True)
-                 for p in problems]
+    templated = [
+        tokenizer.apply_chat_template(
+            prompt_messages(p["question"], SYSTEM), tokenize=False, add_generation_prompt=True
+        )
+        for p in problems
+    ]
     sampling = Sampling(temperature=0.0, max_tokens=args.max_new_tokens)
 
     def ours(out_dir: str) -> None:
-        run(args.model, "bench", 0, None, out_dir, benchmarks, args.per_benchmark, 0, SYSTEM,
-            engine, args.max_new_tokens, 256, 3.0,
-            open_backend_fn=lambda spec: SharedEngine(backend))
+        run(
+            args.model,
+            "bench",
+            0,
+            None,
+            out_dir,
+            benchmarks,
+            args.per_benchmark,
+            0,
+            SYSTEM,
+            engine,
+            args.max_new_tokens,
+            256,
+            3.0,
+            open_backend_fn=lambda spec: SharedEngine(backend),
+        )
 
     def bare(_: str) -> None:
-        outputs = llm.generate(templated, backend.sampling_params(sampling, None, 0),
-                               use_tqdm=False)
+        outputs = llm.generate(
+            templated, backend.sampling_params(sampling, None, 0), use_tqdm=False
+        )
         gold_cache = {}
         for p, o in zip(problems, outputs):
             if p["gold"] not in gold_cache:
                 gold_cache[p["gold"]] = parse_gold_math_verify(p["gold"], 3.0)
-            grade(o.outputs[0].text, p["gold"], p["benchmark"], 3.0,
-                  gold_parsed=gold_cache[p["gold"]])
+            grade(
+                o.outputs[0].text, p["gold"], p["benchmark"], 3.0, gold_parsed=gold_cache[p["gold"]]
+            )
 
     bare("")  # warm-up: the first batch pays one-off allocations
     best = {"bare": float("inf"), "ours": float("inf")}
@@ -88,11 +115,17 @@ def main() -> None:
                 fn(f"{tmp}/{round_no}")
                 best[name] = min(best[name], time.time() - t0)
     n = len(problems)
-    print(f"{n} problems ({args.per_benchmark} per benchmark), greedy, "
-          f"max {args.max_new_tokens} new tokens, best of {args.rounds}")
-    print(f"bare LLM.generate + grading : {best['bare']:7.2f} s  {n / best['bare']:6.2f} problems/s")
-    print(f"synthllm evaluate           : {best['ours']:7.2f} s  {n / best['ours']:6.2f} problems/s"
-          f"  ({best['bare'] / best['ours']:.3f}x bare)")
+    print(
+        f"{n} problems ({args.per_benchmark} per benchmark), greedy, "
+        f"max {args.max_new_tokens} new tokens, best of {args.rounds}"
+    )
+    print(
+        f"bare LLM.generate + grading : {best['bare']:7.2f} s  {n / best['bare']:6.2f} problems/s"
+    )
+    print(
+        f"synthllm evaluate           : {best['ours']:7.2f} s  {n / best['ours']:6.2f} problems/s"
+        f"  ({best['bare'] / best['ours']:.3f}x bare)"
+    )
     backend.close()
 
 

@@ -17,31 +17,51 @@ import time
 from synthllm.llm import BackendSpec, Request, Sampling, VLLMBackend
 from synthllm.parsers import level2_schema
 
-TOPICS = ["circles", "primes", "derivatives", "matrices", "probability", "triangles",
-          "sequences", "logarithms"]
+TOPICS = [
+    "circles",
+    "primes",
+    "derivatives",
+    "matrices",
+    "probability",
+    "triangles",
+    "sequences",
+    "logarithms",
+]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
-    ap.add_argument("--dtype", default="float32", help="float32 is the fast one on CPUs without bf16")
+    ap.add_argument(
+        "--dtype", default="float32", help="float32 is the fast one on CPUs without bf16"
+    )
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    spec = BackendSpec(key="models.generator", backend="vllm", model=args.model,
-                       dtype=args.dtype)
+    spec = BackendSpec(key="models.generator", backend="vllm", model=args.model, dtype=args.dtype)
     backend = VLLMBackend(spec)
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm
     tokenizer = llm.get_tokenizer()
-    messages = [[{"role": "user", "content": f"Write a hard exam question about "
-                  f"{TOPICS[i % len(TOPICS)]} (variant {i}) and solve it."}]
-                for i in range(args.prompts)]
+    messages = [
+        [
+            {
+                "role": "user",
+                "content": f"Write a hard exam question about "
+                f"{TOPICS[i % len(TOPICS)]} (variant {i}) and solve it.",
+            }
+        ]
+        for i in range(args.prompts)
+    ]
     requests = [Request(m) for m in messages]
-    templated = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                 for m in messages]
+    templated = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in messages
+    ]
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
     positions = list(range(args.prompts))
 
@@ -68,8 +88,12 @@ def main() -> None:
             best[name] = max(best[name], tokens / (time.time() - t0))
     print(f"prompts {args.prompts}, max_tokens {args.max_tokens}, greedy, best of {args.rounds}")
     print(f"bare LLM.generate       : {best['bare']:7.1f} tokens/s")
-    print(f"synthllm VLLMBackend    : {best['ours']:7.1f} tokens/s  ({best['ours'] / best['bare']:.3f}x bare)")
-    print(f"  with JSON constraint  : {best['structured']:7.1f} tokens/s  ({best['structured'] / best['bare']:.3f}x bare)")
+    print(
+        f"synthllm VLLMBackend    : {best['ours']:7.1f} tokens/s  ({best['ours'] / best['bare']:.3f}x bare)"
+    )
+    print(
+        f"  with JSON constraint  : {best['structured']:7.1f} tokens/s  ({best['structured'] / best['bare']:.3f}x bare)"
+    )
 
 
 if __name__ == "__main__":

@@ -81,19 +81,31 @@ def workload(n_docs: int, n_topics: int, n_kcs: int, seed: int = 0) -> pl.DataFr
     topic_id = zipf_ids(rng, n_topics, len(topic_doc), 1.0)
     kc_doc = np.repeat(np.arange(n_docs, dtype=np.int32), kcs_per_doc)
     first_topic = topic_id[np.concatenate([[0], np.cumsum(topics_per_doc)[:-1]])]
-    kc_id = (zipf_ids(rng, n_kcs, len(kc_doc), 0.9)
-             + np.repeat(first_topic, kcs_per_doc) * 7) % n_kcs
-    frame = pl.DataFrame({"doc": np.concatenate([topic_doc, kc_doc]),
-                          "kind": np.concatenate([np.zeros(len(topic_doc), np.int8),
-                                                  np.ones(len(kc_doc), np.int8)]),
-                          "id": np.concatenate([topic_id, kc_id])})
-    return frame.select(pl.format("doc{}", "doc").alias("doc_id"), "kind",
-                        pl.when(pl.col("kind") == 0).then(pl.format("Topic {}", "id"))
-                        .otherwise(pl.format("Key concept {}", "id")).alias("surface"))
+    kc_id = (
+        zipf_ids(rng, n_kcs, len(kc_doc), 0.9) + np.repeat(first_topic, kcs_per_doc) * 7
+    ) % n_kcs
+    frame = pl.DataFrame(
+        {
+            "doc": np.concatenate([topic_doc, kc_doc]),
+            "kind": np.concatenate(
+                [np.zeros(len(topic_doc), np.int8), np.ones(len(kc_doc), np.int8)]
+            ),
+            "id": np.concatenate([topic_id, kc_id]),
+        }
+    )
+    return frame.select(
+        pl.format("doc{}", "doc").alias("doc_id"),
+        "kind",
+        pl.when(pl.col("kind") == 0)
+        .then(pl.format("Topic {}", "id"))
+        .otherwise(pl.format("Key concept {}", "id"))
+        .alias("surface"),
+    )
 
 
-def our_stage(pairs: list[pl.DataFrame], epochs: int, tmp: Path, verbose: bool
-              ) -> tuple[dict, dict]:
+def our_stage(
+    pairs: list[pl.DataFrame], epochs: int, tmp: Path, verbose: bool
+) -> tuple[dict, dict]:
     """The stage's own code: graph.build (index, counts, sampler arrays, graph-tool graph,
     report; its steps are logged), then walks and top-2 Jaccard from the written arrays,
     as the walks job does."""
@@ -104,10 +116,15 @@ def our_stage(pairs: list[pl.DataFrame], epochs: int, tmp: Path, verbose: bool
     out["graph build (graph.build)"] = m
     if verbose:
         for step, figures in report["steps"].items():
-            print(f"  {step:<32} {figures['seconds']:8.1f} s   peak so far "
-                  f"{figures['peak_gib_so_far']:6.2f} GiB")
-        print(f"  documents {report['documents']:,}  nodes {report['nodes']}  edges "
-              f"{report['edges']}  components {report['components']}", flush=True)
+            print(
+                f"  {step:<32} {figures['seconds']:8.1f} s   peak so far "
+                f"{figures['peak_gib_so_far']:6.2f} GiB"
+            )
+        print(
+            f"  documents {report['documents']:,}  nodes {report['nodes']}  edges "
+            f"{report['edges']}  components {report['components']}",
+            flush=True,
+        )
     gc.collect()
     with PeakRSS() as m:
         with np.load(tmp / "sampler.npz") as z:
@@ -116,11 +133,14 @@ def our_stage(pairs: list[pl.DataFrame], epochs: int, tmp: Path, verbose: bool
         w = walks.sample(arrays, walks.WalkSettings(epochs=epochs))
     out[f"load arrays + walks ({len(w['start']):,})"] = m
     keep = w["outcome"] == 0
-    queries = [np.unique(np.concatenate([t[t >= 0], c[c >= 0] + n_topics]))
-               for t, c in zip(w["topics"][keep], w["kcs"][keep])]
+    queries = [
+        np.unique(np.concatenate([t[t >= 0], c[c >= 0] + n_topics]))
+        for t, c in zip(w["topics"][keep], w["kcs"][keep])
+    ]
     with PeakRSS() as m:
-        walks.top_k_jaccard(queries, arrays["node_indptr"], arrays["node_docs"],
-                            np.diff(arrays["doc_indptr"]), 2)
+        walks.top_k_jaccard(
+            queries, arrays["node_indptr"], arrays["node_docs"], np.diff(arrays["doc_indptr"]), 2
+        )
     out["top-2 Jaccard"] = m
     return out, report
 
@@ -147,12 +167,12 @@ def networkx_stage(pairs: pl.DataFrame, epochs: int, eps: float = 1e-6) -> dict:
             topics, kcs = sorted(topics), sorted(kcs)
             tt.add_nodes_from(topics)
             for i, u in enumerate(topics):
-                for v in topics[i + 1:]:
+                for v in topics[i + 1 :]:
                     bump(tt, u, v)
                 for k in kcs:
                     bump(tk, u, k)
             for i, u in enumerate(kcs):
-                for v in kcs[i + 1:]:
+                for v in kcs[i + 1 :]:
                     bump(kk, u, v)
         for g in (tt, tk, kk):
             for _, _, data in g.edges(data=True):
@@ -201,23 +221,36 @@ def full_size(n_docs: int, n_topics: int, n_kcs: int, epochs: int) -> None:
     for name, m in steps.items():
         report(name, m)
     peak = max(m.peak for m in steps.values())
-    print(f"{'whole stage':<34} {total:8.1f} s   peak {peak / GIB:6.2f} GiB "
-          f"(targets at full scale: 240 s, 14 GiB)", flush=True)
+    print(
+        f"{'whole stage':<34} {total:8.1f} s   peak {peak / GIB:6.2f} GiB "
+        f"(targets at full scale: 240 s, 14 GiB)",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="fraction of the paper's sizes (documents, topics, KCs)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="fraction of the paper's sizes (documents, topics, KCs)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--sample", type=float, default=0.05, help="networkx sample fraction")
     parser.add_argument("--skip-networkx", action="store_true")
-    parser.add_argument("--only-networkx", action="store_true",
-                        help="skip the full-size run, compare on the sample only")
+    parser.add_argument(
+        "--only-networkx",
+        action="store_true",
+        help="skip the full-size run, compare on the sample only",
+    )
     args = parser.parse_args()
     n_docs, n_topics, n_kcs = (max(1, int(x * args.scale)) for x in (520_000, 32_000, 200_000))
-    print(f"workload: {n_docs:,} documents, {n_topics:,} topics, {n_kcs:,} key concepts, "
-          f"{psutil.cpu_count()} cores", flush=True)
+    print(
+        f"workload: {n_docs:,} documents, {n_topics:,} topics, {n_kcs:,} key concepts, "
+        f"{psutil.cpu_count()} cores",
+        flush=True,
+    )
     if not args.only_networkx:
         full_size(n_docs, n_topics, n_kcs, args.epochs)
 
@@ -231,11 +264,19 @@ def main() -> None:
     for name, m in {**ours, **theirs}.items():
         report(name, m)
     # the same work on both sides: counts, graph, walks (not components, saving, Jaccard)
-    ours_s = sum(f["seconds"] for step, f in graph_report["steps"].items()
-                 if not step.startswith("components")) + ours[next(k for k in ours if "walks" in k)].seconds
+    ours_s = (
+        sum(
+            f["seconds"]
+            for step, f in graph_report["steps"].items()
+            if not step.startswith("components")
+        )
+        + ours[next(k for k in ours if "walks" in k)].seconds
+    )
     theirs_s = sum(m.seconds for m in theirs.values())
-    print(f"build + walks on the sample: ours {ours_s:.1f} s, networkx {theirs_s:.1f} s, "
-          f"ratio {theirs_s / ours_s:.0f}x (target >= 100x)")
+    print(
+        f"build + walks on the sample: ours {ours_s:.1f} s, networkx {theirs_s:.1f} s, "
+        f"ratio {theirs_s / ours_s:.0f}x (target >= 100x)"
+    )
 
 
 if __name__ == "__main__":

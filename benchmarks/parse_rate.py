@@ -24,20 +24,28 @@ from synthllm.parsers import parse_extraction, parse_level1, parse_level2
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resources/models/SmolLM2-135M-Instruct")
-    ap.add_argument("--dtype", default="float32", help="float32 is the fast one on CPUs without bf16")
-    ap.add_argument("--corpus", default="resources/demo_corpus/math_stackexchange/math_33votes.jsonl")
+    ap.add_argument(
+        "--dtype", default="float32", help="float32 is the fast one on CPUs without bf16"
+    )
+    ap.add_argument(
+        "--corpus", default="resources/demo_corpus/math_stackexchange/math_33votes.jsonl"
+    )
     ap.add_argument("--docs", type=int, default=16)
     ap.add_argument("--max-doc-chars", type=int, default=1500)
     ap.add_argument("--max-tokens", type=int, default=320)
     args = ap.parse_args()
 
     with open(Path(args.corpus)) as fh:
-        texts = [(r["input"] + "\n\n" + r["output"])[:args.max_doc_chars]
-                 for r in map(json.loads, fh)][:args.docs]
-    backend = VLLMBackend(BackendSpec(key="models.generator", backend="vllm", model=args.model,
-                       dtype=args.dtype))
+        texts = [
+            (r["input"] + "\n\n" + r["output"])[: args.max_doc_chars] for r in map(json.loads, fh)
+        ][: args.docs]
+    backend = VLLMBackend(
+        BackendSpec(key="models.generator", backend="vllm", model=args.model, dtype=args.dtype)
+    )
     greedy = Sampling(temperature=0.0, max_tokens=args.max_tokens)
     sampled = Sampling(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens, seed=1)
     positions = list(range(len(texts)))
@@ -45,17 +53,28 @@ def main() -> None:
     print(f"{'stage':8} {'mode':11} {'parsed':>7}  statuses")
     for structured in (True, False):
         mode = "structured" if structured else "free text"
-        extract_out = backend.generate([extraction_request(t, structured, 2, 6) for t in texts],
-                                       greedy, positions)
+        extract_out = backend.generate(
+            [extraction_request(t, structured, 2, 6) for t in texts], greedy, positions
+        )
         parsed = [parse_extraction(c.text) for c in extract_out]
         # Level-2 needs concepts: use this mode's extractions where they parsed
         usable = [(t, p.records) for t, p in zip(texts, parsed) if p.status == "ok"]
         runs = {
             "extract": (extract_out, parse_extraction),
-            "level1": (backend.generate([level1_request(t, structured) for t in texts], sampled,
-                                        positions), parse_level1),
-            "level2": (backend.generate([level2_request(t, topics, structured) for t, topics in usable],
-                                        sampled, positions[:len(usable)]), parse_level2),
+            "level1": (
+                backend.generate(
+                    [level1_request(t, structured) for t in texts], sampled, positions
+                ),
+                parse_level1,
+            ),
+            "level2": (
+                backend.generate(
+                    [level2_request(t, topics, structured) for t, topics in usable],
+                    sampled,
+                    positions[: len(usable)],
+                ),
+                parse_level2,
+            ),
         }
         for stage, (completions, parse) in runs.items():
             statuses = Counter(final_status(parse(c.text).status, c) for c in completions)

@@ -12,14 +12,21 @@ import argparse
 import time
 
 import numpy as np
-
-from synthllm.scaling import (LAWS, LOSSES, FitSettings, bootstrap_params, fit_law, predict,
-                              theta_from_params)
+from synthllm.scaling import (
+    LAWS,
+    LOSSES,
+    FitSettings,
+    bootstrap_params,
+    fit_law,
+    predict,
+    theta_from_params,
+)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bootstrap", type=int, default=200, help="refits per law and model")
     ap.add_argument("--repeats", type=int, default=3, help="full fits timed per setting")
     args = ap.parse_args()
@@ -27,10 +34,12 @@ def main() -> None:
     budgets = np.array([0, 100_000, 200_000, 400_000, 800_000, 1_600_000, 3_200_000])
     tokens = budgets * 608.0
     truth = theta_from_params("rectified", {"B": 5e6, "D_l": 7e4, "beta": 0.52, "E": 14.3})
-    values = predict("rectified", truth, tokens) + np.random.default_rng(0).normal(0, 0.3,
-                                                                                   tokens.size)
-    print(f"{'law':<10} {'loss':<14} {'starts':>6} {'fit s':>8} {'refit ms':>9} "
-          f"{'stage s/model':>14}")
+    values = predict("rectified", truth, tokens) + np.random.default_rng(0).normal(
+        0, 0.3, tokens.size
+    )
+    print(
+        f"{'law':<10} {'loss':<14} {'starts':>6} {'fit s':>8} {'refit ms':>9} {'stage s/model':>14}"
+    )
     per_model = 0.0
     for law in LAWS:
         use = tokens > 0 if law == "power" else np.ones(tokens.size, bool)
@@ -44,14 +53,21 @@ def main() -> None:
             boot = bootstrap_params(fit, n=args.bootstrap, seed=0)
             refit_ms = (time.perf_counter() - t0) / args.bootstrap * 1e3
             stage = fit_s + refit_ms * args.bootstrap / 1e3
-            starts = len(settings.starts.beta) * len(settings.starts.e_fraction) * (
-                len(settings.starts.bend_quantile) if law == "rectified" else 1)
-            print(f"{law:<10} {loss:<14} {starts:>6} {fit_s:>8.3f} {refit_ms:>9.2f} "
-                  f"{stage:>14.2f}   (failures {boot.failures})")
+            starts = (
+                len(settings.starts.beta)
+                * len(settings.starts.e_fraction)
+                * (len(settings.starts.bend_quantile) if law == "rectified" else 1)
+            )
+            print(
+                f"{law:<10} {loss:<14} {starts:>6} {fit_s:>8.3f} {refit_ms:>9.2f} "
+                f"{stage:>14.2f}   (failures {boot.failures})"
+            )
             if loss == "huber_log":
                 per_model += stage
-    print(f"default settings (huber_log, both laws, {args.bootstrap} refits): "
-          f"{per_model:.1f} s per model")
+    print(
+        f"default settings (huber_log, both laws, {args.bootstrap} refits): "
+        f"{per_model:.1f} s per model"
+    )
 
 
 if __name__ == "__main__":

@@ -27,23 +27,36 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 from synthllm import train  # noqa: E402
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-SEVEN_M = {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2,
-           "num_attention_heads": 2, "num_key_value_heads": 2}
+SEVEN_M = {
+    "hidden_size": 128,
+    "intermediate_size": 344,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 
 
 def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from synthllm.chat import sft_messages
 
     with open(data) as f:
         records = [json.loads(next(f)) for _ in range(n)]
-    tokens = [len(train.chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
-              for r in records]
-    pq.write_table(pa.table({"question": [r["question"] for r in records],
-                             "answer": [r["answer"] for r in records],
-                             "tokens": pa.array(tokens, pa.int32())}), path)
+    tokens = [
+        len(train.chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
+        for r in records
+    ]
+    pq.write_table(
+        pa.table(
+            {
+                "question": [r["question"] for r in records],
+                "answer": [r["answer"] for r in records],
+                "tokens": pa.array(tokens, pa.int32()),
+            }
+        ),
+        path,
+    )
 
 
 def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tuple[float, float]:
@@ -54,15 +67,24 @@ def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tupl
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     questions, answers, _ = train.read_mixture(mix)
-    rows = [train.Row(ids, labels, [len(ids)]) for ids, labels, _ in
-            (train.encode_sample(tokenizer, q, a, SYSTEM, s.loss_on, s.max_seq_len)
-             for q, a in zip(questions, answers))]
+    rows = [
+        train.Row(ids, labels, [len(ids)])
+        for ids, labels, _ in (
+            train.encode_sample(tokenizer, q, a, SYSTEM, s.loss_on, s.max_seq_len)
+            for q, a in zip(questions, answers)
+        )
+    ]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if s.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
     model.config.use_cache = False
-    opt = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, betas=s.adam_betas,
-                            eps=s.adam_eps, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=s.learning_rate,
+        betas=s.adam_betas,
+        eps=s.adam_eps,
+        weight_decay=s.weight_decay,
+    )
     accumulation = train.gradient_accumulation(s.global_batch_size, s.micro_batch_size, 1)
     total = train.steps_per_epoch(len(rows), s.global_batch_size) * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: train.linear_schedule(k, total, 0))
@@ -73,13 +95,21 @@ def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tupl
         _, items = train.step_items(len(rows), s.global_batch_size, step, s.seed)
         n_labels = sum(sum(1 for x in rows[i].labels if x != train.IGNORE) for i in items)
         for slot in train.rank_micro_batches(items, 0, 1, s.micro_batch_size, accumulation):
-            batch = {k: v.to(device) for k, v in train.collate([rows[i] for i in slot],
-                                                               tokenizer.pad_token_id).items()}
+            batch = {
+                k: v.to(device)
+                for k, v in train.collate([rows[i] for i in slot], tokenizer.pad_token_id).items()
+            }
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                ignore_index=train.IGNORE, reduction="sum") / n_labels
+            loss = (
+                torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)),
+                    labels[:, 1:].reshape(-1),
+                    ignore_index=train.IGNORE,
+                    reduction="sum",
+                )
+                / n_labels
+            )
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
         opt.step()
@@ -95,11 +125,15 @@ def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tupl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path,
-                    default=ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl")
+    ap.add_argument(
+        "--data", type=Path, default=ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
+    )
     ap.add_argument("--tokenizer", default=str(ROOT / "resources/models/SmolLM2-135M-Instruct"))
-    ap.add_argument("--architecture-json", default=json.dumps(SEVEN_M),
-                    help="from-scratch Llama sizes (default: the 7M model of config/default.yaml)")
+    ap.add_argument(
+        "--architecture-json",
+        default=json.dumps(SEVEN_M),
+        help="from-scratch Llama sizes (default: the 7M model of config/default.yaml)",
+    )
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps timed (first left out)")
     ap.add_argument("--micro-batch", type=int, default=4)
@@ -115,8 +149,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = train.TrainModel(label="bench", model=args.tokenizer, init="scratch",
-                                architecture=json.loads(args.architecture_json))
+        spec = train.TrainModel(
+            label="bench",
+            model=args.tokenizer,
+            init="scratch",
+            architecture=json.loads(args.architecture_json),
+        )
         base = tmp / "base"
         counts = train.materialise_base(spec, base, tmp / "base.json")
         mix = tmp / "mix.parquet"
@@ -124,9 +162,15 @@ def main() -> None:
         # exactly `steps` steps: one epoch of steps x global batch samples
         n = min(args.samples, args.steps * args.global_batch)
         settings = train.TrainSettings(
-            zero_stage=args.zero_stage, precision=args.precision,
-            micro_batch_size=args.micro_batch, global_batch_size=args.global_batch,
-            learning_rate=1e-3, epochs=1, checkpoint_every=10 ** 6, max_seq_len=1024)
+            zero_stage=args.zero_stage,
+            precision=args.precision,
+            micro_batch_size=args.micro_batch,
+            global_batch_size=args.global_batch,
+            learning_rate=1e-3,
+            epochs=1,
+            checkpoint_every=10**6,
+            max_seq_len=1024,
+        )
         import pyarrow.parquet as pq
 
         pq.write_table(pq.read_table(mix).slice(0, n), mix)
@@ -139,14 +183,18 @@ def main() -> None:
         ours_tps = sum(e["tokens"] for e in timed) / sum(e["elapsed_s"] for e in timed)
         ours_cpu = sum(e["tokens"] for e in timed) / sum(e["cpu_s"] for e in timed)
 
-    print(f"model: {counts['parameters'] / 1e6:.1f} M parameters, {n} samples, {steps} steps "
-          f"(first left out), micro-batch {args.micro_batch}, global batch {args.global_batch}, "
-          f"ZeRO {args.zero_stage}, {args.precision}, {args.threads} threads")
+    print(
+        f"model: {counts['parameters'] / 1e6:.1f} M parameters, {n} samples, {steps} steps "
+        f"(first left out), micro-batch {args.micro_batch}, global batch {args.global_batch}, "
+        f"ZeRO {args.zero_stage}, {args.precision}, {args.threads} threads"
+    )
     print("                    tokens/wall-s  tokens/CPU-s (steadier on a shared machine)")
     print(f"bare PyTorch loop : {bare_tps:12.1f}  {bare_cpu:12.1f}")
     print(f"DeepSpeed trainer : {ours_tps:12.1f}  {ours_cpu:12.1f}")
-    print(f"ratio             : {ours_tps / bare_tps:12.3f}  {ours_cpu / bare_cpu:12.3f}"
-          "  (target >= 0.9)")
+    print(
+        f"ratio             : {ours_tps / bare_tps:12.3f}  {ours_cpu / bare_cpu:12.3f}"
+        "  (target >= 0.9)"
+    )
     if timed and "mfu" in timed[0]:
         print(f"MFU (trainer)     : {sum(e['mfu'] for e in timed) / len(timed):8.1%}")
 

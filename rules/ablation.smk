@@ -16,18 +16,18 @@ rule ablation:
             labels={"item": "Table 3: one level per training set"},
         ),
         markdown=f"{RESULTS}/ablation/table3.md",
+    log:
+        f"{RESULTS}/logs/ablation/table3.log",
+    conda:
+        "../envs/main.yaml"
+    resources:
+        **job_resources("ablation"),
     params:
         runs=lambda wildcards: " ".join(f"{label}={folder}" for label, folder in ablation_runs()),
         models=lambda wildcards: " ".join(experiment_models("ablation")),
         sets=lambda wildcards: " ".join(ablation_sets()),
         metric=config["ablation"]["metric"],
         synthllm=synthllm("main"),
-    resources:
-        **job_resources("ablation"),
-    log:
-        f"{RESULTS}/logs/ablation/table3.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} ablation-table --runs {params.runs} --models {params.models}"
         " --sets {params.sets} --metric {params.metric} --csv {output.table}"

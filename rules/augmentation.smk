@@ -14,10 +14,10 @@ use rule level1 as augmentation_seeds with:
     output:
         questions=f"{AUGMENTED}/questions/seeds.parquet",
         counts=f"{AUGMENTED}/questions/seeds.counts.json",
-    params:
-        max_docs="",
     log:
         f"{RESULTS}/logs/augmentation/seeds.log",
+    params:
+        max_docs="",
 
 
 rule augmentation_expand:
@@ -32,6 +32,13 @@ rule augmentation_expand:
     output:
         questions=f"{AUGMENTED}/questions/{{method}}.parquet",
         counts=f"{AUGMENTED}/questions/{{method}}.counts.json",
+    log:
+        f"{RESULTS}/logs/augmentation/{{method}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        gpu=config["models"]["generator"]["gpus"],
     params:
         model=model_json("generator"),
         sampling=lambda wildcards: json.dumps(
@@ -46,13 +53,6 @@ rule augmentation_expand:
         ),
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        gpu=config["models"]["generator"]["gpus"],
-    log:
-        f"{RESULTS}/logs/augmentation/{{method}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} augment --method {wildcards.method} --seeds {input.seeds}"
         " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
@@ -67,11 +67,11 @@ use rule level2 as augmentation_level2 with:
     output:
         questions=f"{AUGMENTED}/questions/level2.parquet",
         counts=f"{AUGMENTED}/questions/level2.counts.json",
+    log:
+        f"{RESULTS}/logs/augmentation/level2.log",
     params:
         calls_per_doc=config["augmentation"]["level2"]["calls_per_doc"],
         questions_per_doc=augmentation_target_per_doc(),
-    log:
-        f"{RESULTS}/logs/augmentation/level2.log",
 
 
 use rule concept_graph as augmentation_graph with:
@@ -84,10 +84,10 @@ use rule concept_graph as augmentation_graph with:
         docs=f"{AUGMENTED}/graph/subset-{{subset}}/docs.parquet",
         report=f"{AUGMENTED}/graph/subset-{{subset}}/report.json",
         counts=f"{AUGMENTED}/graph/subset-{{subset}}/counts.json",
-    params:
-        out_dir=lambda wildcards: f"{AUGMENTED}/graph/subset-{wildcards.subset}",
     log:
         f"{RESULTS}/logs/augmentation/graph-{{subset}}.log",
+    params:
+        out_dir=lambda wildcards: f"{AUGMENTED}/graph/subset-{wildcards.subset}",
 
 
 use rule walks as augmentation_walks with:
@@ -98,6 +98,8 @@ use rule walks as augmentation_walks with:
     output:
         walks=f"{AUGMENTED}/walks/subset-{{subset}}.parquet",
         counts=f"{AUGMENTED}/walks/subset-{{subset}}.counts.json",
+    log:
+        f"{RESULTS}/logs/augmentation/walks-{{subset}}.log",
     params:
         graph_dir=lambda wildcards: f"{AUGMENTED}/graph/subset-{wildcards.subset}",
         walks=json.dumps(
@@ -107,8 +109,6 @@ use rule walks as augmentation_walks with:
             },
             sort_keys=True,
         ),
-    log:
-        f"{RESULTS}/logs/augmentation/walks-{{subset}}.log",
 
 
 use rule level3 as augmentation_level3 with:
@@ -118,6 +118,8 @@ use rule level3 as augmentation_level3 with:
     output:
         questions=f"{AUGMENTED}/questions/level3-{{shard}}.parquet",
         counts=f"{AUGMENTED}/questions/level3-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/augmentation/level3-{{shard}}.log",
     params:
         calls_per_set=config["augmentation"]["level3"]["calls_per_set"],
         questions_per_set=config["augmentation"]["level3"]["questions_per_set"],
@@ -129,8 +131,6 @@ use rule level3 as augmentation_level3 with:
                 / config["augmentation"]["level3"]["questions_per_set"]
             )
         ),
-    log:
-        f"{RESULTS}/logs/augmentation/level3-{{shard}}.log",
 
 
 use rule answer as augmentation_answer with:
@@ -160,15 +160,15 @@ rule augmentation_usable_answers:
     output:
         questions=f"{AUGMENTED}/{{mixture}}/usable/questions.parquet",
         counts=f"{AUGMENTED}/{{mixture}}/usable/counts.json",
-    params:
-        statuses=" ".join(config["dedup"]["answer_statuses"]),
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("augmentation_usable_answers"),
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/usable_answers.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("augmentation_usable_answers"),
+    params:
+        statuses=" ".join(config["dedup"]["answer_statuses"]),
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} usable-answers --answers {input.answers} --answer-statuses {params.statuses}"
         " --output {output.questions} --counts {output.counts} > {log} 2>&1"
@@ -203,10 +203,10 @@ use rule mixture as augmentation_mixture with:
     output:
         samples=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.parquet",
         counts=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.counts.json",
-    params:
-        spec=json.dumps({"size_key": "experiments.documents x augmentation.questions_per_doc"}),
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/mixture-{{budget}}.log",
+    params:
+        spec=json.dumps({"size_key": "experiments.documents x augmentation.questions_per_doc"}),
 
 
 rule augmentation:
@@ -227,18 +227,18 @@ rule augmentation:
             labels={"item": "Fig. 6 values"},
         ),
         markdown=f"{AUGMENTED}/fig6.md",
+    log:
+        f"{RESULTS}/logs/augmentation/fig6.log",
+    conda:
+        "../envs/main.yaml"
+    resources:
+        **job_resources("augmentation"),
     params:
         runs=lambda wildcards: " ".join(f"{m}={folder}" for m, folder in augmentation_runs()),
         models=lambda wildcards: " ".join(experiment_models("augmentation")),
         methods=" ".join(augmentation_methods()),
         metric=config["augmentation"]["metric"],
         synthllm=synthllm("main"),
-    resources:
-        **job_resources("augmentation"),
-    log:
-        f"{RESULTS}/logs/augmentation/fig6.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} augmentation-figure --runs {params.runs} --models {params.models}"
         " --methods {params.methods} --metric {params.metric} --png {output.fig6}"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../config/schema.yaml", set_default=True)
 
 RESULTS = config["results"]
@@ -95,14 +94,18 @@ def filter_rate_counts():
 
 def filter_ratings_through(wildcards):
     """The ratings of iterations 1..t: the regressor of iteration t trains on all of them."""
-    return [f"{RESULTS}/filter/iter-{t}/ratings.parquet" for t in range(1, int(wildcards.iteration) + 1)]
+    return [
+        f"{RESULTS}/filter/iter-{t}/ratings.parquet" for t in range(1, int(wildcards.iteration) + 1)
+    ]
 
 
 def rate_inputs(wildcards):
     """What iteration t rates from: D(t-1)'s scores, and the earlier ratings (not re-rated)."""
     t = int(wildcards.iteration)
-    return {"previous_scores": filter_scores(t - 1),
-            "previous_ratings": [f"{RESULTS}/filter/iter-{i}/ratings.parquet" for i in range(1, t)]}
+    return {
+        "previous_scores": filter_scores(t - 1),
+        "previous_ratings": [f"{RESULTS}/filter/iter-{i}/ratings.parquet" for i in range(1, t)],
+    }
 
 
 def subset_ids():
@@ -191,8 +194,14 @@ def scaling_outputs():
     """The scaling stage's fits, tables and figures (the HTML report collects them)."""
     names = ["fits.json", "counts.json"] + [
         f"{name}.{ext}"
-        for name, exts in (("fits", "csv md"), ("heldout", "csv md"), ("extrapolation", "csv md"),
-                           ("fig1", "png pdf"), ("fig2", "png pdf"), ("fig7", "png pdf"))
+        for name, exts in (
+            ("fits", "csv md"),
+            ("heldout", "csv md"),
+            ("extrapolation", "csv md"),
+            ("fig1", "png pdf"),
+            ("fig2", "png pdf"),
+            ("fig7", "png pdf"),
+        )
         for ext in exts.split()
     ]
     return [f"{RESULTS}/scaling/{n}" for n in names]
@@ -203,10 +212,14 @@ def eval_data_args():
     import shlex
 
     evaluation = config["evaluation"]
-    sample = "" if evaluation["max_records"] is None else f" --max-records {evaluation['max_records']}"
+    sample = (
+        "" if evaluation["max_records"] is None else f" --max-records {evaluation['max_records']}"
+    )
     benchmarks = json.dumps(evaluation["benchmarks"], sort_keys=True)
-    return (f"--benchmarks-json {shlex.quote(benchmarks)}{sample} --seed {evaluation['seed']}"
-            f" --system-prompt {shlex.quote(config['chat']['system_prompt'])}")
+    return (
+        f"--benchmarks-json {shlex.quote(benchmarks)}{sample} --seed {evaluation['seed']}"
+        f" --system-prompt {shlex.quote(config['chat']['system_prompt'])}"
+    )
 
 
 def eval_dirs():
@@ -216,7 +229,11 @@ def eval_dirs():
 
 
 def eval_summary_inputs(wildcards):
-    return [f"{d}/{name}" for d in eval_dirs() for name in ("predictions.parquet", "settings.json", "nll.parquet")]
+    return [
+        f"{d}/{name}"
+        for d in eval_dirs()
+        for name in ("predictions.parquet", "settings.json", "nll.parquet")
+    ]
 
 
 def train_models():
@@ -236,8 +253,9 @@ def checkpoint_dir(model, budget):
 def train_model_json(wildcards):
     """What materialises a base model (the launch resources left out: they rerun nothing)."""
     spec = train_models()[wildcards.model]
-    return json.dumps({k: v for k, v in spec.items() if k not in ("nodes", "gpus", "training")},
-                      sort_keys=True)
+    return json.dumps(
+        {k: v for k, v in spec.items() if k not in ("nodes", "gpus", "training")}, sort_keys=True
+    )
 
 
 def training_json(wildcards):
@@ -259,21 +277,29 @@ def train_launcher(wildcards):
     if gpus == 0:
         procs = config["training"]["cpu_processes"]
         per_process = max(1, config["training"]["threads"] // procs)
-        return (f"DS_ACCELERATOR=cpu {python} -m torch.distributed.run --standalone"
-                f" --nproc_per_node {procs} -m synthllm train --threads {per_process}")
+        return (
+            f"DS_ACCELERATOR=cpu {python} -m torch.distributed.run --standalone"
+            f" --nproc_per_node {procs} -m synthllm train --threads {per_process}"
+        )
     if nodes == 1:
         return f"{python} -m torch.distributed.run --standalone --nproc_per_node {gpus} -m synthllm train"
     head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
-    return (f"srun --nodes {nodes} --ntasks-per-node 1 env {python} -m torch.distributed.run"
-            f" --nnodes {nodes} --nproc_per_node {gpus} --rdzv-id $SLURM_JOB_ID"
-            f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 -m synthllm train")
+    return (
+        f"srun --nodes {nodes} --ntasks-per-node 1 env {python} -m torch.distributed.run"
+        f" --nnodes {nodes} --nproc_per_node {gpus} --rdzv-id $SLURM_JOB_ID"
+        f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 -m synthllm train"
+    )
 
 
 def final_outputs():
     """What `snakemake` with no target builds: the whole chain, ending in the scaling fits,
     tables and figures (which need every checkpoint's evaluation)."""
-    return [f"{RESULTS}/corpus/counts.json", f"{RESULTS}/filter/report.json",
-            f"{RESULTS}/decontam/report.json", f"{RESULTS}/eval/summary.parquet"] + scaling_outputs()
+    return [
+        f"{RESULTS}/corpus/counts.json",
+        f"{RESULTS}/filter/report.json",
+        f"{RESULTS}/decontam/report.json",
+        f"{RESULTS}/eval/summary.parquet",
+    ] + scaling_outputs()
 
 
 def job_resources(rule, gpus=0):
@@ -297,5 +323,7 @@ def check_resource_rules():
     names = {r.name for r in workflow.rules}
     unknown = sorted(set(config["resources"]["rules"]) - names)
     if unknown:
-        raise WorkflowError(f"config key resources.rules names {', '.join(unknown)}, not among "
-                            f"this workflow's rules ({', '.join(sorted(names))})")
+        raise WorkflowError(
+            f"config key resources.rules names {', '.join(unknown)}, not among "
+            f"this workflow's rules ({', '.join(sorted(names))})"
+        )

@@ -8,6 +8,12 @@ rule corpus:
     output:
         shards=corpus_shards(),
         counts=f"{RESULTS}/corpus/counts.json",
+    log:
+        f"{RESULTS}/logs/corpus.log",
+    conda:
+        "../envs/main.yaml"
+    resources:
+        **job_resources("corpus"),
     params:
         sources=json.dumps(config["corpus"]["sources"]),
         n_shards=config["corpus"]["n_shards"],
@@ -15,12 +21,6 @@ rule corpus:
         on_bad_record=config["corpus"]["on_bad_record"],
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
-    resources:
-        **job_resources("corpus"),
-    log:
-        f"{RESULTS}/logs/corpus.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} corpus --sources-json {params.sources:q}"
         " --n-shards {params.n_shards} --batch-size {params.batch_size}"

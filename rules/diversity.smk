@@ -10,12 +10,12 @@ use rule level1 as diversity_level1 with:
     output:
         questions=f"{RESULTS}/diversity/level1.parquet",
         counts=f"{RESULTS}/diversity/level1.counts.json",
+    log:
+        f"{RESULTS}/logs/diversity/level1.log",
     params:
         max_docs="",
         calls_per_doc=config["diversity"]["calls_per_doc"],
         questions_per_doc=config["diversity"]["questions_per_doc"],
-    log:
-        f"{RESULTS}/logs/diversity/level1.log",
 
 
 use rule level2 as diversity_level2 with:
@@ -25,11 +25,11 @@ use rule level2 as diversity_level2 with:
     output:
         questions=f"{RESULTS}/diversity/level2.parquet",
         counts=f"{RESULTS}/diversity/level2.counts.json",
+    log:
+        f"{RESULTS}/logs/diversity/level2.log",
     params:
         calls_per_doc=config["diversity"]["calls_per_doc"],
         questions_per_doc=config["diversity"]["questions_per_doc"],
-    log:
-        f"{RESULTS}/logs/diversity/level2.log",
 
 
 rule diversity:
@@ -53,18 +53,18 @@ rule diversity:
         ),
         fig5_pdf=f"{RESULTS}/diversity/fig5.pdf",
         counts=f"{RESULTS}/diversity/counts.json",
+    log:
+        f"{RESULTS}/logs/diversity/diversity.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("diversity"),
     params:
         embedding=json.dumps(config["diversity"]["embedding"], sort_keys=True),
         bins=config["diversity"]["bins"],
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("diversity"),
-    log:
-        f"{RESULTS}/logs/diversity/diversity.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} diversity --level1 {input.level1} --level2 {input.level2}"
         " --embedding-json {params.embedding:q} --bins {params.bins} --threads {threads}"

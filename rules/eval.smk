@@ -12,6 +12,13 @@ rule evaluate:
         predictions=f"{RESULTS}/eval/{{model}}/{{budget}}/predictions.parquet",
         settings=f"{RESULTS}/eval/{{model}}/{{budget}}/settings.json",
         counts=f"{RESULTS}/eval/{{model}}/{{budget}}/counts.json",
+    log:
+        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("evaluate", config["evaluation"]["engine"]["gpus"]),
     params:
         data=eval_data_args(),
         engine=json.dumps(config["evaluation"]["engine"], sort_keys=True),
@@ -20,13 +27,6 @@ rule evaluate:
         grade_timeout_s=config["evaluation"]["grade_timeout_s"],
         out_dir=lambda wildcards, output: os.path.dirname(output.counts),
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("evaluate", config["evaluation"]["engine"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} evaluate --checkpoint {input.checkpoint} --label {wildcards.model}"
         " --budget {wildcards.budget} --train-counts {input.train_counts} {params.data}"
@@ -42,19 +42,19 @@ rule eval_nll:
     output:
         nll=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.parquet",
         counts=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.counts.json",
+    log:
+        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.nll.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("eval_nll", min(1, config["evaluation"]["engine"]["gpus"])),
     params:
         data=eval_data_args(),
         batch_size=config["evaluation"]["nll"]["batch_size"],
         max_tokens=config["evaluation"]["nll"]["max_tokens"],
         dtype=config["evaluation"]["nll"]["dtype"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("eval_nll", min(1, config["evaluation"]["engine"]["gpus"])),
-    log:
-        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.nll.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} eval-nll --checkpoint {input.checkpoint} {params.data}"
         " --batch-size {params.batch_size} --max-tokens {params.max_tokens}"
@@ -72,15 +72,15 @@ rule eval_summary:
             labels={"item": "accuracy and NLL per checkpoint"},
         ),
         markdown=f"{RESULTS}/eval/summary.md",
-    params:
-        eval_dirs=lambda wildcards: " ".join(eval_dirs()),
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("eval_summary"),
     log:
         f"{RESULTS}/logs/eval/summary.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("eval_summary"),
+    params:
+        eval_dirs=lambda wildcards: " ".join(eval_dirs()),
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} eval-summary --eval-dirs {params.eval_dirs} --output {output.summary}"
         " --csv {output.csv} --markdown {output.markdown} > {log} 2>&1"

@@ -13,16 +13,16 @@ rule experiment_docs:
         docs=experiment_docs(),
         extracted=experiment_extract(),
         counts=f"{RESULTS}/experiments/docs.counts.json",
-    params:
-        documents=config["experiments"]["documents"],
-        seed=config["experiments"]["seed"],
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("experiment_docs"),
     log:
         f"{RESULTS}/logs/experiments/docs.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("experiment_docs"),
+    params:
+        documents=config["experiments"]["documents"],
+        seed=config["experiments"]["seed"],
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} experiment-docs --docs {input.docs} --extracted {input.extracted}"
         " --documents {params.documents} --seed {params.seed} --output {output.docs}"

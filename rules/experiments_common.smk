@@ -58,7 +58,9 @@ def ablation_sets():
 def mixture_size_key(wildcards):
     """The config key that set a main-pool mixture's size, named when the pool is too small."""
     ablation = config.get("ablation") or {}
-    if wildcards.mixture in ablation.get("sets", []) and int(wildcards.budget) == ablation.get("samples"):
+    if wildcards.mixture in ablation.get("sets", []) and int(wildcards.budget) == ablation.get(
+        "samples"
+    ):
         return "ablation.samples"
     return "mixtures.sample_counts"
 
@@ -108,6 +110,9 @@ def augmentation_decontam_input(wildcards):
 
 def augmentation_runs():
     """(method, eval folder) of every point of the figure."""
-    return [(method, experiment_eval_dir("augmentation", method, model, budget))
-            for model in experiment_models("augmentation") for method in augmentation_methods()
-            for budget in augmentation_budgets()]
+    return [
+        (method, experiment_eval_dir("augmentation", method, model, budget))
+        for model in experiment_models("augmentation")
+        for method in augmentation_methods()
+        for budget in augmentation_budgets()
+    ]

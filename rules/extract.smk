@@ -8,6 +8,13 @@ rule extract:
     output:
         extracted=f"{RESULTS}/extract/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/extract/shard-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/extract/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("extract", config["models"]["generator"]["gpus"]),
     params:
         model=model_json("generator"),
         sampling=sampling_json("extract"),
@@ -18,13 +25,6 @@ rule extract:
         max_kcs=config["generation"]["extract"]["max_kcs"],
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("extract", config["models"]["generator"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/extract/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} extract --docs {input.docs} --model-json {params.model:q}"
         " --sampling-json {params.sampling:q} {params.structured}"

@@ -12,16 +12,16 @@ rule embed:
     output:
         embeddings=f"{RESULTS}/filter/embed/shard-{{shard}}.npy",
         counts=f"{RESULTS}/filter/embed/shard-{{shard}}.counts.json",
-    params:
-        model=embedding_json(),
-        synthllm=synthllm("main"),
-    threads: config["filter"]["threads"]
-    resources:
-        **job_resources("embed", config["models"]["embedding"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/embed/shard-{{shard}}.log",
     conda:
         "../envs/main.yaml"
+    threads: config["filter"]["threads"]
+    resources:
+        **job_resources("embed", config["models"]["embedding"]["gpus"]),
+    params:
+        model=embedding_json(),
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} embed --docs {input.docs} --model-json {params.model:q}"
         " --threads {threads} --output {output.embeddings} --counts {output.counts} > {log} 2>&1"
@@ -33,6 +33,13 @@ rule synthetic_docs:
     output:
         docs=f"{RESULTS}/filter/synthetic/docs.parquet",
         counts=f"{RESULTS}/filter/synthetic/docs.counts.json",
+    log:
+        f"{RESULTS}/logs/filter/synthetic_docs.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("synthetic_docs", config["models"]["generator"]["gpus"]),
     params:
         model=model_json("generator"),
         sampling=json.dumps(config["filter"]["synthetic"]["sampling"], sort_keys=True),
@@ -41,13 +48,6 @@ rule synthetic_docs:
         min_chars=config["filter"]["synthetic"]["min_chars"],
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("synthetic_docs", config["models"]["generator"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/filter/synthetic_docs.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} synthetic-docs --syllabus {input.syllabus} --kinds {params.kinds:q}"
         " --documents {params.documents} --min-chars {params.min_chars}"
@@ -62,16 +62,16 @@ rule embed_synthetic:
     output:
         embeddings=f"{RESULTS}/filter/synthetic/embeddings.npy",
         counts=f"{RESULTS}/filter/synthetic/embeddings.counts.json",
-    params:
-        model=embedding_json(),
-        synthllm=synthllm("main"),
-    threads: config["filter"]["threads"]
-    resources:
-        **job_resources("embed_synthetic", config["models"]["embedding"]["gpus"]),
     log:
         f"{RESULTS}/logs/filter/embed_synthetic.log",
     conda:
         "../envs/main.yaml"
+    threads: config["filter"]["threads"]
+    resources:
+        **job_resources("embed_synthetic", config["models"]["embedding"]["gpus"]),
+    params:
+        model=embedding_json(),
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} embed --docs {input.docs} --model-json {params.model:q}"
         " --threads {threads} --output {output.embeddings} --counts {output.counts} > {log} 2>&1"
@@ -87,18 +87,18 @@ rule coldstart:
         scores=filter_scores(0),
         model=f"{RESULTS}/filter/iter-0/model.joblib",
         report=f"{RESULTS}/filter/iter-0/report.json",
+    log:
+        f"{RESULTS}/logs/filter/coldstart.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["filter"]["threads"]
+    resources:
+        **job_resources("coldstart"),
     params:
         settings=json.dumps(config["filter"]["coldstart"], sort_keys=True),
         positive_sources=config["filter"]["positive_sources"],
         seed=config["filter"]["seed"],
         synthllm=synthllm("main"),
-    threads: config["filter"]["threads"]
-    resources:
-        **job_resources("coldstart"),
-    log:
-        f"{RESULTS}/logs/filter/coldstart.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} coldstart --synthetic-docs {input.synthetic}"
         " --synthetic-embeddings {input.synthetic_embeddings}"
@@ -115,8 +115,15 @@ rule rate:
     output:
         ratings=f"{RESULTS}/filter/iter-{{iteration}}/ratings.parquet",
         counts=f"{RESULTS}/filter/iter-{{iteration}}/ratings.counts.json",
+    log:
+        f"{RESULTS}/logs/filter/rate-{{iteration}}.log",
     wildcard_constraints:
         iteration=r"[1-9]\d*",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("rate", config["models"]["rater"]["gpus"]),
     params:
         model=model_json("rater"),
         sampling=json.dumps(config["filter"]["finegrained"]["sampling"], sort_keys=True),
@@ -127,13 +134,6 @@ rule rate:
         seed=lambda wildcards: config["filter"]["seed"] + int(wildcards.iteration),
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("rate", config["models"]["rater"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/filter/rate-{{iteration}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} rate --previous-scores {input.previous_scores}"
         " --previous-ratings {input.previous_ratings} --shards {input.shards}"
@@ -153,21 +153,27 @@ rule finegrained:
         scores=f"{RESULTS}/filter/iter-{{iteration}}/scores.parquet",
         model=f"{RESULTS}/filter/iter-{{iteration}}/model.joblib",
         report=f"{RESULTS}/filter/iter-{{iteration}}/report.json",
+    log:
+        f"{RESULTS}/logs/filter/finegrained-{{iteration}}.log",
     wildcard_constraints:
         iteration=r"[1-9]\d*",
-    params:
-        settings=json.dumps({k: v for k, v in config["filter"]["finegrained"].items()
-                             if k in ("threshold", "forest", "test_fraction")}, sort_keys=True),
-        positive_sources=config["filter"]["positive_sources"],
-        seed=config["filter"]["seed"],
-        synthllm=synthllm("main"),
+    conda:
+        "../envs/main.yaml"
     threads: config["filter"]["threads"]
     resources:
         **job_resources("finegrained"),
-    log:
-        f"{RESULTS}/logs/filter/finegrained-{{iteration}}.log",
-    conda:
-        "../envs/main.yaml"
+    params:
+        settings=json.dumps(
+            {
+                k: v
+                for k, v in config["filter"]["finegrained"].items()
+                if k in ("threshold", "forest", "test_fraction")
+            },
+            sort_keys=True,
+        ),
+        positive_sources=config["filter"]["positive_sources"],
+        seed=config["filter"]["seed"],
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} finegrained --iteration {wildcards.iteration}"
         " --ratings {input.ratings} --shards {input.shards} --embeddings {input.embeddings}"
@@ -183,14 +189,14 @@ rule filter_docs:
     output:
         docs=f"{RESULTS}/filter/docs/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/filter/docs/shard-{{shard}}.counts.json",
-    params:
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("filter_docs"),
     log:
         f"{RESULTS}/logs/filter/docs/shard-{{shard}}.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("filter_docs"),
+    params:
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} filter-docs --shard {input.shard} --scores {input.scores}"
         " --output {output.docs} --counts {output.counts} > {log} 2>&1"
@@ -205,14 +211,14 @@ rule filter_report:
         report=f"{RESULTS}/filter/report.json",
         markdown=f"{RESULTS}/filter/report.md",
         counts=f"{RESULTS}/filter/counts.json",
-    params:
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("filter_report"),
     log:
         f"{RESULTS}/logs/filter/report.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("filter_report"),
+    params:
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} filter-report --reports {input.reports}"
         " --rate-counts {input.rate_counts} --filter-counts {input.filter_counts}"

@@ -13,16 +13,16 @@ rule concept_graph:
         docs=f"{RESULTS}/graph/subset-{{subset}}/docs.parquet",
         report=f"{RESULTS}/graph/subset-{{subset}}/report.json",
         counts=f"{RESULTS}/graph/subset-{{subset}}/counts.json",
-    params:
-        out_dir=graph_dir,
-        eps=config["graph"]["eps"],
-        synthllm=synthllm("graph"),
-    resources:
-        **job_resources("concept_graph"),
     log:
         f"{RESULTS}/logs/graph/subset-{{subset}}.log",
     conda:
         "../envs/graph.yaml"
+    resources:
+        **job_resources("concept_graph"),
+    params:
+        out_dir=graph_dir,
+        eps=config["graph"]["eps"],
+        synthllm=synthllm("graph"),
     shell:
         "{params.synthllm} graph --extracted {input.extracted} --subset {wildcards.subset}"
         " --eps {params.eps} --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"
@@ -36,6 +36,13 @@ rule walks:
     output:
         walks=f"{RESULTS}/walks/subset-{{subset}}.parquet",
         counts=f"{RESULTS}/walks/subset-{{subset}}.counts.json",
+    log:
+        f"{RESULTS}/logs/walks/subset-{{subset}}.log",
+    conda:
+        "../envs/graph.yaml"
+    threads: 2
+    resources:
+        **job_resources("walks"),
     params:
         graph_dir=graph_dir,
         walks=json.dumps(
@@ -45,13 +52,6 @@ rule walks:
         seed=config["graph"]["walks"]["seed"],
         references=config["graph"]["references"],
         synthllm=synthllm("graph"),
-    threads: 2
-    resources:
-        **job_resources("walks"),
-    log:
-        f"{RESULTS}/logs/walks/subset-{{subset}}.log",
-    conda:
-        "../envs/graph.yaml"
     shell:
         "NUMBA_NUM_THREADS={threads} {params.synthllm} walks --graph-dir {params.graph_dir}"
         " --walks-json {params.walks:q} --eps {params.eps} --seed {params.seed}"

@@ -9,6 +9,13 @@ rule level1:
     output:
         questions=f"{RESULTS}/level1/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level1/shard-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/level1/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("level1", config["models"]["generator"]["gpus"]),
     params:
         model=model_json("generator"),
         sampling=sampling_json("level1"),
@@ -19,13 +26,6 @@ rule level1:
         questions_per_doc=config["generation"]["level1"]["questions_per_doc"],
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("level1", config["models"]["generator"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/level1/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} level1 --docs {input.docs} --model-json {params.model:q}"
         " --sampling-json {params.sampling:q} {params.structured}"
@@ -42,6 +42,13 @@ rule level2:
     output:
         questions=f"{RESULTS}/level2/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level2/shard-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/level2/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("level2", config["models"]["generator"]["gpus"]),
     params:
         model=model_json("generator"),
         sampling=sampling_json("level2"),
@@ -51,13 +58,6 @@ rule level2:
         questions_per_doc=config["generation"]["level2"]["questions_per_doc"],
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("level2", config["models"]["generator"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/level2/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} level2 --docs {input.docs} --extracted {input.extracted}"
         " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
@@ -74,6 +74,13 @@ rule level3:
     output:
         questions=f"{RESULTS}/level3/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level3/shard-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/level3/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("level3", config["models"]["generator"]["gpus"]),
     params:
         model=model_json("generator"),
         sampling=sampling_json("level3"),
@@ -88,13 +95,6 @@ rule level3:
         ),
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("level3", config["models"]["generator"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/level3/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} level3 --walks {input.walks} --docs {input.docs} --shard {wildcards.shard}"
         " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
@@ -107,23 +107,24 @@ rule level3:
 rule answer:
     input:
         questions=expand(
-            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet", level=["level1", "level2", "level3"]
+            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet",
+            level=["level1", "level2", "level3"],
         ),
     output:
         answers=f"{RESULTS}/answer/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/answer/shard-{{shard}}.counts.json",
+    log:
+        f"{RESULTS}/logs/answer/shard-{{shard}}.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("answer", config["models"]["answerer"]["gpus"]),
     params:
         model=model_json("answerer"),
         sampling=sampling_json("answer"),
         chunk_size=config["generation"]["chunk_size"],
         synthllm=synthllm("main"),
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("answer", config["models"]["answerer"]["gpus"]),
-    log:
-        f"{RESULTS}/logs/answer/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
     shell:
         "{params.synthllm} answer --questions {input.questions}"
         " --model-json {params.model:q} --sampling-json {params.sampling:q}"

@@ -51,16 +51,16 @@ rule scaling:
         ),
         fig7_pdf=f"{RESULTS}/scaling/fig7.pdf",
         counts=f"{RESULTS}/scaling/counts.json",
-    params:
-        settings=scaling_json(),
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
-        synthllm=synthllm("main"),
-    resources:
-        **job_resources("scaling"),
     log:
         f"{RESULTS}/logs/scaling.log",
     conda:
         "../envs/main.yaml"
+    resources:
+        **job_resources("scaling"),
+    params:
+        settings=scaling_json(),
+        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} scaling --summary {input.summary} --settings-json {params.settings:q}"
         " --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"

@@ -7,16 +7,16 @@ rule base_model:
     output:
         final=directory(checkpoint_dir("{model}", 0)),
         counts=f"{RESULTS}/train/{{model}}/0/counts.json",
-    params:
-        model=train_model_json,
-        synthllm=synthllm("main"),
-    threads: 1
-    resources:
-        **job_resources("base_model"),
     log:
         f"{RESULTS}/logs/train/{{model}}/0.log",
     conda:
         "../envs/main.yaml"
+    threads: 1
+    resources:
+        **job_resources("base_model"),
+    params:
+        model=train_model_json,
+        synthllm=synthllm("main"),
     shell:
         "{params.synthllm} base-model --model-json {params.model:q}"
         " --out {output.final} --counts {output.counts} > {log} 2>&1"
@@ -30,27 +30,30 @@ rule train:
         final=directory(checkpoint_dir("{model}", "{budget}")),
         counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
         log=f"{RESULTS}/train/{{model}}/{{budget}}/log.jsonl",
+    log:
+        f"{RESULTS}/logs/train/{{model}}/{{budget}}.log",
     wildcard_constraints:
         budget=r"[1-9]\d*",
-    params:
-        training=training_json,
-        system_prompt=config["chat"]["system_prompt"],
-        launcher=train_launcher,
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+    conda:
+        "../envs/main.yaml"
     threads: config["training"]["threads"]
     resources:
         # sbatch --gpus is the job's total over its nodes
-        **job_resources("train", lambda wildcards: train_models()[wildcards.model]["nodes"]
-                        * train_models()[wildcards.model]["gpus"]),
+        **job_resources(
+            "train",
+            lambda wildcards: train_models()[wildcards.model]["nodes"]
+            * train_models()[wildcards.model]["gpus"],
+        ),
         nodes=lambda wildcards: train_models()[wildcards.model]["nodes"],
         # one launcher per node, started by the rule's own srun (see train_launcher)
         tasks=lambda wildcards: train_models()[wildcards.model]["nodes"],
         tasks_per_gpu=0,
         mpi=lambda wildcards: "srun" if train_models()[wildcards.model]["nodes"] > 1 else "",
-    log:
-        f"{RESULTS}/logs/train/{{model}}/{{budget}}.log",
-    conda:
-        "../envs/main.yaml"
+    params:
+        training=training_json,
+        system_prompt=config["chat"]["system_prompt"],
+        launcher=train_launcher,
+        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
     shell:
         "{params.launcher} --mixture {input.mixture} --base-model {input.base}"
         " --out-dir {params.out_dir} --training-json {params.training:q}"

@@ -18,7 +18,9 @@ def slurm_answers() -> bool:
     if shutil.which("sinfo") is None:
         return False
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=30
+        )
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode == 0 and "up" in proc.stdout.split()
@@ -29,8 +31,10 @@ def through_slurm() -> bool:
     """True when the workflow runs of the suite go through SLURM with the profile."""
     up = slurm_answers()
     if REQUIRE_SLURM and not up:
-        pytest.fail("SYNTHLLM_REQUIRE_SLURM=1 but no SLURM partition is up (sinfo); "
-                    "run slurm/local-cluster.sh start")
+        pytest.fail(
+            "SYNTHLLM_REQUIRE_SLURM=1 but no SLURM partition is up (sinfo); "
+            "run slurm/local-cluster.sh start"
+        )
     return up
 
 

@@ -22,16 +22,38 @@ def slurm_run_id(output: str) -> str:
 
 def sacct_jobs(run_id: str) -> list[dict[str, str]]:
     """The allocations (not steps) SLURM accounted for a run: job id, rule, state, memory."""
-    proc = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1days", "--name", run_id,
-                           "-o", "JobID,Comment,State,ReqMem,ExitCode"],
-                          capture_output=True, text=True, check=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "sacct",
+            "-X",
+            "-n",
+            "-P",
+            "-S",
+            "now-1days",
+            "--name",
+            run_id,
+            "-o",
+            "JobID,Comment,State,ReqMem,ExitCode",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     jobs = []
     for line in proc.stdout.splitlines():
         job_id, comment, state, req_mem, exit_code = line.split("|")
         # the plugin's comment: rule_<rule>[_wildcards_<values>]
         rule = comment.removeprefix("rule_").split("_wildcards_")[0]
-        jobs.append({"job_id": job_id, "rule": rule, "state": state, "req_mem": req_mem,
-                     "exit_code": exit_code})
+        jobs.append(
+            {
+                "job_id": job_id,
+                "rule": rule,
+                "state": state,
+                "req_mem": req_mem,
+                "exit_code": exit_code,
+            }
+        )
     return jobs
 
 

@@ -11,9 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from synthllm.corpus import (SCHEMA, CorpusError, Source, build_shards, doc_id_of, shard_name,
-                             shard_of)
+from synthllm.corpus import (
+    SCHEMA,
+    CorpusError,
+    Source,
+    build_shards,
+    doc_id_of,
+    shard_name,
+    shard_of,
+)
 
 PINNED_ID = "b2f42041bf160d7a"  # blake2b-64 of the text below
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
@@ -48,7 +54,9 @@ def test_doc_id_value_is_pinned():
 
 
 def test_all_formats_normalise_to_one_schema(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [{"q": "What is 2+2?", "a": "4", "id": 7, "link": "http://x"}])
+    write_jsonl(
+        tmp_path / "a.jsonl", [{"q": "What is 2+2?", "a": "4", "id": 7, "link": "http://x"}]
+    )
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
         fh.write(json.dumps({"q": "Gzipped doc", "a": None}) + "\n")
     pq.write_table(pa.table({"q": ["Parquet doc"], "a": ["body"]}), tmp_path / "c.parquet")
@@ -58,13 +66,21 @@ def test_all_formats_normalise_to_one_schema(tmp_path):
     table = read_shards(tmp_path / "out", 2)
     assert table.schema == SCHEMA
     texts = sorted(table.column("text").to_pylist())
-    assert texts == sorted(["What is 2+2?\n\n4", "Gzipped doc", "Parquet doc\n\nbody",
-                            "CSV doc\nwith a newline\n\ntail"])
+    assert texts == sorted(
+        [
+            "What is 2+2?\n\n4",
+            "Gzipped doc",
+            "Parquet doc\n\nbody",
+            "CSV doc\nwith a newline\n\ntail",
+        ]
+    )
     assert counts["in"] == counts["out"] == 4
 
 
 def test_id_url_and_meta_columns_are_kept(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [{"text": "doc", "uid": "u1", "link": "http://x", "score": 3}])
+    write_jsonl(
+        tmp_path / "a.jsonl", [{"text": "doc", "uid": "u1", "link": "http://x", "score": 3}]
+    )
     src = source(tmp_path, "*.jsonl", id="uid", url="link", meta=["score"])
     build_shards([src], tmp_path / "out", n_shards=1, progress=False)
     row = read_shards(tmp_path / "out", 1).to_pylist()[0]
@@ -74,8 +90,16 @@ def test_id_url_and_meta_columns_are_kept(tmp_path):
 
 
 def test_empty_and_duplicate_documents_are_dropped_and_counted(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [{"text": "same"}, {"text": "  same \n"}, {"text": "   "},
-                                       {"text": None}, {"text": "other"}])
+    write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"text": "same"},
+            {"text": "  same \n"},
+            {"text": "   "},
+            {"text": None},
+            {"text": "other"},
+        ],
+    )
     counts = build_shards([source(tmp_path, "*.jsonl")], tmp_path / "out", 3, progress=False)
     assert counts["out"] == 2
     assert counts["dropped"] == {"duplicate": 1, "empty_text": 2}
@@ -95,14 +119,16 @@ def test_shards_partition_by_doc_id_and_are_deterministic(tmp_path):
     assert read_shards(tmp_path / "o1", 5).num_rows == 200
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(st.text(min_size=0, max_size=30), max_size=40),
-       n_shards=st.integers(1, 6))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(st.text(min_size=0, max_size=30), max_size=40), n_shards=st.integers(1, 6))
 def test_every_distinct_nonempty_text_lands_in_exactly_one_shard(tmp_path_factory, texts, n_shards):
     tmp = tmp_path_factory.mktemp("prop")
     write_jsonl(tmp / "a.jsonl", [{"text": t} for t in texts] or [{"text": ""}])
-    counts = build_shards([source(tmp, "*.jsonl")], tmp / "out", n_shards, batch_size=5,
-                          progress=False)
+    counts = build_shards(
+        [source(tmp, "*.jsonl")], tmp / "out", n_shards, batch_size=5, progress=False
+    )
     got = read_shards(tmp / "out", n_shards).column("text").to_pylist()
     expected = {t.strip() for t in texts if t.strip()}
     assert sorted(got) == sorted(expected)
@@ -111,19 +137,33 @@ def test_every_distinct_nonempty_text_lands_in_exactly_one_shard(tmp_path_factor
 
 def test_max_docs_limits_a_source(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": f"d{i}"} for i in range(50)])
-    counts = build_shards([source(tmp_path, "*.jsonl", max_docs=10)], tmp_path / "out", 2,
-                          progress=False)
+    counts = build_shards(
+        [source(tmp_path, "*.jsonl", max_docs=10)], tmp_path / "out", 2, progress=False
+    )
     assert counts["out"] == 10 and counts["per_source"]["t"]["limited_by_max_docs"]
 
 
 def test_fineweb_edu_preset_reads_the_hub_layout(tmp_path):
-    pq.write_table(pa.table({
-        "text": ["a lesson on fractions"], "id": ["<urn:uuid:1>"], "dump": ["CC-MAIN-2024-10"],
-        "url": ["https://example.org/f"], "file_path": ["s3://x"], "language": ["en"],
-        "language_score": [0.9], "token_count": [5], "score": [3.1], "int_score": [3]}),
-        tmp_path / "000_00000.parquet")
-    src = Source.from_config(0, {"name": "fw", "glob": str(tmp_path / "*.parquet"),
-                                 "preset": "fineweb-edu"})
+    pq.write_table(
+        pa.table(
+            {
+                "text": ["a lesson on fractions"],
+                "id": ["<urn:uuid:1>"],
+                "dump": ["CC-MAIN-2024-10"],
+                "url": ["https://example.org/f"],
+                "file_path": ["s3://x"],
+                "language": ["en"],
+                "language_score": [0.9],
+                "token_count": [5],
+                "score": [3.1],
+                "int_score": [3],
+            }
+        ),
+        tmp_path / "000_00000.parquet",
+    )
+    src = Source.from_config(
+        0, {"name": "fw", "glob": str(tmp_path / "*.parquet"), "preset": "fineweb-edu"}
+    )
     build_shards([src], tmp_path / "out", 1, progress=False)
     row = read_shards(tmp_path / "out", 1).to_pylist()[0]
     assert row["url"] == "https://example.org/f"
@@ -132,36 +172,58 @@ def test_fineweb_edu_preset_reads_the_hub_layout(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
+
 def assert_nothing_written(out: Path):
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
 
 
 BAD_CASES = {
     # name: (file maker, expected words in the error, reason counted under skip)
-    "malformed_json": (lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}], [b'{"text": "bro']),
-                       ["a.jsonl:2", "malformed JSON"], "bad_json"),
-    "non_utf8_jsonl": (lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}],
-                                             [b'{"text": "caf\xe9"}']),
-                       ["a.jsonl:2", "not valid UTF-8"], "bad_encoding"),
-    "missing_text_field": (lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}, {"body": "x"}]),
-                           ["a.jsonl:2", "no text field", "corpus.sources[0].text"], "missing_text"),
-    "non_utf8_csv": (lambda d: (d / "a.csv").write_bytes(b'text\ngood\n"caf\xe9"\n'),
-                     ["a.csv", "row 2", "not valid UTF-8"], "bad_encoding"),
+    "malformed_json": (
+        lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}], [b'{"text": "bro']),
+        ["a.jsonl:2", "malformed JSON"],
+        "bad_json",
+    ),
+    "non_utf8_jsonl": (
+        lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}], [b'{"text": "caf\xe9"}']),
+        ["a.jsonl:2", "not valid UTF-8"],
+        "bad_encoding",
+    ),
+    "missing_text_field": (
+        lambda d: write_jsonl(d / "a.jsonl", [{"text": "good"}, {"body": "x"}]),
+        ["a.jsonl:2", "no text field", "corpus.sources[0].text"],
+        "missing_text",
+    ),
+    "non_utf8_csv": (
+        lambda d: (d / "a.csv").write_bytes(b'text\ngood\n"caf\xe9"\n'),
+        ["a.csv", "row 2", "not valid UTF-8"],
+        "bad_encoding",
+    ),
 }
 
 BAD_FILES = {
     "empty_jsonl": (lambda d: (d / "a.jsonl").write_bytes(b""), ["a.jsonl", "empty"], "empty_file"),
     "empty_csv": (lambda d: (d / "a.csv").write_bytes(b""), ["a.csv", "empty"], "empty_file"),
-    "empty_parquet": (lambda d: pq.write_table(pa.table({"text": pa.array([], pa.string())}),
-                                               d / "a.parquet"), ["a.parquet", "empty"], "empty_file"),
+    "empty_parquet": (
+        lambda d: pq.write_table(pa.table({"text": pa.array([], pa.string())}), d / "a.parquet"),
+        ["a.parquet", "empty"],
+        "empty_file",
+    ),
     "missing_text_column_parquet": (
         lambda d: pq.write_table(pa.table({"body": ["x"]}), d / "a.parquet"),
-        ["a.parquet", "['text'] not found", "corpus.sources[0].text"], "missing_text_column"),
-    "missing_text_column_csv": (lambda d: (d / "a.csv").write_text("body\nx\n"),
-                                ["a.csv", "['text'] not found", "corpus.sources[0].text"],
-                                "missing_text_column"),
-    "corrupt_parquet": (lambda d: (d / "a.parquet").write_bytes(b"PAR1 not really"),
-                        ["a.parquet", "not a readable parquet"], "unreadable"),
+        ["a.parquet", "['text'] not found", "corpus.sources[0].text"],
+        "missing_text_column",
+    ),
+    "missing_text_column_csv": (
+        lambda d: (d / "a.csv").write_text("body\nx\n"),
+        ["a.csv", "['text'] not found", "corpus.sources[0].text"],
+        "missing_text_column",
+    ),
+    "corrupt_parquet": (
+        lambda d: (d / "a.parquet").write_bytes(b"PAR1 not really"),
+        ["a.parquet", "not a readable parquet"],
+        "unreadable",
+    ),
 }
 
 
@@ -172,8 +234,9 @@ def test_bad_record_fails_with_a_clear_error_and_writes_nothing(tmp_path, case):
     make(tmp_path / "in")
     out = tmp_path / "out"
     with pytest.raises(CorpusError) as err:
-        build_shards([source(tmp_path, "in/*")], out, 2, counts_path=out / "counts.json",
-                     progress=False)
+        build_shards(
+            [source(tmp_path, "in/*")], out, 2, counts_path=out / "counts.json", progress=False
+        )
     for word in words:
         assert word in str(err.value)
     assert "on_bad_record: skip" in str(err.value)
@@ -185,8 +248,9 @@ def test_bad_record_is_counted_and_skipped(tmp_path, case):
     make, _, reason = BAD_CASES[case]
     (tmp_path / "in").mkdir()
     make(tmp_path / "in")
-    counts = build_shards([source(tmp_path, "in/*")], tmp_path / "out", 2,
-                          on_bad_record="skip", progress=False)
+    counts = build_shards(
+        [source(tmp_path, "in/*")], tmp_path / "out", 2, on_bad_record="skip", progress=False
+    )
     assert counts["dropped"] == {reason: 1}
     assert read_shards(tmp_path / "out", 2).column("text").to_pylist() == ["good"]
 
@@ -203,8 +267,7 @@ def test_bad_file_fails_or_is_skipped(tmp_path, case):
     for word in words:
         assert word in str(err.value)
     assert_nothing_written(out)
-    counts = build_shards([source(tmp_path, "in/*")], out, 2, on_bad_record="skip",
-                          progress=False)
+    counts = build_shards([source(tmp_path, "in/*")], out, 2, on_bad_record="skip", progress=False)
     assert counts["files_skipped"] == {reason: 1} and counts["out"] == 1
 
 
@@ -228,14 +291,31 @@ def test_glob_matching_nothing_names_the_config_key(tmp_path):
         build_shards([optional], tmp_path / "out", 1, progress=False)
 
 
-@pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason=f"shared corpus samples absent ({SHARED_CORPUS})")
+@pytest.mark.skipif(
+    not SHARED_CORPUS.is_dir(), reason=f"shared corpus samples absent ({SHARED_CORPUS})"
+)
 def test_real_shared_samples_read_cleanly(tmp_path):
     sources = [
-        Source.from_config(0, {"name": "mse", "glob": str(SHARED_CORPUS / "math_stackexchange/*.jsonl"),
-                               "text": ["input", "output"]}),
-        Source.from_config(1, {"name": "edu", "glob": str(SHARED_CORPUS / "fineweb_edu_scorer_sample/*.csv")}),
-        Source.from_config(2, {"name": "legal", "glob": str(SHARED_CORPUS / "fineweb_legal_pilot/*.parquet"),
-                               "id": "id", "url": "url"}),
+        Source.from_config(
+            0,
+            {
+                "name": "mse",
+                "glob": str(SHARED_CORPUS / "math_stackexchange/*.jsonl"),
+                "text": ["input", "output"],
+            },
+        ),
+        Source.from_config(
+            1, {"name": "edu", "glob": str(SHARED_CORPUS / "fineweb_edu_scorer_sample/*.csv")}
+        ),
+        Source.from_config(
+            2,
+            {
+                "name": "legal",
+                "glob": str(SHARED_CORPUS / "fineweb_legal_pilot/*.parquet"),
+                "id": "id",
+                "url": "url",
+            },
+        ),
     ]
     counts = build_shards(sources, tmp_path / "out", 3, progress=False)
     assert counts["per_source"]["mse"]["in"] == 988

@@ -6,14 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
-
 from synthllm.eval_data import BENCHMARKS, BenchmarkError, last_boxed, load_benchmark
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
-EXPECTED = {"gsm8k": 1319, "math": 5000, "minerva_math": 272, "olympiadbench": 675,
-            "college_math": 2818, "gaokao2023en": 385, "math500": 500}
-needs_data = pytest.mark.skipif(not DATA.is_dir(),
-                                reason=f"benchmark data folder {DATA} is absent")
+EXPECTED = {
+    "gsm8k": 1319,
+    "math": 5000,
+    "minerva_math": 272,
+    "olympiadbench": 675,
+    "college_math": 2818,
+    "gaokao2023en": 385,
+    "math500": 500,
+}
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is absent")
 
 
 @needs_data
@@ -42,8 +47,10 @@ def test_gold_rules_on_known_records():
     assert olympiad[1]["gold"] == "\\frac{1}{2 n+2}"
     college = load_benchmark("college_math", str(DATA / "college_math" / "test.jsonl"))
     assert college[0]["gold"] == "10-4 n" and college[0]["solution"] is None
-    gaokao = {r["id"]: r for r in load_benchmark("gaokao2023en",
-                                                 str(DATA / "gaokao2023en" / "test.jsonl"))}
+    gaokao = {
+        r["id"]: r
+        for r in load_benchmark("gaokao2023en", str(DATA / "gaokao2023en" / "test.jsonl"))
+    }
     # the answer that the file left in the question is taken out of it
     assert gaokao["HMMT2023General_9"]["gold"] == "\\frac{3}{10}"
     assert "answers:" not in gaokao["HMMT2023General_9"]["question"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from synthllm.eval_data import BENCHMARKS
 from synthllm.evaluate import encode_for_nll, load_problems, nll, summarize
 from synthllm.grading import grade
@@ -21,8 +20,9 @@ DATA = ROOT / ".." / "shared" / "data" / "benchmarks"
 MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
-needs_model = pytest.mark.skipif(not (MODEL / "config.json").exists(),
-                                 reason="resources/models not filled: run ./install.sh")
+needs_model = pytest.mark.skipif(
+    not (MODEL / "config.json").exists(), reason="resources/models not filled: run ./install.sh"
+)
 BENCH = {name: str(DATA / name / "test.jsonl") for name in BENCHMARKS}
 
 
@@ -34,8 +34,18 @@ def test_nll_is_the_same_batched_or_alone_and_masks_the_prompt(tmp_path):
 
     two = {"math": BENCH["math"], "college_math": BENCH["college_math"]}
     for batch_size in (1, 4):
-        nll(str(MODEL), str(tmp_path / f"nll{batch_size}.parquet"), two, 2, 0, SYSTEM,
-            batch_size, 192, "float32", str(tmp_path / f"counts{batch_size}.json"))
+        nll(
+            str(MODEL),
+            str(tmp_path / f"nll{batch_size}.parquet"),
+            two,
+            2,
+            0,
+            SYSTEM,
+            batch_size,
+            192,
+            "float32",
+            str(tmp_path / f"counts{batch_size}.json"),
+        )
     alone = pl.read_parquet(tmp_path / "nll1.parquet")
     batched = pl.read_parquet(tmp_path / "nll4.parquet")
     assert alone["id"].to_list() == batched["id"].to_list()
@@ -57,8 +67,14 @@ def test_nll_is_the_same_batched_or_alone_and_masks_the_prompt(tmp_path):
     assert json.loads((tmp_path / "counts1.json").read_text())["out"] == 4
 
 
-def _eval_dir(folder: Path, model: str, budget: int, tokens: int, answers: dict[str, str],
-              nll_per_token: float) -> str:
+def _eval_dir(
+    folder: Path,
+    model: str,
+    budget: int,
+    tokens: int,
+    answers: dict[str, str],
+    nll_per_token: float,
+) -> str:
     """An eval folder graded from hand-written completions (one problem per benchmark)."""
     from synthllm.evaluate import NLL_SCHEMA, PREDICTIONS_SCHEMA
 
@@ -66,11 +82,28 @@ def _eval_dir(folder: Path, model: str, budget: int, tokens: int, answers: dict[
     for name in BENCHMARKS:
         gold = "4"
         completion = f"So the answer is $\\boxed{{{answers.get(name, '5')}}}$."
-        rows.append({"benchmark": name, "id": "0", "question": "2+2?", "gold": gold,
-                     "messages": "[]", "completion": completion, "finish_reason": "stop",
-                     **grade(completion, gold, name)})
-        nll_rows.append({"benchmark": name, "id": "0", "target_kind": "answer", "tokens": 10,
-                         "truncated": False, "nll_sum": 10 * nll_per_token})
+        rows.append(
+            {
+                "benchmark": name,
+                "id": "0",
+                "question": "2+2?",
+                "gold": gold,
+                "messages": "[]",
+                "completion": completion,
+                "finish_reason": "stop",
+                **grade(completion, gold, name),
+            }
+        )
+        nll_rows.append(
+            {
+                "benchmark": name,
+                "id": "0",
+                "target_kind": "answer",
+                "tokens": 10,
+                "truncated": False,
+                "nll_sum": 10 * nll_per_token,
+            }
+        )
     write_parquet(rows, PREDICTIONS_SCHEMA, folder / "predictions.parquet")
     write_parquet(nll_rows, NLL_SCHEMA, folder / "nll.parquet")
     write_json(folder / "settings.json", {"model": model, "budget": budget, "tokens": tokens})
@@ -80,20 +113,33 @@ def _eval_dir(folder: Path, model: str, budget: int, tokens: int, answers: dict[
 def test_summary_long_format_and_average(tmp_path):
     base = _eval_dir(tmp_path / "m" / "0", "m", 0, 0, {}, 2.0)
     # right on gsm8k and math (as 4.0 and \frac{8}{2}), wrong elsewhere
-    trained = _eval_dir(tmp_path / "m" / "100", "m", 100, 5000,
-                        {"gsm8k": "4.0", "math": "\\frac{8}{2}"}, 1.5)
-    summarize([trained, base], str(tmp_path / "summary.parquet"), str(tmp_path / "s.csv"),
-              str(tmp_path / "s.md"))
+    trained = _eval_dir(
+        tmp_path / "m" / "100", "m", 100, 5000, {"gsm8k": "4.0", "math": "\\frac{8}{2}"}, 1.5
+    )
+    summarize(
+        [trained, base],
+        str(tmp_path / "summary.parquet"),
+        str(tmp_path / "s.csv"),
+        str(tmp_path / "s.md"),
+    )
     summary = pl.read_parquet(tmp_path / "summary.parquet")
-    assert summary.schema == {"model": pl.String, "budget": pl.Int64, "tokens": pl.Int64,
-                              "benchmark": pl.String, "metric": pl.String,
-                              "value": pl.Float64}
+    assert summary.schema == {
+        "model": pl.String,
+        "budget": pl.Int64,
+        "tokens": pl.Int64,
+        "benchmark": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+    }
     assert summary["budget"].to_list()[0] == 0  # sorted by budget
     assert len(summary) == 2 * 3 * 7
 
     def value(budget, benchmark, metric):
-        return summary.filter((pl.col("budget") == budget) & (pl.col("benchmark") == benchmark)
-                              & (pl.col("metric") == metric))["value"].item()
+        return summary.filter(
+            (pl.col("budget") == budget)
+            & (pl.col("benchmark") == benchmark)
+            & (pl.col("metric") == metric)
+        )["value"].item()
 
     assert value(100, "gsm8k", "accuracy") == 100.0 == value(100, "math", "accuracy_harness")
     assert value(100, "olympiadbench", "accuracy") == 0.0
@@ -112,13 +158,43 @@ def test_evaluate_cli_on_the_small_model(tmp_path):
     train_counts = tmp_path / "train_counts.json"
     train_counts.write_text(json.dumps({"tokens": 1234}))
     out = tmp_path / "eval" / "smol" / "0"
-    engine = {"backend": "vllm", "dtype": "float32", "max_model_len": 1024,
-              "enforce_eager": True, "kv_cache_gib": 1}
-    subprocess.run([sys.executable, "-m", "synthllm", "evaluate", "--checkpoint", str(MODEL),
-                    "--label", "smol", "--budget", "0", "--train-counts", str(train_counts),
-                    "--benchmarks-json", json.dumps(BENCH), "--max-records", "1",
-                    "--system-prompt", SYSTEM, "--engine-json", json.dumps(engine),
-                    "--max-new-tokens", "16", "--out-dir", str(out)], check=True, cwd=ROOT)
+    engine = {
+        "backend": "vllm",
+        "dtype": "float32",
+        "max_model_len": 1024,
+        "enforce_eager": True,
+        "kv_cache_gib": 1,
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synthllm",
+            "evaluate",
+            "--checkpoint",
+            str(MODEL),
+            "--label",
+            "smol",
+            "--budget",
+            "0",
+            "--train-counts",
+            str(train_counts),
+            "--benchmarks-json",
+            json.dumps(BENCH),
+            "--max-records",
+            "1",
+            "--system-prompt",
+            SYSTEM,
+            "--engine-json",
+            json.dumps(engine),
+            "--max-new-tokens",
+            "16",
+            "--out-dir",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     predictions = pl.read_parquet(out / "predictions.parquet")
     assert predictions["benchmark"].to_list() == list(BENCHMARKS)
     assert predictions["completion"].str.len_chars().min() > 0

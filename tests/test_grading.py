@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from synthllm.eval_data import BENCHMARKS, load_benchmark
-from synthllm.grading import (extract_answer, grade, grade_harness, grade_math_verify,
-                              math_equal, normalize_gold, parse_gold_math_verify, strip_string)
+from synthllm.grading import (
+    extract_answer,
+    grade,
+    grade_harness,
+    grade_math_verify,
+    math_equal,
+    normalize_gold,
+    parse_gold_math_verify,
+    strip_string,
+)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
 
@@ -55,17 +62,20 @@ def test_known_pairs(answer, gold, harness, mv):
     assert result["correct_math_verify"] is mv
 
 
-@pytest.mark.parametrize("completion,benchmark,expected", [
-    ("First \\boxed{1}, then \\boxed{\\frac{2}{3}}.", "math", "\\frac{2}{3}"),
-    ("She pays 3 * 4 = 12 dollars, and 1,250 in total", "gsm8k", "1250"),
-    ("So the answer is 42.", "gsm8k", "42"),
-    ("The final answer is $4.5e33$. I hope it is correct.", "minerva_math", "4.5e33"),
-    ("nothing numeric here", "gsm8k", ""),
-    ("The answer is: twenty-one.", "gsm8k", "21"),
-    ("\\boxed{5 m}", "minerva_math", "5m"),  # Minerva keeps unit words
-    ("\\boxed{5 m}", "college_math", "5"),
-    ("\\boxed{5 \\text{ m}}", "minerva_math", "5"),  # a trailing \text{} goes for all
-])
+@pytest.mark.parametrize(
+    "completion,benchmark,expected",
+    [
+        ("First \\boxed{1}, then \\boxed{\\frac{2}{3}}.", "math", "\\frac{2}{3}"),
+        ("She pays 3 * 4 = 12 dollars, and 1,250 in total", "gsm8k", "1250"),
+        ("So the answer is 42.", "gsm8k", "42"),
+        ("The final answer is $4.5e33$. I hope it is correct.", "minerva_math", "4.5e33"),
+        ("nothing numeric here", "gsm8k", ""),
+        ("The answer is: twenty-one.", "gsm8k", "21"),
+        ("\\boxed{5 m}", "minerva_math", "5m"),  # Minerva keeps unit words
+        ("\\boxed{5 m}", "college_math", "5"),
+        ("\\boxed{5 \\text{ m}}", "minerva_math", "5"),  # a trailing \text{} goes for all
+    ],
+)
 def test_extraction(completion, benchmark, expected):
     assert extract_answer(completion, benchmark) == expected
 
@@ -102,9 +112,14 @@ def test_gold_against_itself(name):
         one_line = " ".join(r["gold"].replace("$", " ").split())
         harness = grade_harness(
             extract_answer(f"Thus the final answer is $\\boxed{{{r['gold']}}}$.", name),
-            normalize_gold(r["gold"], name), timeout_s=60)
-        mv, _ = grade_math_verify(f"Thus the final answer is $\\boxed{{{one_line}}}$.",
-                                  parse_gold_math_verify(r["gold"], timeout_s=60), timeout_s=60)
+            normalize_gold(r["gold"], name),
+            timeout_s=60,
+        )
+        mv, _ = grade_math_verify(
+            f"Thus the final answer is $\\boxed{{{one_line}}}$.",
+            parse_gold_math_verify(r["gold"], timeout_s=60),
+            timeout_s=60,
+        )
         if not (harness and mv):
             wrong.append((r["id"], r["gold"], harness, mv))
     assert not wrong, f"{len(wrong)} records: {wrong[:5]}"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,6 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
-
 from synthllm import graph, walks
 from synthllm.concepts import ConceptGraphError, clean_label, concept_key
 
@@ -23,24 +20,34 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAPH_PYTHON = ROOT / ".venv-graph" / "bin" / "python"
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Pythagorean Theorem", "pythagorean theorem."),
-    ("1.1 Derivatives", "derivative"),
-    ("2) Probabilities", "Probability"),
-    ("L'Hôpital's rule", "L'Hopital rule"),
-    ("Cauchy-Schwarz inequality", "cauchy schwarz  inequality"),
-    ("(a) Eigenvalues", "- eigenvalue"),
-    ("Matrices", "matrix"),
-    ("Taylor series", "Taylor Series"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Pythagorean Theorem", "pythagorean theorem."),
+        ("1.1 Derivatives", "derivative"),
+        ("2) Probabilities", "Probability"),
+        ("L'Hôpital's rule", "L'Hopital rule"),
+        ("Cauchy-Schwarz inequality", "cauchy schwarz  inequality"),
+        ("(a) Eigenvalues", "- eigenvalue"),
+        ("Matrices", "matrix"),
+        ("Taylor series", "Taylor Series"),
+    ],
+)
 def test_the_same_concept_gets_the_same_key(a, b):
     assert concept_key(a) == concept_key(b) != ""
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Series", "Sery"), ("Analysis", "Analysi"), ("Calculus", "Calculu"), ("Physics", "Physic"),
-    ("3D geometry", "D geometry"), ("Set", "Sets of sets"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Series", "Sery"),
+        ("Analysis", "Analysi"),
+        ("Calculus", "Calculu"),
+        ("Physics", "Physic"),
+        ("3D geometry", "D geometry"),
+        ("Set", "Sets of sets"),
+    ],
+)
 def test_different_concepts_keep_different_keys(a, b):
     assert concept_key(a) != concept_key(b)
 
@@ -51,21 +58,33 @@ def test_punctuation_only_concepts_are_skipped_and_labels_lose_numbering():
 
 
 def extraction(docs: dict[str, list[tuple[str, list[str]]]]) -> pl.DataFrame:
-    return pl.DataFrame({
-        "doc_id": list(docs), "status": ["ok"] * len(docs),
-        "topics": [[{"name": t, "key_concepts": kcs} for t, kcs in topics]
-                   for topics in docs.values()]},
-        schema={"doc_id": pl.String, "status": pl.String, "topics": pl.List(pl.Struct(
-            {"name": pl.String, "key_concepts": pl.List(pl.String)}))})
+    return pl.DataFrame(
+        {
+            "doc_id": list(docs),
+            "status": ["ok"] * len(docs),
+            "topics": [
+                [{"name": t, "key_concepts": kcs} for t, kcs in topics] for topics in docs.values()
+            ],
+        },
+        schema={
+            "doc_id": pl.String,
+            "status": pl.String,
+            "topics": pl.List(pl.Struct({"name": pl.String, "key_concepts": pl.List(pl.String)})),
+        },
+    )
 
 
 def random_extraction(rng: np.random.Generator, n_docs: int, n_topics: int, n_kcs: int):
     docs = {}
     for d in range(n_docs):
         topics = rng.choice(n_topics, size=rng.integers(1, 4), replace=False)
-        docs[f"doc{d:04d}"] = [(f"Topic {t}", [f"Concept {k}" for k in
-                                               rng.choice(n_kcs, size=rng.integers(1, 6), replace=False)])
-                               for t in topics]
+        docs[f"doc{d:04d}"] = [
+            (
+                f"Topic {t}",
+                [f"Concept {k}" for k in rng.choice(n_kcs, size=rng.integers(1, 6), replace=False)],
+            )
+            for t in topics
+        ]
     return docs
 
 
@@ -74,8 +93,9 @@ def test_cooccurrence_counts_match_brute_force():
     docs = random_extraction(rng, 60, 8, 25)
     nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    counts = graph.cooccurrence(graph.incidence_csr(doc, node, doc_table.height, nodes.height),
-                                n_topics, nodes.height)
+    counts = graph.cooccurrence(
+        graph.incidence_csr(doc, node, doc_table.height, nodes.height), n_topics, nodes.height
+    )
     id_of = {(k, key): i for i, k, key in nodes.select("node", "kind", "key").iter_rows()}
     expected = {"tt": {}, "tk": {}, "kk": {}}
     for topics in docs.values():
@@ -101,15 +121,17 @@ def star_arrays(counts: list[int], eps: float) -> dict[str, np.ndarray]:
     tk = sp.identity(n, dtype=np.int64, format="csr")
     kk = sp.csr_matrix(np.ones((n, n), np.int64) - np.eye(n, dtype=np.int64))
     doc = np.arange(n, dtype=np.int32)
-    return graph.sampler_arrays({"tt": tt.tocsr(), "tk": tk, "kk": kk},
-                                graph.incidence_csr(doc, doc, n, n), n)
+    return graph.sampler_arrays(
+        {"tt": tt.tocsr(), "tk": tk, "kk": kk}, graph.incidence_csr(doc, doc, n, n), n
+    )
 
 
 def test_one_step_frequencies_follow_eq6_including_eps():
     counts, eps = [1, 2, 5, 12], 0.5
     arrays = star_arrays(counts, eps)
-    settings = walks.WalkSettings(epochs=20_000, topic_steps=(1, 1), kc_steps=(0, 0), eps=eps,
-                                  seed=11)
+    settings = walks.WalkSettings(
+        epochs=20_000, topic_steps=(1, 1), kc_steps=(0, 0), eps=eps, seed=11
+    )
     w = walks.sample(arrays, settings)
     from_hub = w["topics"][w["start"] == 0][:, 1]
     observed = np.bincount(from_hub, minlength=len(counts) + 1)[1:]
@@ -148,13 +170,15 @@ def test_step_counts_are_drawn_from_the_configured_ranges():
 def test_dead_ends_stop_the_walk_and_kc_start_is_honoured():
     # topic 0 - topic 1 only; topics 2.. isolated: walks from them end at once
     arrays = star_arrays([4], 1e-6)
-    w = walks.sample(arrays, walks.WalkSettings(epochs=50, topic_steps=(2, 2), kc_steps=(1, 1),
-                                                kc_start="start"))
+    w = walks.sample(
+        arrays, walks.WalkSettings(epochs=50, topic_steps=(2, 2), kc_steps=(1, 1), kc_start="start")
+    )
     assert not w["complete"].any()  # two topic steps are never possible on one edge
     # KC j belongs to topic j only (identity topic-KC graph): the first KC is the start's
     assert (w["kcs"][:, 0] == w["start"]).all()
-    w = walks.sample(arrays, walks.WalkSettings(epochs=50, topic_steps=(1, 1), kc_steps=(1, 1),
-                                                kc_start="last"))
+    w = walks.sample(
+        arrays, walks.WalkSettings(epochs=50, topic_steps=(1, 1), kc_steps=(1, 1), kc_start="last")
+    )
     last = w["topics"][np.arange(len(w["start"])), (w["topics"] >= 0).sum(axis=1) - 1]
     assert (w["kcs"][:, 0] == last).all()
 
@@ -165,8 +189,9 @@ def test_walks_are_reproducible_for_a_seed():
     nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
     n_topics = int((nodes.get_column("kind") == "topic").sum())
     incidence = graph.incidence_csr(doc, node, doc_table.height, nodes.height)
-    arrays = graph.sampler_arrays(graph.cooccurrence(incidence, n_topics, nodes.height),
-                                  incidence, n_topics)
+    arrays = graph.sampler_arrays(
+        graph.cooccurrence(incidence, n_topics, nodes.height), incidence, n_topics
+    )
     a = walks.sample(arrays, walks.WalkSettings(seed=7))
     b = walks.sample(arrays, walks.WalkSettings(seed=7))
     c = walks.sample(arrays, walks.WalkSettings(seed=8))
@@ -174,8 +199,9 @@ def test_walks_are_reproducible_for_a_seed():
     assert not np.array_equal(a["kcs"], c["kcs"])
 
 
-@pytest.mark.parametrize("bad", [dict(topic_steps=(2, 1)), dict(kc_start="first"),
-                                 dict(dead_end="skip"), dict(epochs=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(topic_steps=(2, 1)), dict(kc_start="first"), dict(dead_end="skip"), dict(epochs=0)]
+)
 def test_bad_walk_settings_name_the_config_key(bad):
     with pytest.raises(ConceptGraphError, match="graph.walks"):
         walks.WalkSettings(**bad)
@@ -184,39 +210,73 @@ def test_bad_walk_settings_name_the_config_key(bad):
 def test_top_k_jaccard_is_exact_against_brute_force():
     rng = np.random.default_rng(1)
     n_docs, n_nodes = 300, 40
-    doc_sets = [set(rng.choice(n_nodes, size=rng.integers(1, 9), replace=False).tolist())
-                for _ in range(n_docs)]
-    x = sp.csr_matrix((np.ones(sum(map(len, doc_sets))),
-                       (np.repeat(np.arange(n_docs), [len(s) for s in doc_sets]),
-                        np.concatenate([sorted(s) for s in doc_sets]))), shape=(n_docs, n_nodes))
+    doc_sets = [
+        set(rng.choice(n_nodes, size=rng.integers(1, 9), replace=False).tolist())
+        for _ in range(n_docs)
+    ]
+    x = sp.csr_matrix(
+        (
+            np.ones(sum(map(len, doc_sets))),
+            (
+                np.repeat(np.arange(n_docs), [len(s) for s in doc_sets]),
+                np.concatenate([sorted(s) for s in doc_sets]),
+            ),
+        ),
+        shape=(n_docs, n_nodes),
+    )
     xc = x.tocsc()
     queries = [np.unique(rng.choice(n_nodes, size=rng.integers(1, 8))) for _ in range(500)]
-    best, best_j = walks.top_k_jaccard(queries, xc.indptr, xc.indices, np.diff(x.indptr), k=2,
-                                       threads=2)
+    best, best_j = walks.top_k_jaccard(
+        queries, xc.indptr, xc.indices, np.diff(x.indptr), k=2, threads=2
+    )
     for q, b, bj in zip(queries, best, best_j):
         qs = set(q.tolist())
-        scored = sorted(((-len(qs & s) / len(qs | s), d) for d, s in enumerate(doc_sets)
-                         if qs & s))[:2]
-        assert b[:len(scored)].tolist() == [d for _, d in scored]
-        assert np.allclose(bj[:len(scored)], [-j for j, _ in scored])
-        assert (b[len(scored):] == -1).all()
+        scored = sorted(
+            ((-len(qs & s) / len(qs | s), d) for d, s in enumerate(doc_sets) if qs & s)
+        )[:2]
+        assert b[: len(scored)].tolist() == [d for _, d in scored]
+        assert np.allclose(bj[: len(scored)], [-j for j, _ in scored])
+        assert (b[len(scored) :] == -1).all()
 
 
 @pytest.mark.skipif(not GRAPH_PYTHON.exists(), reason=".venv-graph missing: run ./install.sh")
 def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
-    docs = {"a": [("Algebra", ["Linear equations", "Slope"]), ("Geometry", ["Slope"])],
-            "b": [("1. algebra", ["linear equation", "Quadratic formula"])],
-            "c": [("Probability", ["Bayes' theorem"])],
-            "d": []}
+    docs = {
+        "a": [("Algebra", ["Linear equations", "Slope"]), ("Geometry", ["Slope"])],
+        "b": [("1. algebra", ["linear equation", "Quadratic formula"])],
+        "c": [("Probability", ["Bayes' theorem"])],
+        "d": [],
+    }
     frame = extraction(docs).with_columns(
-        pl.when(pl.col("doc_id") == "d").then(pl.lit("malformed")).otherwise("status").alias("status"))
+        pl.when(pl.col("doc_id") == "d")
+        .then(pl.lit("malformed"))
+        .otherwise("status")
+        .alias("status")
+    )
     frame.write_parquet(tmp_path / "extract.parquet")
     out = tmp_path / "graph" / "subset-000-of-001"
     env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([str(GRAPH_PYTHON), "-m", "synthllm", "graph", "--extracted",
-                           str(tmp_path / "extract.parquet"), "--subset", "000-of-001", "--eps",
-                           "0.5", "--out-dir", str(out), "--counts", str(out / "counts.json")],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(GRAPH_PYTHON),
+            "-m",
+            "synthllm",
+            "graph",
+            "--extracted",
+            str(tmp_path / "extract.parquet"),
+            "--subset",
+            "000-of-001",
+            "--eps",
+            "0.5",
+            "--out-dir",
+            str(out),
+            "--counts",
+            str(out / "counts.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     counts = json.loads((out / "counts.json").read_text())
     assert (counts["in"], counts["out"], counts["dropped"]) == (4, 3, {"no_concepts": 1})
@@ -231,13 +291,20 @@ print(json.dumps({
                     int(g.ep.count[e]), float(g.ep.weight[e])] for e in g.edges()]),
   "eps": float(g.gp.eps)}))
 """
-    got = json.loads(subprocess.run([str(GRAPH_PYTHON), "-c", check, str(out / "graph.gt")],
-                                    check=True, env=env, capture_output=True, text=True).stdout)
+    got = json.loads(
+        subprocess.run(
+            [str(GRAPH_PYTHON), "-c", check, str(out / "graph.gt")],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert got["eps"] == 0.5
     vertices = {(k, key): (label, df) for k, key, label, df in got["vertices"]}
     assert vertices[0, "algebra"] == ("Algebra", 2)  # "1. algebra" merged, numbering dropped
     assert vertices[1, "linear equation"][1] == 2
-    assert vertices[1, "slope"] == ("Slope", 1)      # "Slope" twice in one document: once
+    assert vertices[1, "slope"] == ("Slope", 1)  # "Slope" twice in one document: once
     assert len(vertices) == 3 + 4
     edges = {(min(a, b), max(a, b), sub): (c, w) for a, b, sub, c, w in got["edges"]}
     assert edges["algebra", "geometry", 0] == (1, pytest.approx(math.log(1.5)))

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from synthllm.chat import sft_messages
 from synthllm.decontam import benchmark_texts, decontaminate
 from synthllm.dedup import DedupError, NearDuplicates, dedup, minhash_signatures
@@ -27,20 +26,35 @@ BENCH_DIR = SHARED / "benchmarks"
 TOKENIZER = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
-needs_gsm8k = pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)")
-needs_bench = pytest.mark.skipif(not BENCH_DIR.is_dir(), reason=f"{BENCH_DIR} absent (../shared/data)")
-needs_tokenizer = pytest.mark.skipif(not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh")
+needs_gsm8k = pytest.mark.skipif(
+    not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)"
+)
+needs_bench = pytest.mark.skipif(
+    not BENCH_DIR.is_dir(), reason=f"{BENCH_DIR} absent (../shared/data)"
+)
+needs_tokenizer = pytest.mark.skipif(
+    not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"
+)
 
 
-def samples(questions: list[str], levels: list[int] | None = None, statuses: list[str] | None = None,
-            answers: list[str] | None = None) -> pl.DataFrame:
+def samples(
+    questions: list[str],
+    levels: list[int] | None = None,
+    statuses: list[str] | None = None,
+    answers: list[str] | None = None,
+) -> pl.DataFrame:
     n = len(questions)
     levels = levels or [1] * n
-    return pl.DataFrame({
-        "question_id": [f"L{lvl}-d{i:05d}-c0-q0" for i, lvl in enumerate(levels)],
-        "level": pl.Series(levels, dtype=pl.Int8), "question": questions,
-        "answer": answers or [f"The answer is \\boxed{{{i}}}." for i in range(n)],
-        "doc_ids": [[f"doc-{i}"] for i in range(n)], "status": statuses or ["ok"] * n})
+    return pl.DataFrame(
+        {
+            "question_id": [f"L{lvl}-d{i:05d}-c0-q0" for i, lvl in enumerate(levels)],
+            "level": pl.Series(levels, dtype=pl.Int8),
+            "question": questions,
+            "answer": answers or [f"The answer is \\boxed{{{i}}}." for i in range(n)],
+            "doc_ids": [[f"doc-{i}"] for i in range(n)],
+            "status": statuses or ["ok"] * n,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +65,7 @@ def gsm8k_questions() -> list[str]:
 
 def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
     words = re.findall(r"\w+", text.lower())
-    return {tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
+    return {tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))}
 
 
 def jaccard(a: str, b: str) -> float:
@@ -60,11 +74,13 @@ def jaccard(a: str, b: str) -> float:
 
 
 def test_exact_and_near_duplicates_are_dropped_naming_the_kept_question():
-    qs = ["What is the sum of the first 10 positive integers?",
-          "what is the SUM of the first 10   positive integers?",  # exact after normalisation
-          "Compute the derivative of x^2 sin x with respect to x, and simplify the result.",
-          "Compute the derivative of x^2 sin(x) with respect to x, and simplify the result!",
-          "A train travels 60 km in 1.5 hours. What is its average speed in km per hour?"]
+    qs = [
+        "What is the sum of the first 10 positive integers?",
+        "what is the SUM of the first 10   positive integers?",  # exact after normalisation
+        "Compute the derivative of x^2 sin x with respect to x, and simplify the result.",
+        "Compute the derivative of x^2 sin(x) with respect to x, and simplify the result!",
+        "A train travels 60 km in 1.5 hours. What is its average speed in km per hour?",
+    ]
     kept, dropped = dedup(samples(qs), NearDuplicates())
     assert kept["question"].to_list() == [qs[0], qs[2], qs[4]]
     rows = {r["question_id"]: r for r in dropped.to_dicts()}
@@ -77,8 +93,10 @@ def test_exact_and_near_duplicates_are_dropped_naming_the_kept_question():
 def test_an_exact_copy_of_a_near_duplicate_names_the_kept_question():
     # the exact copy's first occurrence is itself dropped as a near duplicate: the copy must
     # point at the question that is kept, never at one that is dropped
-    kept_q = ("A rectangular garden is 12 meters long and 8 meters wide. A path 1 meter wide runs around "
-              "the outside of the garden. What is the area of the path in square meters?")
+    kept_q = (
+        "A rectangular garden is 12 meters long and 8 meters wide. A path 1 meter wide runs around "
+        "the outside of the garden. What is the area of the path in square meters?"
+    )
     near_q = kept_q + " Show your work."
     kept, dropped = dedup(samples([kept_q, near_q, near_q.upper()]), NearDuplicates())
     assert kept["question"].to_list() == [kept_q]
@@ -99,15 +117,24 @@ def test_unusable_answers_are_dropped_first_so_a_usable_copy_is_kept():
     q = "Find all real x with x^2 - 5x + 6 = 0 and check each root."
     kept, dropped = dedup(samples([q, q], statuses=["truncated", "ok"]), NearDuplicates())
     assert kept["question_id"].to_list() == ["L1-d00001-c0-q0"]
-    assert dropped.to_dicts() == [{"question_id": "L1-d00000-c0-q0", "level": 1, "reason": "answer_truncated",
-                                   "duplicate_of": None, "similarity": None}]
+    assert dropped.to_dicts() == [
+        {
+            "question_id": "L1-d00000-c0-q0",
+            "level": 1,
+            "reason": "answer_truncated",
+            "duplicate_of": None,
+            "similarity": None,
+        }
+    ]
 
 
 @needs_gsm8k
 def test_a_paraphrase_below_the_threshold_survives(gsm8k_questions):
     original = gsm8k_questions[0]
-    paraphrase = ("Natalia sold clips to 48 friends in April; in May she sold half that number. "
-                  "Across both months, what is the total number of clips she sold?")
+    paraphrase = (
+        "Natalia sold clips to 48 friends in April; in May she sold half that number. "
+        "Across both months, what is the total number of clips she sold?"
+    )
     assert jaccard(original, paraphrase) < 0.3
     kept, dropped = dedup(samples([original, paraphrase]), NearDuplicates())
     assert len(kept) == 2 and dropped.is_empty()
@@ -123,15 +150,20 @@ def test_planted_near_duplicates_in_real_questions_are_caught_and_nothing_else(g
         if len(words) < 30:
             continue
         j = rng.randrange(len(words))
-        words[j] = words[j] + "s"  # one changed word: Jaccard of 3-grams about 0.9 on long questions
+        words[j] = (
+            words[j] + "s"
+        )  # one changed word: Jaccard of 3-grams about 0.9 on long questions
         planted[len(base)] = i
         base.append(" ".join(words))
     table = samples(base)
     ids = table["question_id"].to_list()
     kept, dropped = dedup(table, NearDuplicates())
     found = {r["question_id"]: r["duplicate_of"] for r in dropped.to_dicts()}
-    expected = {ids[copy]: ids[orig] for copy, orig in planted.items()
-                if jaccard(base[copy], base[orig]) >= 0.85}
+    expected = {
+        ids[copy]: ids[orig]
+        for copy, orig in planted.items()
+        if jaccard(base[copy], base[orig]) >= 0.85
+    }
     assert len(expected) >= 20
     missed = [c for c in expected if found.get(c) != expected[c]]
     assert len(missed) <= len(expected) // 20, missed  # LSH at J >= 0.85 finds >= 95 %
@@ -139,13 +171,18 @@ def test_planted_near_duplicates_in_real_questions_are_caught_and_nothing_else(g
     for copy, orig in found.items():
         if copy not in expected:
             a, b = base[ids.index(copy)], base[ids.index(orig)]
-            assert normal_form(pl.Series([a]))[0] == normal_form(pl.Series([b]))[0] or jaccard(a, b) >= 0.6
+            assert (
+                normal_form(pl.Series([a]))[0] == normal_form(pl.Series([b]))[0]
+                or jaccard(a, b) >= 0.6
+            )
 
 
 @needs_gsm8k
 def test_minhash_agreement_estimates_jaccard(gsm8k_questions):
-    pairs = [(gsm8k_questions[i], gsm8k_questions[i][: len(gsm8k_questions[i]) * 3 // 4] + " and more")
-             for i in range(40)]
+    pairs = [
+        (gsm8k_questions[i], gsm8k_questions[i][: len(gsm8k_questions[i]) * 3 // 4] + " and more")
+        for i in range(40)
+    ]
     texts = pl.Series([t for p in pairs for t in p])
     sig = minhash_signatures(texts, NearDuplicates(num_perm=256, bands=16))
     est = (sig[0::2] == sig[1::2]).mean(axis=1)
@@ -154,9 +191,13 @@ def test_minhash_agreement_estimates_jaccard(gsm8k_questions):
 
 
 def test_only_unusable_answers_dropped_gives_a_typed_table():
-    kept, dropped = dedup(samples(["What is 1 + 1?", "Name a prime above 10."], statuses=["empty", "ok"]),
-                          NearDuplicates())
-    assert dropped.schema["duplicate_of"] == pl.String and dropped["reason"].to_list() == ["answer_empty"]
+    kept, dropped = dedup(
+        samples(["What is 1 + 1?", "Name a prime above 10."], statuses=["empty", "ok"]),
+        NearDuplicates(),
+    )
+    assert dropped.schema["duplicate_of"] == pl.String and dropped["reason"].to_list() == [
+        "answer_empty"
+    ]
 
 
 def test_settings_are_checked_naming_the_key():
@@ -174,11 +215,18 @@ def test_planted_benchmark_question_and_solution_are_caught():
     math_record = load_benchmark("math", benchmarks["math"])[17]
     gsm_record = load_benchmark("gsm8k", benchmarks["gsm8k"])[3]
     solution_words = gsm_record["solution"].split()
-    qs = ["Tom has 3 apples and buys 4 more. How many apples does he have now? Explain.",
-          "Q: " + math_record["question"].upper() + " Show all steps.",  # case and wrapping do not hide it
-          "Let f be a polynomial of degree 3 with integer roots. Describe all possible f."]
-    answers = ["3 + 4 = 7, so \\boxed{7}.", "The answer is 2.",
-               "We reason: " + " ".join(solution_words[:20]) + " ... done."]
+    qs = [
+        "Tom has 3 apples and buys 4 more. How many apples does he have now? Explain.",
+        "Q: "
+        + math_record["question"].upper()
+        + " Show all steps.",  # case and wrapping do not hide it
+        "Let f be a polynomial of degree 3 with integer roots. Describe all possible f.",
+    ]
+    answers = [
+        "3 + 4 = 7, so \\boxed{7}.",
+        "The answer is 2.",
+        "We reason: " + " ".join(solution_words[:20]) + " ... done.",
+    ]
     table = samples(qs, answers=answers)
     clean, hits = decontaminate(table, bench, 13)
     assert clean["question_id"].to_list() == ["L1-d00000-c0-q0"]
@@ -192,10 +240,23 @@ def test_planted_benchmark_question_and_solution_are_caught():
 
 
 def test_degenerate_repetition_is_no_evidence_of_contamination():
-    bench = pl.DataFrame({"benchmark": ["math"], "benchmark_id": ["7"], "benchmark_field": ["solution"],
-                          "text": ["The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then a sum."]})
-    table = samples(["How many ones are there?", "What is the sum of the first row of the table?"],
-                    answers=["1 " * 40, "The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then"])
+    bench = pl.DataFrame(
+        {
+            "benchmark": ["math"],
+            "benchmark_id": ["7"],
+            "benchmark_field": ["solution"],
+            "text": [
+                "The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then a sum."
+            ],
+        }
+    )
+    table = samples(
+        ["How many ones are there?", "What is the sum of the first row of the table?"],
+        answers=[
+            "1 " * 40,
+            "The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then",
+        ],
+    )
     clean, hits = decontaminate(table, bench, 13)
     assert hits["question_id"].to_list() == ["L1-d00001-c0-q0"]
 
@@ -213,9 +274,13 @@ def test_real_gsm8k_train_questions_are_not_flagged_against_the_test_sets():
 
 def pool(levels: list[int]) -> pl.DataFrame:
     n = len(levels)
-    return pl.DataFrame({"question_id": [f"q{i:04d}" for i in range(n)],
-                         "level": pl.Series(levels, dtype=pl.Int8),
-                         "tokens": pl.Series(np.arange(n) % 7 + 10, dtype=pl.Int32)})
+    return pl.DataFrame(
+        {
+            "question_id": [f"q{i:04d}" for i in range(n)],
+            "level": pl.Series(levels, dtype=pl.Int8),
+            "tokens": pl.Series(np.arange(n) % 7 + 10, dtype=pl.Int32),
+        }
+    )
 
 
 def test_subsets_are_nested_and_reproducible():
@@ -223,11 +288,15 @@ def test_subsets_are_nested_and_reproducible():
     sizes = [10, 40, 160, 300]
     for levels, props in ((None, None), ([1, 2], [3.0, 1.0]), ([3], None)):
         limit = 300 if levels is None else (133 if levels == [1, 2] else 100)
-        subs = [set(nested_subset(p, k, 7, levels, props)["question_id"]) for k in sizes if k <= limit]
+        subs = [
+            set(nested_subset(p, k, 7, levels, props)["question_id"]) for k in sizes if k <= limit
+        ]
         assert all(a < b for a, b in zip(subs, subs[1:]))
         again = nested_subset(p, sizes[1], 7, levels, props)["question_id"].to_list()
         assert again == sorted(subs[1])
-    assert set(nested_subset(p, 40, 8)["question_id"]) != set(nested_subset(p, 40, 7)["question_id"])
+    assert set(nested_subset(p, 40, 8)["question_id"]) != set(
+        nested_subset(p, 40, 7)["question_id"]
+    )
     by_level = nested_subset(p, 40, 7, [1, 2], [3.0, 1.0])["level"].value_counts().sort("level")
     assert by_level["count"].to_list() == [30, 10]
 
@@ -238,7 +307,9 @@ def test_level_quota_uses_largest_remainders():
 
 
 def test_asking_more_than_the_pool_names_the_key():
-    with pytest.raises(MixtureError, match="mixtures.sample_counts: 31 samples asked, the clean pool holds 30"):
+    with pytest.raises(
+        MixtureError, match="mixtures.sample_counts: 31 samples asked, the clean pool holds 30"
+    ):
         nested_subset(pool([1] * 30), 31, 0)
     with pytest.raises(MixtureError, match="level-2"):
         nested_subset(pool([1] * 30 + [2]), 10, 0, [1, 2])
@@ -248,12 +319,35 @@ def test_an_experiment_mixture_names_the_experiments_key_and_writes_nothing(tmp_
     """The rules pass the sizing key in the set's JSON (mixture_set_json); the CLI names it."""
     pool([1] * 30 + [3] * 5).write_parquet(tmp_path / "pool.parquet")
     out = tmp_path / "level3" / "8.parquet"
-    proc = subprocess.run([sys.executable, "-m", "synthllm", "mixture", "--pool", str(tmp_path / "pool.parquet"),
-                           "--name", "level3", "--set-json", '{"levels": [3], "size_key": "ablation.samples"}',
-                           "--samples", "8", "--seed", "0", "--output", str(out),
-                           "--counts", str(tmp_path / "8.counts.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synthllm",
+            "mixture",
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--name",
+            "level3",
+            "--set-json",
+            '{"levels": [3], "size_key": "ablation.samples"}',
+            "--samples",
+            "8",
+            "--seed",
+            "0",
+            "--output",
+            str(out),
+            "--counts",
+            str(tmp_path / "8.counts.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
-    assert "config key ablation.samples: 8 level-3 samples asked for 8, the clean pool holds 5" in proc.stderr
+    assert (
+        "config key ablation.samples: 8 level-3 samples asked for 8, the clean pool holds 5"
+        in proc.stderr
+    )
     assert not out.exists() and not (tmp_path / "8.counts.json").exists()
 
 
@@ -261,11 +355,15 @@ def test_an_experiment_mixture_names_the_experiments_key_and_writes_nothing(tmp_
 def test_token_counts_are_exact_chat_formatted_lengths():
     from transformers import AutoTokenizer
 
-    records = samples(["What is 2 + 2?", "Integrate x e^x dx. " * 30],
-                      answers=["\\boxed{4}", "By parts: x e^x - e^x + C, so \\boxed{(x-1)e^x + C}."])
+    records = samples(
+        ["What is 2 + 2?", "Integrate x e^x dx. " * 30],
+        answers=["\\boxed{4}", "By parts: x e^x - e^x + C, so \\boxed{(x-1)e^x + C}."],
+    )
     counts = count_tokens(records, str(TOKENIZER), SYSTEM, batch_size=1)
     tok = AutoTokenizer.from_pretrained(TOKENIZER)
     for i, row in enumerate(records.to_dicts()):
-        text = tok.apply_chat_template(sft_messages(row["question"], row["answer"], SYSTEM), tokenize=False)
+        text = tok.apply_chat_template(
+            sft_messages(row["question"], row["answer"], SYSTEM), tokenize=False
+        )
         assert counts[i] == len(tok(text, add_special_tokens=False)["input_ids"])
     assert counts[1] > counts[0] + 100

@@ -6,9 +6,14 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from synthllm.parsers import (STATUSES, last_boxed, parse_answer, parse_extraction,
-                              parse_level1, parse_level2)
+from synthllm.parsers import (
+    STATUSES,
+    last_boxed,
+    parse_answer,
+    parse_extraction,
+    parse_level1,
+    parse_level2,
+)
 
 EXTRACTION_TAGS = """<level>High School</level>
 <subject>Trigonometry</subject>
@@ -48,21 +53,33 @@ def test_extraction_tag_format():
     assert p.status == "ok"
     assert p.fields == {"level": "High School", "subject": "Trigonometry"}
     assert p.records == [
-        {"name": "Geometry on a Sphere", "key_concepts": ["Haversine Formula", "Great-circle distance"]},
-        {"name": "Trigonometric Identities", "key_concepts": ["Pythagorean identity"]}]
+        {
+            "name": "Geometry on a Sphere",
+            "key_concepts": ["Haversine Formula", "Great-circle distance"],
+        },
+        {"name": "Trigonometric Identities", "key_concepts": ["Pythagorean identity"]},
+    ]
 
 
 def test_extraction_json_format():
-    obj = {"level": "College", "subject": "Calculus",
-           "topics": [{"name": "Limits", "key_concepts": ["epsilon-delta", "  squeeze  theorem "]},
-                      {"name": "No concepts", "key_concepts": []}]}
+    obj = {
+        "level": "College",
+        "subject": "Calculus",
+        "topics": [
+            {"name": "Limits", "key_concepts": ["epsilon-delta", "  squeeze  theorem "]},
+            {"name": "No concepts", "key_concepts": []},
+        ],
+    }
     p = parse_extraction(json.dumps(obj))
     assert p.status == "ok" and p.fields["level"] == "College"
     assert p.records == [{"name": "Limits", "key_concepts": ["epsilon-delta", "squeeze theorem"]}]
 
 
 def test_extraction_without_concepts_is_malformed():
-    assert parse_extraction("<level>College</level><topic>Topics:\n1. Limits</topic>").status == "malformed"
+    assert (
+        parse_extraction("<level>College</level><topic>Topics:\n1. Limits</topic>").status
+        == "malformed"
+    )
     assert parse_extraction('{"level": "College", "topics": []}').status == "malformed"
     assert parse_extraction("  ").status == "empty"
 
@@ -81,8 +98,14 @@ def test_level1_not_suitable():
 
 
 def test_level1_json_and_unknown_tags():
-    text = json.dumps({"suitable": True, "questions": [
-        {"question": "What is 2+2?", "origin": "newly_created", "level": "kindergarten"}]})
+    text = json.dumps(
+        {
+            "suitable": True,
+            "questions": [
+                {"question": "What is 2+2?", "origin": "newly_created", "level": "kindergarten"}
+            ],
+        }
+    )
     p = parse_level1(text)
     assert p.status == "ok" and p.records[0]["school_level"] is None
     assert p.records[0]["origin"] == "newly_created"
@@ -116,11 +139,26 @@ def test_parsers_never_raise_on_random_text(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([EXTRACTION_TAGS, LEVEL1_TAGS, LEVEL2_TAGS,
-                        json.dumps({"suitable": True, "questions": [{"question": "q", "origin": "x", "level": "y"}]}),
-                        json.dumps({"level": "College", "subject": "s",
-                                    "topics": [{"name": "t", "key_concepts": ["k"]}]})]),
-       st.data())
+@given(
+    st.sampled_from(
+        [
+            EXTRACTION_TAGS,
+            LEVEL1_TAGS,
+            LEVEL2_TAGS,
+            json.dumps(
+                {"suitable": True, "questions": [{"question": "q", "origin": "x", "level": "y"}]}
+            ),
+            json.dumps(
+                {
+                    "level": "College",
+                    "subject": "s",
+                    "topics": [{"name": "t", "key_concepts": ["k"]}],
+                }
+            ),
+        ]
+    ),
+    st.data(),
+)
 def test_parsers_survive_truncation_and_never_invent_records(full, data):
     cut = data.draw(st.integers(0, len(full)))
     for parse in PARSERS:
@@ -130,13 +168,33 @@ def test_parsers_survive_truncation_and_never_invent_records(full, data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.sampled_from(["questions", "topics", "question", "name",
-                                                       "key_concepts", "concepts", "suitable",
-                                                       "level", "origin", "subject"]), inner,
-                                      max_size=5),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "questions",
+                        "topics",
+                        "question",
+                        "name",
+                        "key_concepts",
+                        "concepts",
+                        "suitable",
+                        "level",
+                        "origin",
+                        "subject",
+                    ]
+                ),
+                inner,
+                max_size=5,
+            )
+        ),
+        max_leaves=20,
+    )
+)
 def test_parsers_never_raise_on_random_json(obj):
     text = json.dumps(obj)
     for parse in PARSERS:

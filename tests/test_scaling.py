@@ -13,16 +13,30 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-
-from synthllm.scaling import (FIGURES, LOSSES, TABLES, AnalysisSettings, FitSettings,
-                              ScalingError, analyse_model, bootstrap_params, fit_law,
-                              load_points, param_intervals, predict, split_points,
-                              theta_from_params, tokens_to_margin)
+from synthllm.scaling import (
+    FIGURES,
+    LOSSES,
+    TABLES,
+    AnalysisSettings,
+    FitSettings,
+    ScalingError,
+    analyse_model,
+    bootstrap_params,
+    fit_law,
+    load_points,
+    param_intervals,
+    predict,
+    split_points,
+    theta_from_params,
+    tokens_to_margin,
+)
 
 # Table 1 of the paper (§5.4), predicted MATH error rate in percent at D tokens.
 TABLE1_TOKENS = np.array([10e9, 50e9, 250e9, 300e9, 1e12, 4e12])
-TABLE1_ERROR = {"3B": np.array([35.4, 25.3, 19.5, 19.1, 16.9, 15.6]),
-                "8B": np.array([26.8, 21.4, 18.6, 18.4, 17.4, 16.8])}
+TABLE1_ERROR = {
+    "3B": np.array([35.4, 25.3, 19.5, 19.1, 16.9, 15.6]),
+    "8B": np.array([26.8, 21.4, 18.6, 18.4, 17.4, 16.8]),
+}
 
 # A 3B-like curve: the paper's budgets (100K..7.4M samples at ~608 tokens per sample) plus the
 # untrained model, whose error B / D_l + E is the "pre-learned" offset.
@@ -72,8 +86,11 @@ def test_bootstrap_intervals_cover_true_parameters():
 def test_points_bootstrap_gives_intervals_around_the_fit():
     rng = np.random.default_rng(1)
     tokens = np.concatenate([[0.0], np.geomspace(6e7, 7e9, 10)])
-    fit = fit_law(tokens, true_curve(tokens) + rng.normal(0, 0.3, tokens.size),
-                  FitSettings(loss="least_squares"))
+    fit = fit_law(
+        tokens,
+        true_curve(tokens) + rng.normal(0, 0.3, tokens.size),
+        FitSettings(loss="least_squares"),
+    )
     boot = bootstrap_params(fit, n=30, method="points", seed=0)
     intervals = param_intervals(fit, boot, confidence=0.9)
     assert boot.thetas.shape == (30 - boot.failures, 4) and boot.failures <= 3
@@ -91,15 +108,19 @@ def test_power_law_is_worse_than_rectified_with_a_pre_learned_offset(loss):
     rect, power = result["laws"]["rectified"], result["laws"]["power"]
     # the same trained points for both (the power law cannot use D = 0)
     trained_fit = TOKENS[1:-1]
-    rect_err = np.abs(predict("rectified", theta_from_params("rectified", rect["params"]),
-                              trained_fit) - values[1:-1])
-    power_err = np.abs(predict("power", theta_from_params("power", power["params"]),
-                               trained_fit) - values[1:-1])
-    assert np.sqrt(np.mean(rect_err ** 2)) < np.sqrt(np.mean(power_err ** 2))
+    rect_err = np.abs(
+        predict("rectified", theta_from_params("rectified", rect["params"]), trained_fit)
+        - values[1:-1]
+    )
+    power_err = np.abs(
+        predict("power", theta_from_params("power", power["params"]), trained_fit) - values[1:-1]
+    )
+    assert np.sqrt(np.mean(rect_err**2)) < np.sqrt(np.mean(power_err**2))
     held_rect, held_power = rect["held_out"][0], power["held_out"][0]
     assert held_rect["inside"] is True and held_power["inside"] is False
     assert abs(held_power["predicted"] - held_power["measured"]) > 3 * abs(
-        held_rect["predicted"] - held_rect["measured"])
+        held_rect["predicted"] - held_rect["measured"]
+    )
     assert power["notes"] == ["base_excluded: the power law is undefined at D = 0"]
 
 
@@ -125,6 +146,7 @@ def test_held_out_split_takes_the_largest_trained_budgets():
 
 
 # --- degenerate input ---
+
 
 def test_fewer_points_than_parameters_is_flagged_not_fitted():
     fit = fit_law(TOKENS[:3], true_curve(TOKENS[:3]))
@@ -210,12 +232,16 @@ def test_settings_travel_with_the_result():
 # --- the stage: summary.parquet in, fits, tables, figures and the report out ---
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ["fits.json", "counts.json"] + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")] + [
-    f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+OUTPUTS = (
+    ["fits.json", "counts.json"]
+    + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")]
+    + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+)
 
 
-def write_summary(path: Path, curves: dict[str, dict], budgets, tokens_per_sample=608.0,
-                  noise=0.3, seed=0) -> None:
+def write_summary(
+    path: Path, curves: dict[str, dict], budgets, tokens_per_sample=608.0, noise=0.3, seed=0
+) -> None:
     """An evaluation summary in the contract's long format, MATH accuracy from known laws
     (plus an NLL row per point, so the selection by metric and benchmark is exercised)."""
     rng = np.random.default_rng(seed)
@@ -228,27 +254,54 @@ def write_summary(path: Path, curves: dict[str, dict], budgets, tokens_per_sampl
             common = {"model": model, "budget": int(b), "tokens": int(d)}
             rows.append({**common, "benchmark": "math", "metric": "accuracy", "value": 100 - e})
             rows.append({**common, "benchmark": "average", "metric": "nll", "value": e / 50})
-    pl.DataFrame(rows, schema={"model": pl.String, "budget": pl.Int64, "tokens": pl.Int64,
-                               "benchmark": pl.String, "metric": pl.String,
-                               "value": pl.Float64}).write_parquet(path)
+    pl.DataFrame(
+        rows,
+        schema={
+            "model": pl.String,
+            "budget": pl.Int64,
+            "tokens": pl.Int64,
+            "benchmark": pl.String,
+            "metric": pl.String,
+            "value": pl.Float64,
+        },
+    ).write_parquet(path)
 
 
 def synthllm_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synthllm", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "synthllm", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_fits_two_models_and_writes_every_output(tmp_path):
     summary = tmp_path / "summary.parquet"
     eight_b = {"B": 1.9e6, "D_l": 3.4e4, "beta": 0.515, "E": 16.2}
     write_summary(summary, {"3B": TRUE, "8B": eight_b}, BUDGETS)
-    settings = {"metric": "accuracy", "benchmark": "math", "transform": "error",
-                "loss": "least_squares", "bootstrap": {"n": 20}, "asymptote_margin": 1.0,
-                "extrapolate_tokens": [1e10, 1e12]}
+    settings = {
+        "metric": "accuracy",
+        "benchmark": "math",
+        "transform": "error",
+        "loss": "least_squares",
+        "bootstrap": {"n": 20},
+        "asymptote_margin": 1.0,
+        "extrapolate_tokens": [1e10, 1e12],
+    }
     out = tmp_path / "scaling"
-    proc = synthllm_cli("scaling", "--summary", str(summary), "--settings-json",
-                        json.dumps(settings), "--out-dir", str(out), "--counts",
-                        str(out / "counts.json"))
+    proc = synthllm_cli(
+        "scaling",
+        "--summary",
+        str(summary),
+        "--settings-json",
+        json.dumps(settings),
+        "--out-dir",
+        str(out),
+        "--counts",
+        str(out / "counts.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
     counts = json.loads((out / "counts.json").read_text())
@@ -280,9 +333,17 @@ def test_cli_fits_two_models_and_writes_every_output(tmp_path):
 def test_cli_bad_selection_names_the_keys(tmp_path):
     summary = tmp_path / "summary.parquet"
     write_summary(summary, {"3B": TRUE}, BUDGETS)
-    proc = synthllm_cli("scaling", "--summary", str(summary), "--settings-json",
-                        json.dumps({"metric": "accuracy", "benchmark": "aime"}), "--out-dir",
-                        str(tmp_path / "out"), "--counts", str(tmp_path / "out/counts.json"))
+    proc = synthllm_cli(
+        "scaling",
+        "--summary",
+        str(summary),
+        "--settings-json",
+        json.dumps({"metric": "accuracy", "benchmark": "aime"}),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--counts",
+        str(tmp_path / "out/counts.json"),
+    )
     assert proc.returncode == 2
     assert "no rows with metric 'accuracy' and benchmark 'aime'" in proc.stderr
     assert "scaling.metric, scaling.benchmark" in proc.stderr
@@ -291,7 +352,10 @@ def test_cli_bad_selection_names_the_keys(tmp_path):
 def test_duplicate_points_are_an_error(tmp_path):
     summary = tmp_path / "summary.parquet"
     write_summary(summary, {"3B": TRUE}, np.concatenate([BUDGETS, BUDGETS[-1:]]))
-    with pytest.raises(ScalingError, match=r"several accuracy/math rows for \(model, budget\) \[\('3B', 7400000\)\]"):
+    with pytest.raises(
+        ScalingError,
+        match=r"several accuracy/math rows for \(model, budget\) \[\('3B', 7400000\)\]",
+    ):
         load_points(summary, "accuracy", "math", "error")
 
 
@@ -300,13 +364,28 @@ def test_snakemake_stage_with_few_budgets_completes_flagged_and_reports(tmp_path
     are refused with a flag, the figures show points only, and --report collects it all."""
     results = tmp_path / "results"
     (results / "eval").mkdir(parents=True)
-    write_summary(results / "eval" / "summary.parquet", {"SmolLM2-135M": TRUE}, [0, 20, 40],
-                  tokens_per_sample=300.0)
+    write_summary(
+        results / "eval" / "summary.parquet",
+        {"SmolLM2-135M": TRUE},
+        [0, 20, 40],
+        tokens_per_sample=300.0,
+    )
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"results": str(results)}))
     targets = [str(results / "scaling" / n) for n in OUTPUTS]
-    base = [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--configfile",
-            "config/test.yaml", str(override), "--allowed-rules", "scaling"]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "--cores",
+        "1",
+        "--configfile",
+        "config/test.yaml",
+        str(override),
+        "--allowed-rules",
+        "scaling",
+    ]
     proc = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = json.loads((results / "scaling" / "counts.json").read_text())
@@ -314,7 +393,8 @@ def test_snakemake_stage_with_few_budgets_completes_flagged_and_reports(tmp_path
     fits_md = (results / "scaling" / "fits.md").read_text()
     assert "no_fit (too_few_points: 2 points for 4 parameters)" in fits_md
     report = tmp_path / "report.html"
-    proc = subprocess.run(base + ["--report", str(report)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        base + ["--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report.stat().st_size > 10_000

@@ -8,32 +8,48 @@ import subprocess
 import sys
 
 import yaml
-
 from slurmrun import PROFILE_ARGS, ROOT, job_stats, sacct_jobs, slurm_run_id
 
 FAILURES = ROOT / "tests" / "slurm" / "Snakefile"
 
 
 def snakemake_in(workdir, *args, profile=True):
-    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(FAILURES), "--directory", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "-s",
+        str(FAILURES),
+        "--directory",
+        str(workdir),
+    ]
     if profile:
         cmd += PROFILE_ARGS
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
-def test_a_job_killed_for_memory_succeeds_at_attempt_two_with_twice_the_memory(slurm_cluster, tmp_path):
+def test_a_job_killed_for_memory_succeeds_at_attempt_two_with_twice_the_memory(
+    slurm_cluster, tmp_path
+):
     # 700 MB held: SLURM kills attempt 1 (600 MB), attempt 2 gets 1,200 MB
     proc = snakemake_in(tmp_path, "retried.txt", "--config", "hold_mb=700", "first_mem_mb=600")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert (tmp_path / "retried.txt").read_text().strip() == "1200"
     jobs = sacct_jobs(slurm_run_id(out))
-    assert [(j["rule"], j["req_mem"]) for j in jobs] == [("needs_more_memory", "600M"),
-                                                         ("needs_more_memory", "1200M")]
+    assert [(j["rule"], j["req_mem"]) for j in jobs] == [
+        ("needs_more_memory", "600M"),
+        ("needs_more_memory", "1200M"),
+    ]
     assert jobs[0]["state"] != "COMPLETED" and jobs[1]["state"] == "COMPLETED"
     # SLURM itself ended attempt 1: the step was killed for exceeding its memory
-    steps = subprocess.run(["sacct", "-n", "-P", "-j", jobs[0]["job_id"], "-o", "JobID,State,MaxRSS"],
-                           capture_output=True, text=True, check=True).stdout
+    steps = subprocess.run(
+        ["sacct", "-n", "-P", "-j", jobs[0]["job_id"], "-o", "JobID,State,MaxRSS"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert re.search(r"\.0\|CANCELLED", steps), steps
 
 
@@ -45,18 +61,34 @@ def test_a_job_that_always_fails_stops_the_run_naming_its_rule_and_log(slurm_clu
     assert "logs/always_fails.log" in out
     assert "failing on purpose" in out  # the profile prints the failed job's log
     jobs = sacct_jobs(slurm_run_id(out))
-    assert [(j["rule"], j["state"]) for j in jobs] == [("always_fails", "FAILED")] * 2  # with its retry
+    assert [(j["rule"], j["state"]) for j in jobs] == [
+        ("always_fails", "FAILED")
+    ] * 2  # with its retry
     # the partial output was removed, so nothing takes it as done: the job is planned again
     assert not (tmp_path / "never.txt").exists()
-    plan = snakemake_in(tmp_path, "never.txt", "-n", "--config", "hold_mb=0", "first_mem_mb=500",
-                        profile=False)
+    plan = snakemake_in(
+        tmp_path, "never.txt", "-n", "--config", "hold_mb=0", "first_mem_mb=500", profile=False
+    )
     assert job_stats(plan.stdout) == {"always_fails": 1}
 
 
 def test_the_paper_config_plans_gpu_and_multinode_requests_under_the_profile():
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm",
-                           "--configfile", "config/paper.yaml"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--profile",
+            "slurm",
+            "--configfile",
+            "config/paper.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     resources = {}
     for block in proc.stdout.split("\n\n"):
@@ -72,7 +104,12 @@ def test_the_paper_config_plans_gpu_and_multinode_requests_under_the_profile():
     assert answer["gpu"] == "4"
     eight_b = next(r for (rule, wc), r in resources.items() if rule == "train" and "model=8B" in wc)
     # two nodes of 8 GPUs, one launcher task per node started by the rule's own srun
-    assert (eight_b["nodes"], eight_b["gpu"], eight_b["tasks"], eight_b["mpi"]) == ("2", "16", "2", "srun")
+    assert (eight_b["nodes"], eight_b["gpu"], eight_b["tasks"], eight_b["mpi"]) == (
+        "2",
+        "16",
+        "2",
+        "srun",
+    )
     one_b = next(r for (rule, wc), r in resources.items() if rule == "train" and "model=1B" in wc)
     assert (one_b["nodes"], one_b["gpu"], one_b["mpi"]) == ("1", "8", "")
     corpus = resources[("corpus", "")]
@@ -81,10 +118,17 @@ def test_the_paper_config_plans_gpu_and_multinode_requests_under_the_profile():
 
 def test_a_resources_entry_for_an_unknown_rule_fails_naming_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"results": str(tmp_path / "r"),
-                                   "resources": {"rules": {"extrct": {"mem_mb": 1000}}}}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/test.yaml",
-                           str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad.write_text(
+        yaml.safe_dump(
+            {"results": str(tmp_path / "r"), "resources": {"rules": {"extrct": {"mem_mb": 1000}}}}
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "config/test.yaml", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "config key resources.rules names extrct" in proc.stdout + proc.stderr
-

@@ -14,12 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from synthllm.chat import sft_messages
-from synthllm.train import (IGNORE, Row, TrainError, TrainModel, TrainSettings, chat_ids,
-                            collate, encode_sample, gradient_accumulation, linear_schedule,
-                            materialise_base, pack, rank_micro_batches, read_mixture,
-                            step_items, steps_per_epoch)
+from synthllm.train import (
+    IGNORE,
+    Row,
+    TrainError,
+    TrainModel,
+    TrainSettings,
+    chat_ids,
+    collate,
+    encode_sample,
+    gradient_accumulation,
+    linear_schedule,
+    materialise_base,
+    pack,
+    rank_micro_batches,
+    read_mixture,
+    step_items,
+    steps_per_epoch,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
@@ -28,13 +41,25 @@ SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}
 
 pytestmark = [
     pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)"),
-    pytest.mark.skipif(not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"),
+    pytest.mark.skipif(
+        not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"
+    ),
 ]
 
 # one layer, one head of 64: about 3 M parameters, nearly all in the embedding
-TINY = {"label": "tiny", "model": str(TOKENIZER), "init": "scratch", "seed": 0,
-        "architecture": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-                         "num_attention_heads": 1, "num_key_value_heads": 1}}
+TINY = {
+    "label": "tiny",
+    "model": str(TOKENIZER),
+    "init": "scratch",
+    "seed": 0,
+    "architecture": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "num_key_value_heads": 1,
+    },
+}
 
 
 def gsm8k(n: int) -> list[dict]:
@@ -61,11 +86,19 @@ def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tokens = [len(chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
-              for r in records]
-    pq.write_table(pa.table({"question": [r["question"] for r in records],
-                             "answer": [r["answer"] for r in records],
-                             "tokens": pa.array(tokens, pa.int32())}), path)
+    tokens = [
+        len(chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM))) for r in records
+    ]
+    pq.write_table(
+        pa.table(
+            {
+                "question": [r["question"] for r in records],
+                "answer": [r["answer"] for r in records],
+                "tokens": pa.array(tokens, pa.int32()),
+            }
+        ),
+        path,
+    )
     return sum(tokens)
 
 
@@ -88,28 +121,30 @@ def test_answer_only_labels_cover_exactly_the_assistant_turn(tokenizer):
 
 def test_loss_on_all_masks_only_the_first_token(tokenizer):
     record = gsm8k(1)[0]
-    ids, labels, _ = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM,
-                                   loss_on="all")
+    ids, labels, _ = encode_sample(
+        tokenizer, record["question"], record["answer"], SYSTEM, loss_on="all"
+    )
     assert labels[0] == IGNORE and labels[1:] == ids[1:]
 
 
 def test_truncation_is_reported(tokenizer):
     record = gsm8k(1)[0]
-    ids, labels, cut = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM,
-                                     max_seq_len=40)
+    ids, labels, cut = encode_sample(
+        tokenizer, record["question"], record["answer"], SYSTEM, max_seq_len=40
+    )
     assert cut and len(ids) == len(labels) == 40
 
 
 def test_sample_ids_match_the_mixture_token_count(tokenizer):
     record = gsm8k(1)[0]
     ids, _, _ = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM)
-    assert len(ids) == len(chat_ids(tokenizer, sft_messages(record["question"],
-                                                            record["answer"], SYSTEM)))
+    assert len(ids) == len(
+        chat_ids(tokenizer, sft_messages(record["question"], record["answer"], SYSTEM))
+    )
 
 
 def test_pack_keeps_order_and_never_splits(tokenizer):
-    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2]
-               for r in gsm8k(12)]
+    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2] for r in gsm8k(12)]
     max_len = 600
     rows = pack(encoded, max_len)
     assert all(len(r.input_ids) <= max_len for r in rows)
@@ -125,8 +160,7 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_b
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2]
-               for r in gsm8k(5)]
+    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2] for r in gsm8k(5)]
 
     def loss_sum(rows):
         batch = collate(rows, tokenizer.pad_token_id)
@@ -134,8 +168,11 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_b
         with torch.no_grad():
             logits = model(**batch).logits
         return torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-            ignore_index=IGNORE, reduction="sum").item()
+            logits[:, :-1].reshape(-1, logits.size(-1)),
+            labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
+        ).item()
 
     packed = pack(encoded, 4096)
     assert len(packed) == 1 and len(packed[0].segments) == 5
@@ -155,8 +192,9 @@ def test_every_epoch_sees_every_item_once_in_a_fixed_order():
     per_epoch = steps_per_epoch(n, batch)
     assert per_epoch == 3
     for epoch in range(2):
-        seen = np.concatenate([step_items(n, batch, epoch * per_epoch + s, seed=5)[1]
-                               for s in range(per_epoch)])
+        seen = np.concatenate(
+            [step_items(n, batch, epoch * per_epoch + s, seed=5)[1] for s in range(per_epoch)]
+        )
         assert sorted(seen.tolist()) == list(range(n))
     a = step_items(n, batch, 0, seed=5)[1]
     assert np.array_equal(a, step_items(n, batch, 0, seed=5)[1])
@@ -179,14 +217,17 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     assert linear_schedule(0, 4, 0) == 1.0 and linear_schedule(3, 4, 0) == 0.25
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({"precision": "fp16"}, "training.precision"),
-    ({"zero_stage": 4}, "training.zero_stage"),
-    ({"loss_on": "question"}, "training.loss_on"),
-    ({"warmup_ratio": 1.0}, "training.warmup_ratio"),
-    ({"learning_rate": 0}, "training.learning_rate"),
-    ({"lr": 1e-5}, r"unknown setting\(s\) \['lr'\]"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"precision": "fp16"}, "training.precision"),
+        ({"zero_stage": 4}, "training.zero_stage"),
+        ({"loss_on": "question"}, "training.loss_on"),
+        ({"warmup_ratio": 1.0}, "training.warmup_ratio"),
+        ({"learning_rate": 0}, "training.learning_rate"),
+        ({"lr": 1e-5}, r"unknown setting\(s\) \['lr'\]"),
+    ],
+)
 def test_bad_settings_name_the_key(cfg, message):
     with pytest.raises(TrainError, match=message):
         TrainSettings.from_config(cfg)
@@ -196,8 +237,7 @@ def test_bad_model_entries_name_the_key():
     with pytest.raises(TrainError, match="init"):
         TrainModel.from_config({**TINY, "init": "random"}, key="models.train[0]")
     with pytest.raises(TrainError, match=r"models.train\[0\].architecture.*hidden_sizes"):
-        TrainModel.from_config({**TINY, "architecture": {"hidden_sizes": 8}},
-                               key="models.train[0]")
+        TrainModel.from_config({**TINY, "architecture": {"hidden_sizes": 8}}, key="models.train[0]")
     bad_heads = {**TINY, "architecture": {**TINY["architecture"], "num_attention_heads": 3}}
     with pytest.raises(TrainError, match="not a multiple of num_attention_heads"):
         materialise_base(TrainModel.from_config(bad_heads), "/nonexistent/final", "/nonexistent/c")
@@ -216,21 +256,55 @@ def test_mixture_without_token_counts_is_refused(tmp_path):
 # ---------------------------------------------------------------------------- real runs
 
 # 16 samples, global batch 4 (micro 1 x 2 accumulation x 2 processes), 2 epochs = 8 steps
-SETTINGS = {"zero_stage": 2, "micro_batch_size": 1, "global_batch_size": 4, "max_seq_len": 96,
-            "loss_on": "all", "learning_rate": 3e-3, "warmup_ratio": 0.25, "epochs": 2,
-            "checkpoint_every": 2, "keep_checkpoints": 1, "seed": 3}
+SETTINGS = {
+    "zero_stage": 2,
+    "micro_batch_size": 1,
+    "global_batch_size": 4,
+    "max_seq_len": 96,
+    "loss_on": "all",
+    "learning_rate": 3e-3,
+    "warmup_ratio": 0.25,
+    "epochs": 2,
+    "checkpoint_every": 2,
+    "keep_checkpoints": 1,
+    "seed": 3,
+}
 
 
 def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Popen:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT / "workflow")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "synthllm", "train", "--mixture", str(mixture), "--base-model", str(base),
-           "--out-dir", str(out), "--training-json", json.dumps({**SETTINGS, **overrides}),
-           "--system-prompt", SYSTEM, "--threads", "1"]
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT / "workflow"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "synthllm",
+        "train",
+        "--mixture",
+        str(mixture),
+        "--base-model",
+        str(base),
+        "--out-dir",
+        str(out),
+        "--training-json",
+        json.dumps({**SETTINGS, **overrides}),
+        "--system-prompt",
+        SYSTEM,
+        "--threads",
+        "1",
+    ]
     log = open(out.parent / f"{out.name}.log", "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def finish(proc: subprocess.Popen, out: Path) -> dict:
@@ -269,7 +343,8 @@ def assert_same_weights(a_dir: Path, b_dir: Path, base: Path) -> None:
 
 
 def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does(
-        tmp_path, mixture16, tiny_base, straight):
+    tmp_path, mixture16, tiny_base, straight
+):
     mixture, tokens = mixture16
     straight_dir, counts = straight
     assert counts["tokens"] == tokens and counts["samples"] == 16
@@ -286,8 +361,11 @@ def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does
     proc = torchrun(mixture, tiny_base, resumed)
     progress = resumed / "checkpoints" / "log.jsonl"
     deadline = time.monotonic() + 240
-    while not ((resumed / "checkpoints" / "resume.json").exists() and progress.exists()
-               and progress.read_text().count("\n") >= 3):
+    while not (
+        (resumed / "checkpoints" / "resume.json").exists()
+        and progress.exists()
+        and progress.read_text().count("\n") >= 3
+    ):
         assert proc.poll() is None, (resumed.parent / "resumed.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "the run to kill never reached step 3"
         time.sleep(0.2)
@@ -311,8 +389,9 @@ def test_two_process_run_killed_and_resumed_ends_where_an_uninterrupted_one_does
     assert "im_start" in (resumed / "final" / "chat_template.jinja").read_text()
 
 
-def test_zero3_partitioned_run_trains_and_saves_the_same_model(tmp_path, mixture16, tiny_base,
-                                                               straight):
+def test_zero3_partitioned_run_trains_and_saves_the_same_model(
+    tmp_path, mixture16, tiny_base, straight
+):
     out = tmp_path / "zero3"
     counts = finish(torchrun(mixture16[0], tiny_base, out, zero_stage=3), out)
     assert counts["final_loss"] == pytest.approx(straight[1]["final_loss"], rel=1e-4)

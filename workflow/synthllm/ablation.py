@@ -21,9 +21,11 @@ from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
 from synthllm.io import atomic_path
 
 COLUMNS = [*BENCHMARKS, "average"]
-METRIC_NOTES = {"accuracy": "accuracy, percent (math-verify grader)",
-                "accuracy_harness": "accuracy, percent (Qwen2.5-Math harness grader)",
-                "nll": "NLL of the reference solutions, nats per token (lower is better)"}
+METRIC_NOTES = {
+    "accuracy": "accuracy, percent (math-verify grader)",
+    "accuracy_harness": "accuracy, percent (Qwen2.5-Math harness grader)",
+    "nll": "NLL of the reference solutions, nats per token (lower is better)",
+}
 
 
 def wide(rows: list[dict], models: list[str], sets: list[str]) -> list[dict]:
@@ -33,14 +35,26 @@ def wide(rows: list[dict], models: list[str], sets: list[str]) -> list[dict]:
     table: dict[tuple, dict] = {}
     for r in rows:
         if r["model"] not in models or r["set"] not in order:
-            raise ExperimentError(f"evaluation of model {r['model']!r} on set {r['set']!r}: "
-                                  f"not in the ablation's models {models} and sets {sets}")
+            raise ExperimentError(
+                f"evaluation of model {r['model']!r} on set {r['set']!r}: "
+                f"not in the ablation's models {models} and sets {sets}"
+            )
         key = (r["model"], r["set"], r["metric"])
-        entry = table.setdefault(key, {"model": r["model"], "set": r["set"], "samples": r["budget"],
-                                       "tokens": r["tokens"], "metric": r["metric"]})
+        entry = table.setdefault(
+            key,
+            {
+                "model": r["model"],
+                "set": r["set"],
+                "samples": r["budget"],
+                "tokens": r["tokens"],
+                "metric": r["metric"],
+            },
+        )
         entry[r["benchmark"]] = r["value"]
-    return sorted(table.values(), key=lambda e: (models.index(e["model"]), order[e["set"]],
-                                                 METRICS.index(e["metric"])))
+    return sorted(
+        table.values(),
+        key=lambda e: (models.index(e["model"]), order[e["set"]], METRICS.index(e["metric"])),
+    )
 
 
 def row_label(entry: dict) -> str:
@@ -56,10 +70,16 @@ def markdown(entries: list[dict], metric_first: str) -> str:
         mine = [e for e in entries if e["metric"] == metric]
         if not mine:
             continue
-        out += [f"**{METRIC_NOTES[metric]}**", "",
-                "| Model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-        out += ["| " + row_label(e) + " | " + " | ".join(_cell(e.get(c)) for c in COLUMNS) + " |"
-                for e in mine]
+        out += [
+            f"**{METRIC_NOTES[metric]}**",
+            "",
+            "| Model | " + " | ".join(COLUMNS) + " |",
+            "|---" * (len(COLUMNS) + 1) + "|",
+        ]
+        out += [
+            "| " + row_label(e) + " | " + " | ".join(_cell(e.get(c)) for c in COLUMNS) + " |"
+            for e in mine
+        ]
         out.append("")
     return "\n".join(out)
 
@@ -71,13 +91,20 @@ def _cell(value) -> str:
 def write_csv(entries: list[dict], path: str) -> None:
     header = ["model", "set", "samples", "tokens", "metric", *COLUMNS]
     lines = [",".join(header)]
-    lines += [",".join([e["model"], e["set"], str(e["samples"]), str(e["tokens"]), e["metric"]]
-                       + [_cell(e.get(c)) for c in COLUMNS]) for e in entries]
+    lines += [
+        ",".join(
+            [e["model"], e["set"], str(e["samples"]), str(e["tokens"]), e["metric"]]
+            + [_cell(e.get(c)) for c in COLUMNS]
+        )
+        for e in entries
+    ]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def run(runs: list[str], models: list[str], sets: list[str], metric: str, out_csv: str, out_md: str) -> list[dict]:
+def run(
+    runs: list[str], models: list[str], sets: list[str], metric: str, out_csv: str, out_md: str
+) -> list[dict]:
     entries = wide(labelled_rows(parse_runs(runs)), models, sets)
     write_csv(entries, out_csv)
     with atomic_path(out_md) as tmp:

@@ -48,21 +48,33 @@ import pyarrow.parquet as pq
 
 from synthllm import questions
 from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
-from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
-                                 provenance, render)
+from synthllm.generation import (
+    final_status,
+    fingerprint,
+    finish_stage,
+    generate_resumable,
+    provenance,
+    render,
+)
 from synthllm.io import atomic_path, save_figure, write_counts, write_parquet_table
 from synthllm.llm import BackendSpec, Request, Sampling
 from synthllm.parsers import Parsed, _clean, _json_object
 
 METHODS = ("rephrase", "persona")
-SCHEMA = pa.schema(list(questions.SCHEMA) + [pa.field("seed_question_id", pa.string()),
-                                             pa.field("persona", pa.string())])
+SCHEMA = pa.schema(
+    list(questions.SCHEMA)
+    + [pa.field("seed_question_id", pa.string()), pa.field("persona", pa.string())]
+)
 _PREFIX = re.compile(r"^\s*(?:rewritten question|new problem|question|problem)\s*:\s*", re.I)
 
 
 def question_schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["question"],
-            "properties": {"question": {"type": "string", "minLength": 10, "maxLength": 600}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["question"],
+        "properties": {"question": {"type": "string", "minLength": 10, "maxLength": 600}},
+    }
 
 
 def parse_question(text: str) -> Parsed:
@@ -94,7 +106,7 @@ def load_personas(path: str) -> list[str]:
             raise ExperimentError(f"{path} line {number}: not JSON ({exc})") from exc
         persona = obj.get("persona", obj.get("input persona")) if isinstance(obj, dict) else None
         if not isinstance(persona, str) or not persona.strip():
-            raise ExperimentError(f"{path} line {number}: no \"persona\" (or \"input persona\") text")
+            raise ExperimentError(f'{path} line {number}: no "persona" (or "input persona") text')
         personas.append(persona.strip())
     if not personas:
         raise ExperimentError(f"{path}: no personas")
@@ -113,8 +125,14 @@ def persona_draws(n_personas: int, target: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_personas, size=target)
 
 
-def requests_for(method: str, seeds: list[dict], target: int, structured: bool,
-                 personas: list[str] | None = None, persona_seed: int = 0) -> tuple[list[dict], list[Request]]:
+def requests_for(
+    method: str,
+    seeds: list[dict],
+    target: int,
+    structured: bool,
+    personas: list[str] | None = None,
+    persona_seed: int = 0,
+) -> tuple[list[dict], list[Request]]:
     """Items (seed, round, persona) and the generation request of each expanded question."""
     plan = expansion_plan(len(seeds), target)
     draws = persona_draws(len(personas), target, persona_seed) if method == "persona" else None
@@ -126,20 +144,34 @@ def requests_for(method: str, seeds: list[dict], target: int, structured: bool,
         if persona is not None:
             values["persona"] = persona
         items.append({"seed": seeds[s], "round": rnd, "persona": persona})
-        requests.append(Request([{"role": "user", "content": render(method, **values)}], constraint))
+        requests.append(
+            Request([{"role": "user", "content": render(method, **values)}], constraint)
+        )
     return items, requests
 
 
-def run(method: str, seeds_path: str, output: str, counts_path: str, spec: BackendSpec,
-        sampling: Sampling, structured: bool, target: int, chunk_size: int,
-        personas_path: str | None = None, persona_seed: int = 0) -> dict:
+def run(
+    method: str,
+    seeds_path: str,
+    output: str,
+    counts_path: str,
+    spec: BackendSpec,
+    sampling: Sampling,
+    structured: bool,
+    target: int,
+    chunk_size: int,
+    personas_path: str | None = None,
+    persona_seed: int = 0,
+) -> dict:
     if method not in METHODS:
         raise ExperimentError(f"unknown augmentation method {method!r} (one of {METHODS})")
     seeds = pq.read_table(seeds_path, columns=["question_id", "doc_ids", "question"]).to_pylist()
     personas = load_personas(personas_path) if method == "persona" else None
     items, requests = requests_for(method, seeds, target, structured, personas, persona_seed)
     fp = fingerprint(stage=method, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size, desc=method)
+    completions, facts = generate_resumable(
+        requests, spec, sampling, output, fp, chunk_size, desc=method
+    )
     prov = provenance(spec, method, sampling)
     rows, statuses = [], Counter()
     for item, c in zip(items, completions):
@@ -149,18 +181,42 @@ def run(method: str, seeds_path: str, output: str, counts_path: str, spec: Backe
         if status != "ok":
             continue
         seed = item["seed"]
-        rows.append({"question_id": f"{method}-{seed['question_id']}-r{item['round']}", "level": 1,
-                     "doc_ids": seed["doc_ids"], "question": parsed.records[0]["question"],
-                     "origin": method, "school_level": None, "concepts": [], "call": item["round"],
-                     **prov, "seed_question_id": seed["question_id"], "persona": item["persona"]})
-    return finish_stage(method, rows, SCHEMA, output, counts_path, len(items), statuses,
-                        seeds=len(seeds), personas=len(personas) if personas else None,
-                        rounds=math.ceil(target / len(seeds)), **facts)
+        rows.append(
+            {
+                "question_id": f"{method}-{seed['question_id']}-r{item['round']}",
+                "level": 1,
+                "doc_ids": seed["doc_ids"],
+                "question": parsed.records[0]["question"],
+                "origin": method,
+                "school_level": None,
+                "concepts": [],
+                "call": item["round"],
+                **prov,
+                "seed_question_id": seed["question_id"],
+                "persona": item["persona"],
+            }
+        )
+    return finish_stage(
+        method,
+        rows,
+        SCHEMA,
+        output,
+        counts_path,
+        len(items),
+        statuses,
+        seeds=len(seeds),
+        personas=len(personas) if personas else None,
+        rounds=math.ceil(target / len(seeds)),
+        **facts,
+    )
 
 
 # --- answered questions without dedup -----------------------------------------------------
 
-def usable_answers(answers: pl.DataFrame, statuses: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, int]]:
+
+def usable_answers(
+    answers: pl.DataFrame, statuses: tuple[str, ...]
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """The answered questions whose answer status is usable (config dedup.answer_statuses),
     and the others counted by reason `answer_<status>` as the dedup stage names them."""
     usable = answers["status"].is_in(list(statuses)).fill_null(False)
@@ -174,18 +230,29 @@ def run_usable(answers_path: str, output: str, counts_path: str, statuses: tuple
     answers = pl.read_parquet(answers_path)
     kept, dropped = usable_answers(answers, statuses)
     write_parquet_table(kept.to_arrow(), output)
-    return write_counts(counts_path, "usable_answers", len(answers), len(kept), dropped,
-                        answer_statuses=list(statuses))
+    return write_counts(
+        counts_path,
+        "usable_answers",
+        len(answers),
+        len(kept),
+        dropped,
+        answer_statuses=list(statuses),
+    )
 
 
 # --- figure ------------------------------------------------------------------------------
 
 PANELS = (("math", "(a) MATH"), ("average", "(b) average of the six benchmarks"))
-YLABEL = {"accuracy": "accuracy (%)", "accuracy_harness": "accuracy, harness grader (%)",
-          "nll": "NLL of reference solutions (nats/token)"}
+YLABEL = {
+    "accuracy": "accuracy (%)",
+    "accuracy_harness": "accuracy, harness grader (%)",
+    "nll": "NLL of reference solutions (nats/token)",
+}
 
 
-def curves(rows: list[dict], model: str, metric: str, benchmark: str) -> dict[str, list[tuple[int, float]]]:
+def curves(
+    rows: list[dict], model: str, metric: str, benchmark: str
+) -> dict[str, list[tuple[int, float]]]:
     """Per method: (samples, value) points of one model, metric and benchmark, by samples."""
     out: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
@@ -194,7 +261,9 @@ def curves(rows: list[dict], model: str, metric: str, benchmark: str) -> dict[st
     return {k: sorted(v) for k, v in out.items()}
 
 
-def figure(rows: list[dict], models: list[str], methods: list[str], metric: str, png: str, pdf: str) -> None:
+def figure(
+    rows: list[dict], models: list[str], methods: list[str], metric: str, png: str, pdf: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,17 +286,42 @@ def figure(rows: list[dict], models: list[str], methods: list[str], metric: str,
     plt.close(fig)
 
 
-def run_figure(runs: list[str], models: list[str], methods: list[str], metric: str, png: str,
-               pdf: str, out_csv: str, out_md: str) -> list[dict]:
+def run_figure(
+    runs: list[str],
+    models: list[str],
+    methods: list[str],
+    metric: str,
+    png: str,
+    pdf: str,
+    out_csv: str,
+    out_md: str,
+) -> list[dict]:
     """Fig. 6 and its values. `runs` items are "method=eval folder"."""
     rows = labelled_rows(parse_runs(runs))
     figure(rows, models, methods, metric, png, pdf)
     keep = [r for r in rows if r["benchmark"] in ("math", "average")]
-    keep.sort(key=lambda r: (models.index(r["model"]), methods.index(r["set"]), r["budget"],
-                             r["metric"], r["benchmark"]))
+    keep.sort(
+        key=lambda r: (
+            models.index(r["model"]),
+            methods.index(r["set"]),
+            r["budget"],
+            r["metric"],
+            r["benchmark"],
+        )
+    )
     header = ["model", "method", "samples", "tokens", "metric", "benchmark", "value"]
-    lines = [[r["model"], r["set"], str(r["budget"]), str(r["tokens"]), r["metric"], r["benchmark"],
-              f"{r['value']:.4g}"] for r in keep]
+    lines = [
+        [
+            r["model"],
+            r["set"],
+            str(r["budget"]),
+            str(r["tokens"]),
+            r["metric"],
+            r["benchmark"],
+            f"{r['value']:.4g}",
+        ]
+        for r in keep
+    ]
     with atomic_path(out_csv) as tmp:
         tmp.write_text("\n".join(",".join(x) for x in [header] + lines) + "\n")
     with atomic_path(out_md) as tmp:

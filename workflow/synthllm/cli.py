@@ -17,11 +17,17 @@ def _corpus(args: argparse.Namespace) -> None:
     from synthllm.corpus import Source, build_shards
 
     sources = [Source.from_config(i, s) for i, s in enumerate(json.loads(args.sources_json))]
-    counts = build_shards(sources, args.out_dir, n_shards=args.n_shards,
-                          batch_size=args.batch_size, on_bad_record=args.on_bad_record,
-                          counts_path=args.counts)
-    logging.getLogger("synthllm").info("corpus: %d in, %d out, dropped %s", counts["in"],
-                                       counts["out"], counts["dropped"])
+    counts = build_shards(
+        sources,
+        args.out_dir,
+        n_shards=args.n_shards,
+        batch_size=args.batch_size,
+        on_bad_record=args.on_bad_record,
+        counts_path=args.counts,
+    )
+    logging.getLogger("synthllm").info(
+        "corpus: %d in, %d out, dropped %s", counts["in"], counts["out"], counts["dropped"]
+    )
 
 
 def _scaling(args: argparse.Namespace) -> None:
@@ -57,26 +63,57 @@ def _extract(args: argparse.Namespace) -> None:
     from synthllm import extract
 
     spec, sampling = _backend_and_sampling(args)
-    extract.run(args.docs, args.output, args.counts, spec, sampling, args.structured,
-                args.max_doc_chars, args.min_kcs, args.max_kcs, args.chunk_size, args.max_docs)
+    extract.run(
+        args.docs,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.max_doc_chars,
+        args.min_kcs,
+        args.max_kcs,
+        args.chunk_size,
+        args.max_docs,
+    )
 
 
 def _level1(args: argparse.Namespace) -> None:
     from synthllm import level1
 
     spec, sampling = _backend_and_sampling(args)
-    level1.run(args.docs, args.output, args.counts, spec, sampling, args.structured,
-               args.max_doc_chars, args.calls_per_doc, args.questions_per_doc, args.chunk_size,
-               args.max_docs)
+    level1.run(
+        args.docs,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.max_doc_chars,
+        args.calls_per_doc,
+        args.questions_per_doc,
+        args.chunk_size,
+        args.max_docs,
+    )
 
 
 def _level2(args: argparse.Namespace) -> None:
     from synthllm import level2
 
     spec, sampling = _backend_and_sampling(args)
-    level2.run(args.docs, args.extracted, args.output, args.counts, spec, sampling,
-               args.structured, args.max_doc_chars, args.calls_per_doc, args.questions_per_doc,
-               args.chunk_size)
+    level2.run(
+        args.docs,
+        args.extracted,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.max_doc_chars,
+        args.calls_per_doc,
+        args.questions_per_doc,
+        args.chunk_size,
+    )
 
 
 def _graph(args: argparse.Namespace) -> None:
@@ -99,9 +136,22 @@ def _level3(args: argparse.Namespace) -> None:
 
     spec, sampling = _backend_and_sampling(args)
     shard, n_shards = (int(x) for x in args.shard.split("-of-"))
-    level3.run(args.walks, args.docs, shard, n_shards, args.output, args.counts, spec, sampling,
-               args.structured, args.max_doc_chars, args.calls_per_set, args.questions_per_set,
-               args.chunk_size, args.max_sets)
+    level3.run(
+        args.walks,
+        args.docs,
+        shard,
+        n_shards,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.max_doc_chars,
+        args.calls_per_set,
+        args.questions_per_set,
+        args.chunk_size,
+        args.max_sets,
+    )
 
 
 def _answer(args: argparse.Namespace) -> None:
@@ -114,37 +164,72 @@ def _answer(args: argparse.Namespace) -> None:
 def _dedup(args: argparse.Namespace) -> None:
     from synthllm.dedup import NearDuplicates, run
 
-    run(args.answers, args.output, args.dropped, args.counts, NearDuplicates(**json.loads(args.near_json)),
-        tuple(args.answer_statuses))
+    run(
+        args.answers,
+        args.output,
+        args.dropped,
+        args.counts,
+        NearDuplicates(**json.loads(args.near_json)),
+        tuple(args.answer_statuses),
+    )
 
 
 def _decontam(args: argparse.Namespace) -> None:
     from synthllm.decontam import run
 
-    run(args.questions, json.loads(args.benchmarks_json), args.output, args.hits, args.report,
-        args.counts, args.ngram)
+    run(
+        args.questions,
+        json.loads(args.benchmarks_json),
+        args.output,
+        args.hits,
+        args.report,
+        args.counts,
+        args.ngram,
+    )
 
 
 def _sft_pool(args: argparse.Namespace) -> None:
     from synthllm.mixtures import run_pool
 
-    run_pool(args.questions, args.output, args.counts, args.tokenizer, args.system_prompt, args.chat_template)
+    run_pool(
+        args.questions,
+        args.output,
+        args.counts,
+        args.tokenizer,
+        args.system_prompt,
+        args.chat_template,
+    )
 
 
 def _mixture(args: argparse.Namespace) -> None:
     from synthllm.mixtures import BUDGETS_KEY, run_subset
 
     spec = json.loads(args.set_json)
-    run_subset(args.pool, args.output, args.counts, args.name, args.samples, args.seed,
-               spec.get("levels"), spec.get("proportions"), spec.get("size_key", BUDGETS_KEY))
+    run_subset(
+        args.pool,
+        args.output,
+        args.counts,
+        args.name,
+        args.samples,
+        args.seed,
+        spec.get("levels"),
+        spec.get("proportions"),
+        spec.get("size_key", BUDGETS_KEY),
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
     from synthllm import train
 
     settings = train.TrainSettings.from_config(json.loads(args.training_json))
-    train.run(args.mixture, args.base_model, args.out_dir, settings, args.system_prompt,
-              threads=args.threads)
+    train.run(
+        args.mixture,
+        args.base_model,
+        args.out_dir,
+        settings,
+        args.system_prompt,
+        threads=args.threads,
+    )
 
 
 def _base_model(args: argparse.Namespace) -> None:
@@ -152,8 +237,9 @@ def _base_model(args: argparse.Namespace) -> None:
 
     spec = train.TrainModel.from_config(json.loads(args.model_json))
     counts = train.materialise_base(spec, args.out, args.counts)
-    logging.getLogger("synthllm").info("base model %s: %d parameters", spec.label,
-                                       counts["parameters"])
+    logging.getLogger("synthllm").info(
+        "base model %s: %d parameters", spec.label, counts["parameters"]
+    )
 
 
 def _prepare_models(args: argparse.Namespace) -> None:
@@ -166,8 +252,11 @@ def _prepare_models(args: argparse.Namespace) -> None:
 
 def _evaluation_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="HF model folder (a train/.../final)")
-    p.add_argument("--benchmarks-json", required=True,
-                   help="config key evaluation.benchmarks as JSON (name -> jsonl)")
+    p.add_argument(
+        "--benchmarks-json",
+        required=True,
+        help="config key evaluation.benchmarks as JSON (name -> jsonl)",
+    )
     p.add_argument("--max-records", type=int, default=None, help="problems per benchmark")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-benchmark sample")
     p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
@@ -176,22 +265,46 @@ def _evaluation_data(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from synthllm import evaluate
 
-    counts = evaluate.run(args.checkpoint, args.label, args.budget, args.train_counts,
-                          args.out_dir, json.loads(args.benchmarks_json), args.max_records,
-                          args.seed, args.system_prompt, json.loads(args.engine_json),
-                          args.max_new_tokens, args.chunk_size, args.grade_timeout_s)
+    counts = evaluate.run(
+        args.checkpoint,
+        args.label,
+        args.budget,
+        args.train_counts,
+        args.out_dir,
+        json.loads(args.benchmarks_json),
+        args.max_records,
+        args.seed,
+        args.system_prompt,
+        json.loads(args.engine_json),
+        args.max_new_tokens,
+        args.chunk_size,
+        args.grade_timeout_s,
+    )
     for name, row in counts["accuracy"].items():
-        logging.getLogger("synthllm").info("%s: accuracy %.1f %% (harness %.1f %%) of %d",
-                                           name, row["accuracy"], row["accuracy_harness"],
-                                           row["n"])
+        logging.getLogger("synthllm").info(
+            "%s: accuracy %.1f %% (harness %.1f %%) of %d",
+            name,
+            row["accuracy"],
+            row["accuracy_harness"],
+            row["n"],
+        )
 
 
 def _eval_nll(args: argparse.Namespace) -> None:
     from synthllm import evaluate
 
-    counts = evaluate.nll(args.checkpoint, args.output, json.loads(args.benchmarks_json),
-                          args.max_records, args.seed, args.system_prompt, args.batch_size,
-                          args.max_tokens, args.dtype, args.counts)
+    counts = evaluate.nll(
+        args.checkpoint,
+        args.output,
+        json.loads(args.benchmarks_json),
+        args.max_records,
+        args.seed,
+        args.system_prompt,
+        args.batch_size,
+        args.max_tokens,
+        args.dtype,
+        args.counts,
+    )
     for name, value in counts["nll"].items():
         logging.getLogger("synthllm").info("%s: %.4f nats per token", name, value)
 
@@ -207,9 +320,18 @@ def _eval_summary(args: argparse.Namespace) -> None:
 def _experiment_docs(args: argparse.Namespace) -> None:
     from synthllm.experiments import run_docs
 
-    counts = run_docs(args.docs, args.extracted, args.documents, args.seed, args.output,
-                      args.extract_output, args.counts)
-    logging.getLogger("synthllm").info("experiment documents: %d of %d", counts["out"], counts["in"])
+    counts = run_docs(
+        args.docs,
+        args.extracted,
+        args.documents,
+        args.seed,
+        args.output,
+        args.extract_output,
+        args.counts,
+    )
+    logging.getLogger("synthllm").info(
+        "experiment documents: %d of %d", counts["out"], counts["in"]
+    )
 
 
 def _diversity(args: argparse.Namespace) -> None:
@@ -217,8 +339,14 @@ def _diversity(args: argparse.Namespace) -> None:
     from synthllm.embed import EmbeddingSpec
 
     spec = EmbeddingSpec.from_config(json.loads(args.embedding_json))
-    diversity.run({"level1": args.level1, "level2": args.level2}, spec, args.bins, args.out_dir,
-                  args.counts, args.threads)
+    diversity.run(
+        {"level1": args.level1, "level2": args.level2},
+        spec,
+        args.bins,
+        args.out_dir,
+        args.counts,
+        args.threads,
+    )
 
 
 def _ablation_table(args: argparse.Namespace) -> None:
@@ -232,8 +360,19 @@ def _augment(args: argparse.Namespace) -> None:
     from synthllm import augmentation
 
     spec, sampling = _backend_and_sampling(args)
-    augmentation.run(args.method, args.seeds, args.output, args.counts, spec, sampling,
-                     args.structured, args.target, args.chunk_size, args.personas, args.persona_seed)
+    augmentation.run(
+        args.method,
+        args.seeds,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.target,
+        args.chunk_size,
+        args.personas,
+        args.persona_seed,
+    )
 
 
 def _usable_answers(args: argparse.Namespace) -> None:
@@ -245,8 +384,16 @@ def _usable_answers(args: argparse.Namespace) -> None:
 def _augmentation_figure(args: argparse.Namespace) -> None:
     from synthllm import augmentation
 
-    augmentation.run_figure(args.runs, args.models, args.methods, args.metric, args.png, args.pdf,
-                            args.csv, args.markdown)
+    augmentation.run_figure(
+        args.runs,
+        args.models,
+        args.methods,
+        args.metric,
+        args.png,
+        args.pdf,
+        args.csv,
+        args.markdown,
+    )
     print(Path(args.markdown).read_text())
 
 
@@ -255,16 +402,29 @@ def _embed(args: argparse.Namespace) -> None:
 
     spec = embed.EmbeddingSpec.from_config(json.loads(args.model_json))
     counts = embed.run(args.docs, args.output, args.counts, spec, args.threads)
-    logging.getLogger("synthllm").info("embed: %d documents, %d truncated, %s docs/s",
-                                       counts["out"], counts["truncated"], counts["docs_per_s"])
+    logging.getLogger("synthllm").info(
+        "embed: %d documents, %d truncated, %s docs/s",
+        counts["out"],
+        counts["truncated"],
+        counts["docs_per_s"],
+    )
 
 
 def _synthetic_docs(args: argparse.Namespace) -> None:
     from synthllm import filter as filtering
 
     spec, sampling = _backend_and_sampling(args)
-    filtering.run_synthetic(args.syllabus, args.kinds, args.documents, args.min_chars,
-                            args.output, args.counts, spec, sampling, args.chunk_size)
+    filtering.run_synthetic(
+        args.syllabus,
+        args.kinds,
+        args.documents,
+        args.min_chars,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.chunk_size,
+    )
 
 
 def _coldstart(args: argparse.Namespace) -> None:
@@ -272,21 +432,45 @@ def _coldstart(args: argparse.Namespace) -> None:
 
     settings = json.loads(args.settings_json)
     report = filtering.run_coldstart(
-        args.synthetic_docs, args.synthetic_embeddings, args.shards, args.embeddings,
-        args.scores, args.model, args.report, settings["negatives"], settings["threshold"],
-        filtering.Forest(**settings["forest"]), args.seed, settings["test_fraction"],
-        args.positive_sources, args.threads)
-    logging.getLogger("synthllm").info("coldstart: D0 has %d of %d documents", report["kept"],
-                                       report["documents"])
+        args.synthetic_docs,
+        args.synthetic_embeddings,
+        args.shards,
+        args.embeddings,
+        args.scores,
+        args.model,
+        args.report,
+        settings["negatives"],
+        settings["threshold"],
+        filtering.Forest(**settings["forest"]),
+        args.seed,
+        settings["test_fraction"],
+        args.positive_sources,
+        args.threads,
+    )
+    logging.getLogger("synthllm").info(
+        "coldstart: D0 has %d of %d documents", report["kept"], report["documents"]
+    )
 
 
 def _rate(args: argparse.Namespace) -> None:
     from synthllm import filter as filtering
 
     spec, sampling = _backend_and_sampling(args)
-    filtering.run_rate(args.previous_scores, args.previous_ratings, args.shards, args.output,
-                       args.counts, spec, sampling, args.structured, args.reference_sample,
-                       args.random_sample, args.seed, args.max_doc_chars, args.chunk_size)
+    filtering.run_rate(
+        args.previous_scores,
+        args.previous_ratings,
+        args.shards,
+        args.output,
+        args.counts,
+        spec,
+        sampling,
+        args.structured,
+        args.reference_sample,
+        args.random_sample,
+        args.seed,
+        args.max_doc_chars,
+        args.chunk_size,
+    )
 
 
 def _finegrained(args: argparse.Namespace) -> None:
@@ -294,12 +478,27 @@ def _finegrained(args: argparse.Namespace) -> None:
 
     settings = json.loads(args.settings_json)
     report = filtering.run_finegrained(
-        args.iteration, args.ratings, args.shards, args.embeddings, args.scores, args.model,
-        args.report, settings["threshold"], filtering.Forest(**settings["forest"]),
-        settings["test_fraction"], args.seed, args.positive_sources, args.threads)
-    logging.getLogger("synthllm").info("finegrained %d: D%d has %d of %d documents",
-                                       args.iteration, args.iteration, report["kept"],
-                                       report["documents"])
+        args.iteration,
+        args.ratings,
+        args.shards,
+        args.embeddings,
+        args.scores,
+        args.model,
+        args.report,
+        settings["threshold"],
+        filtering.Forest(**settings["forest"]),
+        settings["test_fraction"],
+        args.seed,
+        args.positive_sources,
+        args.threads,
+    )
+    logging.getLogger("synthllm").info(
+        "finegrained %d: D%d has %d of %d documents",
+        args.iteration,
+        args.iteration,
+        report["kept"],
+        report["documents"],
+    )
 
 
 def _filter_docs(args: argparse.Namespace) -> None:
@@ -311,18 +510,24 @@ def _filter_docs(args: argparse.Namespace) -> None:
 def _filter_report(args: argparse.Namespace) -> None:
     from synthllm import filter as filtering
 
-    filtering.run_report(args.reports, args.rate_counts, args.filter_counts, args.output,
-                         args.markdown, args.counts)
+    filtering.run_report(
+        args.reports, args.rate_counts, args.filter_counts, args.output, args.markdown, args.counts
+    )
     print(Path(args.markdown).read_text())
 
 
 def _generation_args(p: argparse.ArgumentParser, model_key: str) -> None:
     p.add_argument("--model-json", required=True, help=f"config key {model_key} as JSON")
     p.add_argument("--model-key", default=model_key, help=argparse.SUPPRESS)
-    p.add_argument("--sampling-json", required=True,
-                   help="temperature, top_p, max_tokens, seed as JSON")
-    p.add_argument("--chunk-size", type=int, default=32,
-                   help="prompts per engine call; finished chunks survive a kill")
+    p.add_argument(
+        "--sampling-json", required=True, help="temperature, top_p, max_tokens, seed as JSON"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=32,
+        help="prompts per engine call; finished chunks survive a kill",
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
 
@@ -333,8 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("corpus", help="read, normalise, deduplicate and shard the corpus")
-    p.add_argument("--sources-json", required=True,
-                   help="config key corpus.sources as JSON (a list of source objects)")
+    p.add_argument(
+        "--sources-json",
+        required=True,
+        help="config key corpus.sources as JSON (a list of source objects)",
+    )
     p.add_argument("--n-shards", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--on-bad-record", choices=("fail", "skip"), default="fail")
@@ -360,9 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def corpus_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--shards", nargs="+", required=True, help="every corpus shard")
-        p.add_argument("--embeddings", nargs="+", required=True, help="their embeddings, same order")
-        p.add_argument("--positive-sources", nargs="*", default=[],
-                       help="corpus sources counted as math in the labelled check")
+        p.add_argument(
+            "--embeddings", nargs="+", required=True, help="their embeddings, same order"
+        )
+        p.add_argument(
+            "--positive-sources",
+            nargs="*",
+            default=[],
+            help="corpus sources counted as math in the labelled check",
+        )
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--scores", required=True, help="scores of every corpus document")
@@ -445,11 +659,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("walks", help="random-walk concept sets and their reference documents")
     p.add_argument("--graph-dir", required=True, help="a graph subset folder")
-    p.add_argument("--walks-json", required=True,
-                   help="epochs, topic_steps, kc_steps, kc_start, revisit, dead_end as JSON")
+    p.add_argument(
+        "--walks-json",
+        required=True,
+        help="epochs, topic_steps, kc_steps, kc_start, revisit, dead_end as JSON",
+    )
     p.add_argument("--eps", type=float, required=True)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--references", type=int, required=True, help="documents per set (top-k Jaccard)")
+    p.add_argument(
+        "--references", type=int, required=True, help="documents per set (top-k Jaccard)"
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_walks)
@@ -473,10 +692,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dedup", help="exact and near-duplicate questions across all levels")
     p.add_argument("--answers", nargs="+", required=True, help="every answer shard")
-    p.add_argument("--near-json", required=True,
-                   help="config key dedup.near (ngram, num_perm, bands, threshold, seed) as JSON")
-    p.add_argument("--answer-statuses", nargs="+", default=["ok"],
-                   help="answer statuses kept for training (config dedup.answer_statuses)")
+    p.add_argument(
+        "--near-json",
+        required=True,
+        help="config key dedup.near (ngram, num_perm, bands, threshold, seed) as JSON",
+    )
+    p.add_argument(
+        "--answer-statuses",
+        nargs="+",
+        default=["ok"],
+        help="answer statuses kept for training (config dedup.answer_statuses)",
+    )
     p.add_argument("--output", required=True, help="the kept samples")
     p.add_argument("--dropped", required=True, help="dropped samples with reason and duplicate_of")
     p.add_argument("--counts", required=True)
@@ -484,9 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decontam", help="drop samples sharing an n-gram with a benchmark")
     p.add_argument("--questions", required=True, help="the dedup stage's kept samples")
-    p.add_argument("--benchmarks-json", required=True,
-                   help="config key evaluation.benchmarks (name -> jsonl) as JSON")
-    p.add_argument("--ngram", type=int, required=True, help="words per n-gram (config decontam.ngram)")
+    p.add_argument(
+        "--benchmarks-json",
+        required=True,
+        help="config key evaluation.benchmarks (name -> jsonl) as JSON",
+    )
+    p.add_argument(
+        "--ngram", type=int, required=True, help="words per n-gram (config decontam.ngram)"
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--hits", required=True, help="one row per contaminated sample")
     p.add_argument("--report", required=True, help="counts per benchmark and field (json)")
@@ -497,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, help="the decontam stage's clean samples")
     p.add_argument("--tokenizer", required=True, help="the training models' tokenizer (HF folder)")
     p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
-    p.add_argument("--chat-template", default=None, help="Jinja file replacing the tokenizer's template")
+    p.add_argument(
+        "--chat-template", default=None, help="Jinja file replacing the tokenizer's template"
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_sft_pool)
@@ -505,20 +738,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mixture", help="one nested subset of the SFT pool")
     p.add_argument("--pool", required=True)
     p.add_argument("--name", required=True, help="the mixture's name in config mixtures.sets")
-    p.add_argument("--set-json", required=True, help="its levels and proportions as JSON, and "
-                   "size_key: the config key that set --samples when not mixtures.sample_counts")
+    p.add_argument(
+        "--set-json",
+        required=True,
+        help="its levels and proportions as JSON, and "
+        "size_key: the config key that set --samples when not mixtures.sample_counts",
+    )
     p.add_argument("--samples", type=int, required=True, help="subset size")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_mixture)
 
-    p = sub.add_parser("train", help="fine-tune one model on one mixture (DeepSpeed; run "
-                       "under torchrun for several processes)")
+    p = sub.add_parser(
+        "train",
+        help="fine-tune one model on one mixture (DeepSpeed; run "
+        "under torchrun for several processes)",
+    )
     p.add_argument("--mixture", required=True, help="mixture parquet (question, answer, tokens)")
     p.add_argument("--base-model", required=True, help="HF folder to start from (budget 0)")
-    p.add_argument("--out-dir", required=True,
-                   help="writes final/, counts.json, log.jsonl (checkpoints/ while running)")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="writes final/, counts.json, log.jsonl (checkpoints/ while running)",
+    )
     p.add_argument("--training-json", required=True, help="config key training as JSON")
     p.add_argument("--system-prompt", required=True, help="config key chat.system_prompt")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
@@ -541,14 +784,20 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluation_data(p)
     p.add_argument("--label", required=True, help="model label (config models.train)")
     p.add_argument("--budget", type=int, required=True, help="training samples (0 = base)")
-    p.add_argument("--train-counts", default=None,
-                   help="the checkpoint's training counts.json (its `tokens`); none = 0")
+    p.add_argument(
+        "--train-counts",
+        default=None,
+        help="the checkpoint's training counts.json (its `tokens`); none = 0",
+    )
     p.add_argument("--engine-json", required=True, help="config key evaluation.engine as JSON")
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--chunk-size", type=int, default=256, help="prompts per engine call")
     p.add_argument("--grade-timeout-s", type=float, default=3.0)
-    p.add_argument("--out-dir", required=True,
-                   help="writes predictions.parquet, settings.json, counts.json here")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="writes predictions.parquet, settings.json, counts.json here",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("eval-nll", help="per-token NLL of the reference solutions")
@@ -588,12 +837,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_diversity)
 
     p = sub.add_parser("ablation-table", help="Level ablation table (Table 3)")
-    p.add_argument("--runs", nargs="+", required=True,
-                   help="set=eval folder items (set `base` for the untrained model)")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        help="set=eval folder items (set `base` for the untrained model)",
+    )
     p.add_argument("--models", nargs="+", required=True, help="model labels, table order")
     p.add_argument("--sets", nargs="+", required=True, help="mixture names, table order")
-    p.add_argument("--metric", required=True, choices=("accuracy", "accuracy_harness", "nll"),
-                   help="the metric shown first")
+    p.add_argument(
+        "--metric",
+        required=True,
+        choices=("accuracy", "accuracy_harness", "nll"),
+        help="the metric shown first",
+    )
     p.add_argument("--csv", required=True)
     p.add_argument("--markdown", required=True)
     p.set_defaults(func=_ablation_table)
@@ -608,9 +865,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persona-seed", type=int, default=0, help="seed of the persona draws")
     p.set_defaults(func=_augment)
 
-    p = sub.add_parser("usable-answers", help="answered questions of a usable answer status, no dedup")
+    p = sub.add_parser(
+        "usable-answers", help="answered questions of a usable answer status, no dedup"
+    )
     p.add_argument("--answers", required=True, help="one answer file")
-    p.add_argument("--answer-statuses", nargs="+", required=True, help="config dedup.answer_statuses")
+    p.add_argument(
+        "--answer-statuses", nargs="+", required=True, help="config dedup.answer_statuses"
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=_usable_answers)
@@ -636,17 +897,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-corpus", help="fill resources/demo_corpus for the embedded default")
     p.add_argument("--dest", default="resources/demo_corpus")
-    p.add_argument("--shared", default="../shared/data/corpus",
-                   help="local copy of the shared corpus samples, used when present")
+    p.add_argument(
+        "--shared",
+        default="../shared/data/corpus",
+        help="local copy of the shared corpus samples, used when present",
+    )
     p.set_defaults(func=_demo_corpus)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     from synthllm.concepts import ConceptGraphError
     from synthllm.corpus import CorpusError
     from synthllm.decontam import DecontamError
@@ -665,8 +931,22 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ConceptGraphError, CorpusError, DecontamError, DedupError, DemoCorpusError, BackendError,
-            MixtureError, ModelError, ScalingError, TrainError, BenchmarkError,
-            EvaluationError, EmbeddingError, FilterError, ExperimentError) as exc:
+    except (
+        ConceptGraphError,
+        CorpusError,
+        DecontamError,
+        DedupError,
+        DemoCorpusError,
+        BackendError,
+        MixtureError,
+        ModelError,
+        ScalingError,
+        TrainError,
+        BenchmarkError,
+        EvaluationError,
+        EmbeddingError,
+        FilterError,
+        ExperimentError,
+    ) as exc:
         print(f"synthllm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

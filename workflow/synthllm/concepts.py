@@ -31,16 +31,61 @@ _NUMBERING = re.compile(r"^\s*(?:(?:\d+\.)+\d*|\d+\)|\(?[a-z]\)|[-*\u2022])\s+",
 _POSSESSIVE = re.compile(r"['\u2019]s\b")
 _NON_WORD = re.compile(r"[^\w]+|_")
 # words ending in s that are not plurals, and irregular plurals of mathematical words
-_NOT_PLURAL = {"series", "species", "analysis", "basis", "axis", "calculus", "radius",
-               "locus", "modulus", "torus", "focus", "genus", "bayes", "gauss", "lens",
-               "stokes", "jones", "always", "whereas", "plus", "minus", "bias", "chaos",
-               "atlas", "cos", "sin", "tangens", "has", "was", "this", "its", "is", "us"}
-_IRREGULAR = {"matrices": "matrix", "vertices": "vertex", "indices": "index",
-              "simplices": "simplex", "radii": "radius", "loci": "locus", "foci": "focus",
-              "axes": "axis", "bases": "basis", "analyses": "analysis", "hypotheses":
-              "hypothesis", "theses": "thesis", "parentheses": "parenthesis", "moduli":
-              "modulus", "tori": "torus", "criteria": "criterion", "phenomena": "phenomenon",
-              "polyhedra": "polyhedron"}
+_NOT_PLURAL = {
+    "series",
+    "species",
+    "analysis",
+    "basis",
+    "axis",
+    "calculus",
+    "radius",
+    "locus",
+    "modulus",
+    "torus",
+    "focus",
+    "genus",
+    "bayes",
+    "gauss",
+    "lens",
+    "stokes",
+    "jones",
+    "always",
+    "whereas",
+    "plus",
+    "minus",
+    "bias",
+    "chaos",
+    "atlas",
+    "cos",
+    "sin",
+    "tangens",
+    "has",
+    "was",
+    "this",
+    "its",
+    "is",
+    "us",
+}
+_IRREGULAR = {
+    "matrices": "matrix",
+    "vertices": "vertex",
+    "indices": "index",
+    "simplices": "simplex",
+    "radii": "radius",
+    "loci": "locus",
+    "foci": "focus",
+    "axes": "axis",
+    "bases": "basis",
+    "analyses": "analysis",
+    "hypotheses": "hypothesis",
+    "theses": "thesis",
+    "parentheses": "parenthesis",
+    "moduli": "modulus",
+    "tori": "torus",
+    "criteria": "criterion",
+    "phenomena": "phenomenon",
+    "polyhedra": "polyhedron",
+}
 
 
 def singular(word: str) -> str:

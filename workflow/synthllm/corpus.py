@@ -25,9 +25,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -38,20 +38,27 @@ from synthllm.io import atomic_dir, publish, write_counts
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([
-    ("doc_id", pa.string()),
-    ("text", pa.string()),
-    ("source", pa.string()),
-    ("url", pa.string()),
-    ("meta", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("meta", pa.string()),
+    ]
+)
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet", "csv")
 
 # FineWeb-Edu's parquet layout (HuggingFaceFW/fineweb-edu, data/*/ and sample/*/).
 PRESETS = {
-    "fineweb-edu": {"format": "parquet", "text": ["text"], "id": "id", "url": "url",
-                    "meta": ["dump", "score", "int_score", "token_count", "language_score"]},
+    "fineweb-edu": {
+        "format": "parquet",
+        "text": ["text"],
+        "id": "id",
+        "url": "url",
+        "meta": ["dump", "score", "int_score", "token_count", "language_score"],
+    },
 }
 
 
@@ -79,13 +86,15 @@ class Source:
         return f"corpus.sources[{self.index}]"
 
     @classmethod
-    def from_config(cls, index: int, entry: dict) -> "Source":
+    def from_config(cls, index: int, entry: dict) -> Source:
         entry = dict(entry)
         preset = entry.pop("preset", None)
         if preset is not None:
             if preset not in PRESETS:
-                raise CorpusError(f"corpus.sources[{index}].preset: unknown preset {preset!r}; "
-                                  f"known: {sorted(PRESETS)}")
+                raise CorpusError(
+                    f"corpus.sources[{index}].preset: unknown preset {preset!r}; "
+                    f"known: {sorted(PRESETS)}"
+                )
             entry = {**PRESETS[preset], **entry}
         entry.setdefault("text", ["text"])
         for list_key in ("text", "meta"):
@@ -103,8 +112,10 @@ class Source:
         for fmt in ("jsonl.gz", "jsonl", "parquet", "csv"):
             if path.endswith("." + fmt) or (fmt == "jsonl" and path.endswith(".json")):
                 return fmt
-        raise CorpusError(f"{path}: cannot tell the format from the file name; set "
-                          f"{self.key}.format to one of {list(FORMATS)}")
+        raise CorpusError(
+            f"{path}: cannot tell the format from the file name; set "
+            f"{self.key}.format to one of {list(FORMATS)}"
+        )
 
     def files(self) -> list[str]:
         return sorted(p for p in globlib.glob(self.glob, recursive=True) if Path(p).is_file())
@@ -150,6 +161,7 @@ class BadFile(Exception):
 # Each reader yields lists of RawRecord or BadRecord (a bad record does not stop the file;
 # the policy decides), and raises BadFile for a file that cannot be read at all.
 
+
 def _read_jsonl(path: str, src: Source, batch_size: int) -> Iterator[list]:
     opener = gzip.open if path.endswith(".gz") else open
     batch: list = []
@@ -164,29 +176,51 @@ def _read_jsonl(path: str, src: Source, batch_size: int) -> Iterator[list]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    batch.append(BadRecord("bad_encoding", where, f"not valid UTF-8 ({exc.reason} "
-                                           f"at byte {exc.start})"))
+                    batch.append(
+                        BadRecord(
+                            "bad_encoding",
+                            where,
+                            f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                        )
+                    )
                     continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    batch.append(BadRecord("bad_json", where, f"malformed JSON: {exc.msg} "
-                                           f"(column {exc.colno})"))
+                    batch.append(
+                        BadRecord(
+                            "bad_json", where, f"malformed JSON: {exc.msg} (column {exc.colno})"
+                        )
+                    )
                     continue
                 if not isinstance(obj, dict):
-                    batch.append(BadRecord("bad_json", where, "a JSON object was expected, got "
-                                           f"{type(obj).__name__}"))
+                    batch.append(
+                        BadRecord(
+                            "bad_json",
+                            where,
+                            f"a JSON object was expected, got {type(obj).__name__}",
+                        )
+                    )
                     continue
                 if not any(col in obj for col in src.text):
-                    batch.append(BadRecord(
-                        "missing_text", where, f"no text field {list(src.text)} (config key "
-                        f"{src.key}.text); fields present: {sorted(obj)[:10]}"))
+                    batch.append(
+                        BadRecord(
+                            "missing_text",
+                            where,
+                            f"no text field {list(src.text)} (config key "
+                            f"{src.key}.text); fields present: {sorted(obj)[:10]}",
+                        )
+                    )
                     continue
-                batch.append(RawRecord(
-                    row=lineno, text_parts=[obj.get(c) for c in src.text],
-                    id=obj.get(src.id) if src.id else None,
-                    url=obj.get(src.url) if src.url else None,
-                    meta={c: obj.get(c) for c in src.meta}))
+                batch.append(
+                    RawRecord(
+                        row=lineno,
+                        text_parts=[obj.get(c) for c in src.text],
+                        id=obj.get(src.id) if src.id else None,
+                        url=obj.get(src.url) if src.url else None,
+                        meta={c: obj.get(c) for c in src.meta},
+                    )
+                )
                 if len(batch) >= batch_size:
                     yield batch
                     batch = []
@@ -199,14 +233,22 @@ def _read_jsonl(path: str, src: Source, batch_size: int) -> Iterator[list]:
 
 
 def _check_columns(path: str, names: list[str], src: Source) -> None:
-    wanted = {"text": list(src.text), "id": [src.id] if src.id else [],
-              "url": [src.url] if src.url else [], "meta": list(src.meta)}
+    wanted = {
+        "text": list(src.text),
+        "id": [src.id] if src.id else [],
+        "url": [src.url] if src.url else [],
+        "meta": list(src.meta),
+    }
     for key, cols in wanted.items():
         missing = [c for c in cols if c not in names]
         if missing:
             reason = "missing_text_column" if key == "text" else "missing_column"
-            raise BadFile(reason, path, f"column(s) {missing} not found (config key "
-                          f"{src.key}.{key}); columns present: {names[:20]}")
+            raise BadFile(
+                reason,
+                path,
+                f"column(s) {missing} not found (config key "
+                f"{src.key}.{key}); columns present: {names[:20]}",
+            )
 
 
 def _table_records(table: pa.Table, src: Source, first_row: int, path: str) -> list:
@@ -221,18 +263,25 @@ def _table_records(table: pa.Table, src: Source, first_row: int, path: str) -> l
                 try:
                     value = value.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    bad = BadRecord("bad_encoding", f"{path}: row {first_row + i}",
-                                    f"column {c!r} is not valid UTF-8 ({exc.reason} at byte "
-                                    f"{exc.start})")
+                    bad = BadRecord(
+                        "bad_encoding",
+                        f"{path}: row {first_row + i}",
+                        f"column {c!r} is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                    )
                     break
             parts.append(value)
         if bad:
             out.append(bad)
             continue
-        out.append(RawRecord(row=first_row + i, text_parts=parts,
-                             id=cols[src.id][i] if src.id else None,
-                             url=cols[src.url][i] if src.url else None,
-                             meta={c: cols[c][i] for c in src.meta}))
+        out.append(
+            RawRecord(
+                row=first_row + i,
+                text_parts=parts,
+                id=cols[src.id][i] if src.id else None,
+                url=cols[src.url][i] if src.url else None,
+                meta={c: cols[c][i] for c in src.meta},
+            )
+        )
     return out
 
 
@@ -263,11 +312,13 @@ def _read_csv(path: str, src: Source, batch_size: int) -> Iterator[list]:
     # not a failed file; quoted values may span lines (web text does).
     try:
         reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.binary() for c in src.text},
-                strings_can_be_null=True))
+                column_types={c: pa.binary() for c in src.text}, strings_can_be_null=True
+            ),
+        )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if "Empty CSV file" in str(exc):
             raise BadFile("empty_file", path, "file is empty (no header)") from exc
@@ -289,11 +340,16 @@ def _read_csv(path: str, src: Source, batch_size: int) -> Iterator[list]:
         raise BadFile("empty_file", path, "file has a header but no rows")
 
 
-READERS = {"jsonl": _read_jsonl, "jsonl.gz": _read_jsonl, "parquet": _read_parquet,
-           "csv": _read_csv}
+READERS = {
+    "jsonl": _read_jsonl,
+    "jsonl.gz": _read_jsonl,
+    "parquet": _read_parquet,
+    "csv": _read_csv,
+}
 
 
 # ---------------------------------------------------------------- normalisation
+
 
 def normalise(rec: RawRecord, src: Source, path: str) -> tuple[str | None, dict | None, str]:
     """Turn a raw record into an output row; returns (drop reason or None, row, where)."""
@@ -303,8 +359,12 @@ def normalise(rec: RawRecord, src: Source, path: str) -> tuple[str | None, dict 
         if value is None:
             continue
         if not isinstance(value, str):
-            raise BadRecord("text_not_string", where, f"text field {col!r} holds a "
-                            f"{type(value).__name__}, not a string (config key {src.key}.text)")
+            raise BadRecord(
+                "text_not_string",
+                where,
+                f"text field {col!r} holds a "
+                f"{type(value).__name__}, not a string (config key {src.key}.text)",
+            )
         parts.append(value.strip())
     text = "\n\n".join(p for p in parts if p)
     if not text:
@@ -314,11 +374,21 @@ def normalise(rec: RawRecord, src: Source, path: str) -> tuple[str | None, dict 
         meta["id"] = rec.id
     meta.update({k: v for k, v in rec.meta.items()})
     url = rec.url if isinstance(rec.url, str) and rec.url else None
-    return None, {"doc_id": doc_id_of(text), "text": text, "source": src.name, "url": url,
-                  "meta": json.dumps(meta, ensure_ascii=False, default=str)}, where
+    return (
+        None,
+        {
+            "doc_id": doc_id_of(text),
+            "text": text,
+            "source": src.name,
+            "url": url,
+            "meta": json.dumps(meta, ensure_ascii=False, default=str),
+        },
+        where,
+    )
 
 
 # ---------------------------------------------------------------- the stage
+
 
 class ShardWriter:
     """Buffers rows per shard and appends them as row groups to scratch parquet files."""
@@ -351,9 +421,15 @@ class ShardWriter:
             self.writers[i].close()
 
 
-def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
-                 batch_size: int = 10_000, on_bad_record: str = "fail",
-                 counts_path: str | Path | None = None, progress: bool = True) -> dict:
+def build_shards(
+    sources: list[Source],
+    out_dir: str | Path,
+    n_shards: int,
+    batch_size: int = 10_000,
+    on_bad_record: str = "fail",
+    counts_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """Read every source, write `n_shards` parquet shards into `out_dir`, return the counts.
 
     on_bad_record: "fail" stops at the first bad record or unreadable file with an error
@@ -376,9 +452,11 @@ def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
             log.warning("source %s: no file matches %r; skipped (optional)", src.name, src.glob)
         files_by_source.append((src, files))
     if not any(files for _, files in files_by_source):
-        raise CorpusError("corpus.sources: no input file matches any source glob; set the globs "
-                          "to your corpus files (for the embedded default, run ./install.sh to "
-                          "fill resources/demo_corpus)")
+        raise CorpusError(
+            "corpus.sources: no input file matches any source glob; set the globs "
+            "to your corpus files (for the embedded default, run ./install.sh to "
+            "fill resources/demo_corpus)"
+        )
 
     dropped: Counter = Counter()
     files_skipped: Counter = Counter()
@@ -396,8 +474,9 @@ def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
             for path in files:
                 fmt = src.format_of(path)
                 if fmt not in READERS:
-                    raise CorpusError(f"{src.key}.format: unknown format {fmt!r}; "
-                                      f"known: {list(FORMATS)}")
+                    raise CorpusError(
+                        f"{src.key}.format: unknown format {fmt!r}; known: {list(FORMATS)}"
+                    )
                 try:
                     for batch in READERS[fmt](path, src, batch_size):
                         for item in batch:
@@ -413,7 +492,8 @@ def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
                                 if on_bad_record == "fail":
                                     raise CorpusError(
                                         f"{bad} [set corpus.on_bad_record: skip to count and "
-                                        "skip bad records]") from None
+                                        "skip bad records]"
+                                    ) from None
                                 s_dropped[bad.reason] += 1
                                 continue
                             if reason is None:
@@ -432,14 +512,21 @@ def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
                             break
                 except BadFile as bad:
                     if on_bad_record == "fail":
-                        raise CorpusError(f"{bad} [set corpus.on_bad_record: skip to count and "
-                                          "skip unreadable files]") from None
+                        raise CorpusError(
+                            f"{bad} [set corpus.on_bad_record: skip to count and "
+                            "skip unreadable files]"
+                        ) from None
                     log.warning("skipped %s (%s)", bad, bad.reason)
                     files_skipped[bad.reason] += 1
                 if limited:
                     break
-            per_source[src.name] = {"files": len(files), "in": s_in, "out": s_out,
-                                    "dropped": dict(s_dropped), "limited_by_max_docs": limited}
+            per_source[src.name] = {
+                "files": len(files),
+                "in": s_in,
+                "out": s_out,
+                "dropped": dict(s_dropped),
+                "limited_by_max_docs": limited,
+            }
             records_in += s_in
             records_out += s_out
             dropped.update(s_dropped)
@@ -447,10 +534,19 @@ def build_shards(sources: list[Source], out_dir: str | Path, n_shards: int,
         bar.close()
         publish({p: out_dir / p.name for p in writer.paths})
 
-    extra = {"n_shards": n_shards, "docs_per_shard": writer.rows,
-             "files_skipped": dict(files_skipped), "per_source": per_source,
-             "elapsed_s": round(time.time() - started, 3)}
+    extra = {
+        "n_shards": n_shards,
+        "docs_per_shard": writer.rows,
+        "files_skipped": dict(files_skipped),
+        "per_source": per_source,
+        "elapsed_s": round(time.time() - started, 3),
+    }
     if counts_path is not None:
         return write_counts(counts_path, "corpus", records_in, records_out, dropped, **extra)
-    return {"stage": "corpus", "in": records_in, "out": records_out,
-            "dropped": dict(dropped), **extra}
+    return {
+        "stage": "corpus",
+        "in": records_in,
+        "out": records_out,
+        "dropped": dict(dropped),
+        **extra,
+    }

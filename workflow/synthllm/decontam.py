@@ -33,9 +33,15 @@ from synthllm.textkeys import WORD, gram_distinct_words, ngram_hashes, normal_fo
 
 CHUNK = 1 << 18  # texts split into words at a time
 MIN_DISTINCT_WORDS = 3
-HIT_SCHEMA = {"question_id": pl.String, "level": pl.Int8, "field": pl.String,
-              "benchmark": pl.String, "benchmark_id": pl.String, "benchmark_field": pl.String,
-              "matched": pl.String}
+HIT_SCHEMA = {
+    "question_id": pl.String,
+    "level": pl.Int8,
+    "field": pl.String,
+    "benchmark": pl.String,
+    "benchmark_id": pl.String,
+    "benchmark_field": pl.String,
+    "matched": pl.String,
+}
 CHECKED_FIELDS = ("question", "answer")
 
 
@@ -53,8 +59,9 @@ def benchmark_texts(benchmarks: dict[str, str]) -> pl.DataFrame:
                     rows.append((name, str(record["id"]), field, record[field]))
     if not rows:
         raise DecontamError("config key evaluation.benchmarks: no benchmark text to check against")
-    return pl.DataFrame(rows, schema=["benchmark", "benchmark_id", "benchmark_field", "text"],
-                        orient="row")
+    return pl.DataFrame(
+        rows, schema=["benchmark", "benchmark_id", "benchmark_field", "text"], orient="row"
+    )
 
 
 class GramIndex:
@@ -104,10 +111,12 @@ def _first_hits(gram_offsets, grams, index, owner):
 
 def matched_words(texts: pl.Series, positions: np.ndarray, n: int) -> list[str]:
     words = normal_form(texts).str.extract_all(WORD).to_list()
-    return [" ".join(w[p:p + n]) for w, p in zip(words, positions)]
+    return [" ".join(w[p : p + n]) for w, p in zip(words, positions)]
 
 
-def decontaminate(samples: pl.DataFrame, bench: pl.DataFrame, n: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def decontaminate(
+    samples: pl.DataFrame, bench: pl.DataFrame, n: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(clean, hits): samples whose question or answer shares an n-gram with a benchmark text."""
     index = GramIndex(bench["text"], n)
     hit_rows = []
@@ -118,20 +127,33 @@ def decontaminate(samples: pl.DataFrame, bench: pl.DataFrame, n: int) -> tuple[p
         contaminated[new] = True
         if len(new):
             src = bench[owner[new]]
-            hit_rows.append(pl.DataFrame({
-                "question_id": samples["question_id"].gather(new),
-                "level": samples["level"].gather(new),
-                "field": [field] * len(new),
-                "benchmark": src["benchmark"], "benchmark_id": src["benchmark_id"],
-                "benchmark_field": src["benchmark_field"],
-                "matched": matched_words(samples[field].gather(new), pos[new], n)},
-                schema=HIT_SCHEMA))
+            hit_rows.append(
+                pl.DataFrame(
+                    {
+                        "question_id": samples["question_id"].gather(new),
+                        "level": samples["level"].gather(new),
+                        "field": [field] * len(new),
+                        "benchmark": src["benchmark"],
+                        "benchmark_id": src["benchmark_id"],
+                        "benchmark_field": src["benchmark_field"],
+                        "matched": matched_words(samples[field].gather(new), pos[new], n),
+                    },
+                    schema=HIT_SCHEMA,
+                )
+            )
     hits = pl.concat(hit_rows) if hit_rows else pl.DataFrame(schema=HIT_SCHEMA)
     return samples.filter(pl.Series(~contaminated)), hits.sort("question_id")
 
 
-def run(questions: str, benchmarks: dict[str, str], output: str, hits_path: str, report_path: str,
-        counts_path: str, ngram: int) -> dict:
+def run(
+    questions: str,
+    benchmarks: dict[str, str],
+    output: str,
+    hits_path: str,
+    report_path: str,
+    counts_path: str,
+    ngram: int,
+) -> dict:
     if ngram < 1:
         raise DecontamError(f"config key decontam.ngram: {ngram} < 1")
     started = time.monotonic()
@@ -140,13 +162,31 @@ def run(questions: str, benchmarks: dict[str, str], output: str, hits_path: str,
     clean, hits = decontaminate(samples, bench, ngram)
     write_parquet_table(clean.to_arrow(), output)
     write_parquet_table(hits.to_arrow(), hits_path)
-    per_benchmark = {name: {"records": int(bench.filter(pl.col("benchmark") == name)["benchmark_id"].n_unique()),
-                            "hits": int((hits["benchmark"] == name).sum())}
-                     for name in sorted(benchmarks)}
+    per_benchmark = {
+        name: {
+            "records": int(bench.filter(pl.col("benchmark") == name)["benchmark_id"].n_unique()),
+            "hits": int((hits["benchmark"] == name).sum()),
+        }
+        for name in sorted(benchmarks)
+    }
     by_field = {f: int((hits["field"] == f).sum()) for f in CHECKED_FIELDS}
-    write_json(report_path, {"ngram": ngram, "samples": len(samples), "contaminated": len(hits),
-                             "per_benchmark": per_benchmark, "per_field": by_field,
-                             "benchmark_files": dict(sorted(benchmarks.items()))})
-    return write_counts(counts_path, "decontam", len(samples), len(clean),
-                        {f"benchmark_{k}": v["hits"] for k, v in per_benchmark.items()},
-                        ngram=ngram, seconds=round(time.monotonic() - started, 2))
+    write_json(
+        report_path,
+        {
+            "ngram": ngram,
+            "samples": len(samples),
+            "contaminated": len(hits),
+            "per_benchmark": per_benchmark,
+            "per_field": by_field,
+            "benchmark_files": dict(sorted(benchmarks.items())),
+        },
+    )
+    return write_counts(
+        counts_path,
+        "decontam",
+        len(samples),
+        len(clean),
+        {f"benchmark_{k}": v["hits"] for k, v in per_benchmark.items()},
+        ngram=ngram,
+        seconds=round(time.monotonic() - started, 2),
+    )

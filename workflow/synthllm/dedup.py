@@ -35,11 +35,23 @@ import polars as pl
 from numba import njit, prange
 
 from synthllm.io import StepLog, write_counts, write_parquet_table
-from synthllm.textkeys import HASH_SEED, gram_count, gram_hash, mix64, normal_form, normal_word_hashes
+from synthllm.textkeys import (
+    HASH_SEED,
+    gram_count,
+    gram_hash,
+    mix64,
+    normal_form,
+    normal_word_hashes,
+)
 
 CHUNK = 1 << 18  # texts split into words at a time
-DROPPED_SCHEMA = {"question_id": pl.String, "level": pl.Int8, "reason": pl.String,
-                  "duplicate_of": pl.String, "similarity": pl.Float32}
+DROPPED_SCHEMA = {
+    "question_id": pl.String,
+    "level": pl.Int8,
+    "reason": pl.String,
+    "duplicate_of": pl.String,
+    "similarity": pl.Float32,
+}
 
 
 class DedupError(ValueError):
@@ -58,8 +70,10 @@ class NearDuplicates:
 
     def __post_init__(self):
         if self.num_perm % self.bands:
-            raise DedupError(f"config key dedup.near: num_perm ({self.num_perm}) must be a "
-                             f"multiple of bands ({self.bands})")
+            raise DedupError(
+                f"config key dedup.near: num_perm ({self.num_perm}) must be a "
+                f"multiple of bands ({self.bands})"
+            )
         if not 0.0 < self.threshold <= 1.0:
             raise DedupError(f"config key dedup.near.threshold: {self.threshold} not in (0, 1]")
         if self.ngram < 1:
@@ -172,9 +186,9 @@ def fingerprints(texts: pl.Series, settings: NearDuplicates) -> tuple[np.ndarray
     sig = np.empty((len(texts), settings.num_perm), dtype=np.uint32)
     for start in range(0, len(texts), CHUNK):
         normal = normal_form(texts.slice(start, CHUNK))
-        keys[start:start + CHUNK] = normal.hash(seed=HASH_SEED).to_numpy()
+        keys[start : start + CHUNK] = normal.hash(seed=HASH_SEED).to_numpy()
         offsets, hashes = normal_word_hashes(normal)
-        sig[start:start + CHUNK] = _signatures(offsets, hashes, settings.ngram, a, b)
+        sig[start : start + CHUNK] = _signatures(offsets, hashes, settings.ngram, a, b)
     return keys, sig
 
 
@@ -182,8 +196,9 @@ def minhash_signatures(texts: pl.Series, settings: NearDuplicates) -> np.ndarray
     return fingerprints(texts, settings)[1]
 
 
-def near_duplicates(sig: np.ndarray, settings: NearDuplicates,
-                    alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def near_duplicates(
+    sig: np.ndarray, settings: NearDuplicates, alive: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(representative, similarity) per signature, texts in stable order. representative[i] ==
     i for a text that is kept; otherwise the index of the first text of its group, and
     similarity the estimated Jaccard similarity of the two. Texts with alive False are left
@@ -218,18 +233,26 @@ def stable_order(samples: pl.DataFrame) -> pl.DataFrame:
     return samples.sort(["level", "question_id"])
 
 
-def dedup(samples: pl.DataFrame, settings: NearDuplicates, steps: StepLog | None = None,
-          usable_statuses: tuple[str, ...] = ("ok",)) -> tuple[pl.DataFrame, pl.DataFrame]:
+def dedup(
+    samples: pl.DataFrame,
+    settings: NearDuplicates,
+    steps: StepLog | None = None,
+    usable_statuses: tuple[str, ...] = ("ok",),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, dropped) as described in the module docstring. `samples` needs question_id,
     level, question and status (of the answer)."""
     if samples["question_id"].n_unique() != len(samples):
-        dups = samples.filter(pl.col("question_id").is_duplicated())["question_id"].head(3).to_list()
+        dups = (
+            samples.filter(pl.col("question_id").is_duplicated())["question_id"].head(3).to_list()
+        )
         raise DedupError(f"question ids are not unique (e.g. {dups}): answer shards overlap")
     steps = steps or StepLog("synthllm.dedup")
     samples = stable_order(samples)
     ids = samples["question_id"].to_numpy()
     usable = samples["status"].is_in(list(usable_statuses)).to_numpy()
-    reason = np.where(usable, None, "answer_" + samples["status"].fill_null("missing").to_numpy().astype(object))
+    reason = np.where(
+        usable, None, "answer_" + samples["status"].fill_null("missing").to_numpy().astype(object)
+    )
     duplicate_of = np.full(len(samples), None, dtype=object)
     similarity = np.full(len(samples), np.nan, dtype=np.float32)
 
@@ -261,10 +284,16 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, steps: StepLog | None
     steps("near")
 
     dropped_mask = reason != None  # noqa: E711
-    dropped = pl.DataFrame({
-        "question_id": ids[dropped_mask], "level": samples["level"].to_numpy()[dropped_mask],
-        "reason": reason[dropped_mask].tolist(), "duplicate_of": duplicate_of[dropped_mask].tolist(),
-        "similarity": similarity[dropped_mask]}, schema=DROPPED_SCHEMA)
+    dropped = pl.DataFrame(
+        {
+            "question_id": ids[dropped_mask],
+            "level": samples["level"].to_numpy()[dropped_mask],
+            "reason": reason[dropped_mask].tolist(),
+            "duplicate_of": duplicate_of[dropped_mask].tolist(),
+            "similarity": similarity[dropped_mask],
+        },
+        schema=DROPPED_SCHEMA,
+    )
     dropped = dropped.with_columns(pl.col("similarity").fill_nan(None))
     return samples.filter(pl.Series(~dropped_mask)), dropped
 
@@ -272,8 +301,14 @@ def dedup(samples: pl.DataFrame, settings: NearDuplicates, steps: StepLog | None
 DEDUP_COLUMNS = ["question_id", "level", "question", "status"]
 
 
-def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: str,
-        settings: NearDuplicates, usable_statuses: tuple[str, ...] = ("ok",)) -> dict:
+def run(
+    answer_shards: list[str],
+    output: str,
+    dropped_path: str,
+    counts_path: str,
+    settings: NearDuplicates,
+    usable_statuses: tuple[str, ...] = ("ok",),
+) -> dict:
     """Dedup reads only the columns it decides on; the kept rows, every column, are then
     streamed from the shards: at paper scale the answers alone are gigabytes."""
     steps = StepLog("synthllm.dedup")
@@ -284,16 +319,28 @@ def run(answer_shards: list[str], output: str, dropped_path: str, counts_path: s
     kept_ids = kept.select("question_id")
     del kept
     steps("dedup")
-    rows = (shards.join(kept_ids.lazy(), on="question_id", how="semi")
-            .sort(["level", "question_id"]).collect())
+    rows = (
+        shards.join(kept_ids.lazy(), on="question_id", how="semi")
+        .sort(["level", "question_id"])
+        .collect()
+    )
     write_parquet_table(rows.to_arrow(), output)
     write_parquet_table(dropped.to_arrow(), dropped_path)
     steps("write")
     by_reason = dropped.group_by("reason").len().sort("reason")
-    per_level = {f"level{lvl}": {"in": records_in.get(lvl, 0), "out": int((rows["level"] == lvl).sum())}
-                 for lvl in (1, 2, 3)}
-    return write_counts(counts_path, "dedup", sum(records_in.values()), len(rows),
-                        dict(zip(by_reason["reason"], by_reason["len"].to_list())),
-                        per_level=per_level, settings=asdict(settings),
-                        answer_statuses=list(usable_statuses),
-                        seconds=steps.seconds(), steps=steps.steps)
+    per_level = {
+        f"level{lvl}": {"in": records_in.get(lvl, 0), "out": int((rows["level"] == lvl).sum())}
+        for lvl in (1, 2, 3)
+    }
+    return write_counts(
+        counts_path,
+        "dedup",
+        sum(records_in.values()),
+        len(rows),
+        dict(zip(by_reason["reason"], by_reason["len"].to_list())),
+        per_level=per_level,
+        settings=asdict(settings),
+        answer_statuses=list(usable_statuses),
+        seconds=steps.seconds(),
+        steps=steps.steps,
+    )

@@ -48,9 +48,15 @@ def fetch_fineweb_edu(dest: Path, n_docs: int = 500, page: int = 100, timeout: f
         return target
     rows = []
     for offset in range(0, n_docs, page):
-        query = urllib.parse.urlencode({"dataset": "HuggingFaceFW/fineweb-edu",
-                                        "config": "sample-10BT", "split": "train",
-                                        "offset": offset, "length": min(page, n_docs - offset)})
+        query = urllib.parse.urlencode(
+            {
+                "dataset": "HuggingFaceFW/fineweb-edu",
+                "config": "sample-10BT",
+                "split": "train",
+                "offset": offset,
+                "length": min(page, n_docs - offset),
+            }
+        )
         with urllib.request.urlopen(f"{FINEWEB_EDU_ROWS_URL}?{query}", timeout=timeout) as resp:
             payload = json.load(resp)
         rows.extend(item["row"] for item in payload["rows"])
@@ -72,5 +78,6 @@ def fill(dest: str | Path, shared: str | Path | None) -> str:
         raise DemoCorpusError(
             f"no shared data at {shared} and FineWeb-Edu could not be fetched ({exc}). "
             "Point config key corpus.sources (glob, format, text) at your own corpus files "
-            "instead of resources/demo_corpus.") from exc
+            "instead of resources/demo_corpus."
+        ) from exc
     return f"demo corpus: FineWeb-Edu sample written to {target}"

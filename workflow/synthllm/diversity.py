@@ -32,7 +32,9 @@ PAIR_SCHEMA = {"method": pl.String, "doc_id": pl.String, "similarity": pl.Float3
 NEAR_COPY = 0.9  # pairs at least this similar count as near copies in the summary
 
 
-def within_group_similarities(vectors: np.ndarray, groups: list[str]) -> tuple[np.ndarray, list[str]]:
+def within_group_similarities(
+    vectors: np.ndarray, groups: list[str]
+) -> tuple[np.ndarray, list[str]]:
     """Cosine similarity of every unordered pair of rows in the same group (rows are
     L2-normalised, so the dot product). Returns the similarities and each pair's group,
     groups in first-seen order, pairs (i < j) in row order."""
@@ -59,13 +61,24 @@ def summarize(pairs: pl.DataFrame, questions: pl.DataFrame) -> pl.DataFrame:
         stored = pairs.filter(pl.col("method") == method)["similarity"].to_numpy()
         s = stored.astype(np.float64)
         quartiles = np.quantile(s, [0.25, 0.5, 0.75]) if len(s) else [np.nan] * 3
-        rows.append({"method": method, "documents": len(per_doc), "questions": len(q),
-                     "questions_per_doc": float(per_doc["len"].mean()) if len(per_doc) else np.nan,
-                     "pairs": len(s), "mean": float(s.mean()) if len(s) else np.nan,
-                     "std": float(s.std()) if len(s) else np.nan,
-                     "q25": float(quartiles[0]), "median": float(quartiles[1]), "q75": float(quartiles[2]),
-                     # compared at the stored float32 precision: 0.9 in float32 is just below 0.9
-                     "share_ge_0.9": float((stored >= np.float32(NEAR_COPY)).mean()) if len(s) else np.nan})
+        rows.append(
+            {
+                "method": method,
+                "documents": len(per_doc),
+                "questions": len(q),
+                "questions_per_doc": float(per_doc["len"].mean()) if len(per_doc) else np.nan,
+                "pairs": len(s),
+                "mean": float(s.mean()) if len(s) else np.nan,
+                "std": float(s.std()) if len(s) else np.nan,
+                "q25": float(quartiles[0]),
+                "median": float(quartiles[1]),
+                "q75": float(quartiles[2]),
+                # compared at the stored float32 precision: 0.9 in float32 is just below 0.9
+                "share_ge_0.9": float((stored >= np.float32(NEAR_COPY)).mean())
+                if len(s)
+                else np.nan,
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -91,8 +104,14 @@ def figure(pairs: pl.DataFrame, summary: pl.DataFrame, bins: int, png: str, pdf:
     colours = {"level1": "tab:blue", "level2": "tab:orange"}
     for method, values in density.items():
         mean = summary.filter(pl.col("method") == method)["mean"][0]
-        ax.stairs(values, edges, fill=True, alpha=0.45, color=colours.get(method),
-                  label=f"{method.replace('level', 'Level-')} (mean {mean:.3f})")
+        ax.stairs(
+            values,
+            edges,
+            fill=True,
+            alpha=0.45,
+            color=colours.get(method),
+            label=f"{method.replace('level', 'Level-')} (mean {mean:.3f})",
+        )
     ax.set_xlabel("cosine similarity of two questions from the same document")
     ax.set_ylabel("density")
     ax.set_title("Within-document question similarity (all-MiniLM-L6-v2)")
@@ -107,13 +126,24 @@ def load_questions(files: dict[str, str]) -> pl.DataFrame:
     frames = []
     for method, path in files.items():
         q = pl.read_parquet(path, columns=["doc_ids", "question"])
-        frames.append(q.select(pl.lit(method).alias("method"),
-                               pl.col("doc_ids").list.first().alias("doc_id"), "question"))
+        frames.append(
+            q.select(
+                pl.lit(method).alias("method"),
+                pl.col("doc_ids").list.first().alias("doc_id"),
+                "question",
+            )
+        )
     return pl.concat(frames)
 
 
-def run(files: dict[str, str], embedding, bins: int, out_dir: str, counts_path: str,
-        threads: int | None = None) -> dict:
+def run(
+    files: dict[str, str],
+    embedding,
+    bins: int,
+    out_dir: str,
+    counts_path: str,
+    threads: int | None = None,
+) -> dict:
     from synthllm.embed import Embedder
 
     if threads:
@@ -121,13 +151,21 @@ def run(files: dict[str, str], embedding, bins: int, out_dir: str, counts_path: 
 
         torch.set_num_threads(threads)
     questions = load_questions(files)
-    vectors, truncated = Embedder(embedding).embed(questions["question"].to_list(), desc="questions")
+    vectors, truncated = Embedder(embedding).embed(
+        questions["question"].to_list(), desc="questions"
+    )
     frames = []
     for method in files:
         mine = (questions["method"] == method).to_numpy()
-        sims, docs = within_group_similarities(vectors[mine], questions.filter(pl.col("method") == method)["doc_id"].to_list())
-        frames.append(pl.DataFrame({"method": [method] * len(sims), "doc_id": docs, "similarity": sims},
-                                   schema=PAIR_SCHEMA))
+        sims, docs = within_group_similarities(
+            vectors[mine], questions.filter(pl.col("method") == method)["doc_id"].to_list()
+        )
+        frames.append(
+            pl.DataFrame(
+                {"method": [method] * len(sims), "doc_id": docs, "similarity": sims},
+                schema=PAIR_SCHEMA,
+            )
+        )
     pairs = pl.concat(frames)
     summary = summarize(pairs, questions)
     out = Path(out_dir)
@@ -137,18 +175,33 @@ def run(files: dict[str, str], embedding, bins: int, out_dir: str, counts_path: 
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(markdown(summary))
     figure(pairs, summary, bins, str(out / "fig5.png"), str(out / "fig5.pdf"))
-    singles = {m: int((questions.filter(pl.col("method") == m).group_by("doc_id").len()["len"] < 2).sum())
-               for m in files}
+    singles = {
+        m: int((questions.filter(pl.col("method") == m).group_by("doc_id").len()["len"] < 2).sum())
+        for m in files
+    }
     log.info("\n%s", markdown(summary))
-    return write_counts(counts_path, "diversity", len(questions), len(questions), {},
-                        pairs=len(pairs), truncated=truncated, documents_without_pairs=singles,
-                        model=embedding.model, max_tokens=embedding.max_tokens)
+    return write_counts(
+        counts_path,
+        "diversity",
+        len(questions),
+        len(questions),
+        {},
+        pairs=len(pairs),
+        truncated=truncated,
+        documents_without_pairs=singles,
+        model=embedding.model,
+        max_tokens=embedding.max_tokens,
+    )
 
 
 def markdown(summary: pl.DataFrame) -> str:
     header = summary.columns
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.iter_rows():
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines) + ("\n\nCosine similarity of all question pairs within a document "
-                               "(all-MiniLM-L6-v2); lower = more diverse.\n")
+        lines.append(
+            "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+        )
+    return "\n".join(lines) + (
+        "\n\nCosine similarity of all question pairs within a document "
+        "(all-MiniLM-L6-v2); lower = more diverse.\n"
+    )

@@ -39,14 +39,14 @@ class EmbeddingError(Exception):
 class EmbeddingSpec:
     """Config key `models.embedding`."""
 
-    model: str            # a folder, `package:<python package>` (its `model/` folder), or a hub name
+    model: str  # a folder, `package:<python package>` (its `model/` folder), or a hub name
     max_tokens: int = 256
     batch_size: int = 64
     dtype: str = "float32"
     gpus: int = 0
 
     @classmethod
-    def from_config(cls, entry: dict) -> "EmbeddingSpec":
+    def from_config(cls, entry: dict) -> EmbeddingSpec:
         try:
             return cls(**entry)
         except TypeError as exc:
@@ -60,11 +60,13 @@ def resolve_model(model: str) -> str:
     its `__init__.py` (sentence-transformers layout; the transformer weights are at its top).
     """
     if model.startswith(PACKAGE_PREFIX):
-        name = model[len(PACKAGE_PREFIX):]
+        name = model[len(PACKAGE_PREFIX) :]
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
-            raise EmbeddingError(f"config key models.embedding.model: package {name!r} is not "
-                                 "installed (it is in the main extra; run ./install.sh)")
+            raise EmbeddingError(
+                f"config key models.embedding.model: package {name!r} is not "
+                "installed (it is in the main extra; run ./install.sh)"
+            )
         folder = Path(spec.origin).parent / "model"
         if not (folder / "config.json").exists():
             raise EmbeddingError(f"config key models.embedding.model: {folder} holds no model")
@@ -87,9 +89,13 @@ class Embedder:
         device = "cuda" if spec.gpus > 0 and torch.cuda.is_available() else "cpu"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path, dtype=getattr(torch, spec.dtype)).to(device)
+            self.model = AutoModel.from_pretrained(path, dtype=getattr(torch, spec.dtype)).to(
+                device
+            )
         except (OSError, ValueError) as exc:
-            raise EmbeddingError(f"config key models.embedding.model: cannot load {path}: {exc}") from exc
+            raise EmbeddingError(
+                f"config key models.embedding.model: cannot load {path}: {exc}"
+            ) from exc
         if self.tokenizer.pad_token is None:  # decoder models (StableLM) have none
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.eval()
@@ -113,9 +119,14 @@ class Embedder:
         truncated = 0
         with tqdm(total=len(texts), desc=desc, unit="doc", mininterval=5.0) as bar:
             for start in range(0, len(order), self.spec.batch_size):
-                idx = order[start:start + self.spec.batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.spec.max_tokens, return_tensors="pt")
+                idx = order[start : start + self.spec.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.spec.max_tokens,
+                    return_tensors="pt",
+                )
                 truncated += self._truncated(enc, [texts[i] for i in idx])
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 with torch.inference_mode():
@@ -128,7 +139,9 @@ class Embedder:
         return out, truncated
 
 
-def run(docs: str, output: str, counts_path: str, spec: EmbeddingSpec, threads: int | None = None) -> dict:
+def run(
+    docs: str, output: str, counts_path: str, spec: EmbeddingSpec, threads: int | None = None
+) -> dict:
     """Embed the `text` column of a parquet file into `output` (.npy, rows in file order)."""
     if threads:
         import torch
@@ -147,11 +160,21 @@ def run(docs: str, output: str, counts_path: str, spec: EmbeddingSpec, threads: 
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, vectors)
-    return write_counts(counts_path, "embed", len(texts), len(texts), {}, model=spec.model,
-                        max_tokens=spec.max_tokens, pooling="mean, L2-normalised",
-                        dimension=embedder.dimension, truncated=truncated,
-                        load_s=round(load_s, 2), embed_s=round(embed_s, 2),
-                        docs_per_s=round(len(texts) / embed_s, 1) if embed_s > 0 else None)
+    return write_counts(
+        counts_path,
+        "embed",
+        len(texts),
+        len(texts),
+        {},
+        model=spec.model,
+        max_tokens=spec.max_tokens,
+        pooling="mean, L2-normalised",
+        dimension=embedder.dimension,
+        truncated=truncated,
+        load_s=round(load_s, 2),
+        embed_s=round(embed_s, 2),
+        docs_per_s=round(len(texts) / embed_s, 1) if embed_s > 0 else None,
+    )
 
 
 def load(path: str, n_rows: int, docs: str) -> np.ndarray:

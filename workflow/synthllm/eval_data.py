@@ -50,7 +50,7 @@ def last_boxed(text: str) -> str | None:
     starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)", text)]
     if not starts:
         return None
-    rest = text[starts[-1]:]
+    rest = text[starts[-1] :]
     if rest.startswith("{"):
         depth = 0
         for i, ch in enumerate(rest):
@@ -101,7 +101,7 @@ def _answer_only(rec: dict) -> tuple[None, str]:
         # to the model nor lost
         match = _ANSWER_IN_QUESTION.search(rec["question"])
         if match:
-            rec["question"] = rec["question"][:match.start()]
+            rec["question"] = rec["question"][: match.start()]
             gold = match.group(1).replace("$", "").strip()
     return None, gold
 
@@ -132,19 +132,23 @@ def _question(text: str, gold: str) -> str:
     return text.strip()
 
 
-def load_benchmark(name: str, path: str, max_records: int | None = None,
-                   seed: int = 0) -> list[dict]:
+def load_benchmark(
+    name: str, path: str, max_records: int | None = None, seed: int = 0
+) -> list[dict]:
     """Every problem of one benchmark file, or a fixed random sample of `max_records` of them
     (drawn with `seed`, kept in file order)."""
     rule_name = ALIASES.get(name, name)
     if rule_name not in _RULES:
-        raise BenchmarkError(f"unknown benchmark {name!r}; known: "
-                             f"{', '.join(BENCHMARKS + tuple(ALIASES))}")
+        raise BenchmarkError(
+            f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS + tuple(ALIASES))}"
+        )
     rule, question_key = _RULES[rule_name]
     if not Path(path).is_file():
-        raise BenchmarkError(f"benchmark {name}: {path} does not exist (config key "
-                             f"evaluation.benchmarks.{name}; ./install.sh copies "
-                             "../shared/data/benchmarks into resources/benchmarks)")
+        raise BenchmarkError(
+            f"benchmark {name}: {path} does not exist (config key "
+            f"evaluation.benchmarks.{name}; ./install.sh copies "
+            "../shared/data/benchmarks into resources/benchmarks)"
+        )
     records = []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh):
@@ -155,13 +159,20 @@ def load_benchmark(name: str, path: str, max_records: int | None = None,
                 solution, gold = rule(rec)
                 question = rec[question_key]
             except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                raise BenchmarkError(f"{path} line {line_no + 1}: not a {name} record "
-                                     f"({type(exc).__name__}: {exc})") from exc
+                raise BenchmarkError(
+                    f"{path} line {line_no + 1}: not a {name} record ({type(exc).__name__}: {exc})"
+                ) from exc
             if not gold:
                 raise BenchmarkError(f"{path} line {line_no + 1}: empty gold answer")
-            records.append({"benchmark": name, "id": _record_id(rec, line_no),
-                            "question": _question(question, gold),
-                            "solution": solution.strip() if solution else None, "gold": gold})
+            records.append(
+                {
+                    "benchmark": name,
+                    "id": _record_id(rec, line_no),
+                    "question": _question(question, gold),
+                    "solution": solution.strip() if solution else None,
+                    "gold": gold,
+                }
+            )
     if max_records is not None and max_records < len(records):
         keep = sorted(random.Random(seed).sample(range(len(records)), max_records))
         records = [records[i] for i in keep]

@@ -48,21 +48,41 @@ from synthllm.io import atomic_path, write_counts, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_SCHEMA = pa.schema([
-    ("benchmark", pa.string()), ("id", pa.string()), ("question", pa.string()),
-    ("gold", pa.string()), ("messages", pa.string()), ("completion", pa.string()),
-    ("finish_reason", pa.string()), ("extracted", pa.string()),
-    ("correct_harness", pa.bool_()), ("extracted_math_verify", pa.string()),
-    ("correct_math_verify", pa.bool_()),
-])
-NLL_SCHEMA = pa.schema([
-    ("benchmark", pa.string()), ("id", pa.string()), ("target_kind", pa.string()),
-    ("tokens", pa.int32()), ("truncated", pa.bool_()), ("nll_sum", pa.float64()),
-])
-SUMMARY_SCHEMA = pa.schema([
-    ("model", pa.string()), ("budget", pa.int64()), ("tokens", pa.int64()),
-    ("benchmark", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
-])
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("gold", pa.string()),
+        ("messages", pa.string()),
+        ("completion", pa.string()),
+        ("finish_reason", pa.string()),
+        ("extracted", pa.string()),
+        ("correct_harness", pa.bool_()),
+        ("extracted_math_verify", pa.string()),
+        ("correct_math_verify", pa.bool_()),
+    ]
+)
+NLL_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("id", pa.string()),
+        ("target_kind", pa.string()),
+        ("tokens", pa.int32()),
+        ("truncated", pa.bool_()),
+        ("nll_sum", pa.float64()),
+    ]
+)
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("budget", pa.int64()),
+        ("tokens", pa.int64()),
+        ("benchmark", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
 METRICS = ("accuracy", "accuracy_harness", "nll")
 
 
@@ -100,10 +120,22 @@ def train_tokens(train_counts: str | None) -> int:
         raise EvaluationError(f"{train_counts}: no integer `tokens` field ({exc})") from exc
 
 
-def run(checkpoint: str, label: str, budget: int, train_counts: str | None, out_dir: str,
-        benchmarks: dict[str, str], max_records: int | None, seed: int, system_prompt: str,
-        engine: dict, max_new_tokens: int, chunk_size: int, grade_timeout_s: float,
-        open_backend_fn=None) -> dict:
+def run(
+    checkpoint: str,
+    label: str,
+    budget: int,
+    train_counts: str | None,
+    out_dir: str,
+    benchmarks: dict[str, str],
+    max_records: int | None,
+    seed: int,
+    system_prompt: str,
+    engine: dict,
+    max_new_tokens: int,
+    chunk_size: int,
+    grade_timeout_s: float,
+    open_backend_fn=None,
+) -> dict:
     """Evaluate one checkpoint; `open_backend_fn(spec)` (default synthllm.llm.open_backend)
     lets a benchmark share one engine between runs."""
     from synthllm.llm import BackendSpec, Request, Sampling, open_backend
@@ -111,43 +143,66 @@ def run(checkpoint: str, label: str, budget: int, train_counts: str | None, out_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     problems = load_problems(benchmarks, max_records, seed)
-    spec = BackendSpec.from_config("evaluation.engine",
-                                   {**{k: v for k, v in engine.items() if k != "gpus"},
-                                    "model": checkpoint})
+    spec = BackendSpec.from_config(
+        "evaluation.engine",
+        {**{k: v for k, v in engine.items() if k != "gpus"}, "model": checkpoint},
+    )
     sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=max_new_tokens, seed=0)
     messages = [prompt_messages(p["question"], system_prompt) for p in problems]
     requests = [Request(m) for m in messages]
     predictions = out / "predictions.parquet"
     fp = fingerprint(stage="evaluate", spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(requests, spec, sampling, predictions, fp,
-                                            chunk_size, desc=f"evaluate {label}/{budget}",
-                                            open_backend_fn=open_backend_fn or open_backend)
+    completions, facts = generate_resumable(
+        requests,
+        spec,
+        sampling,
+        predictions,
+        fp,
+        chunk_size,
+        desc=f"evaluate {label}/{budget}",
+        open_backend_fn=open_backend_fn or open_backend,
+    )
     rows = []
     gold_cache: dict[str, list] = {}
-    for p, m, c in tqdm(list(zip(problems, messages, completions)), desc="grade",
-                        mininterval=5.0):
+    for p, m, c in tqdm(list(zip(problems, messages, completions)), desc="grade", mininterval=5.0):
         if p["gold"] not in gold_cache:
             gold_cache[p["gold"]] = parse_gold_math_verify(p["gold"], grade_timeout_s)
-        grades = grade(c.text, p["gold"], p["benchmark"], grade_timeout_s,
-                       gold_parsed=gold_cache[p["gold"]])
-        rows.append({"benchmark": p["benchmark"], "id": p["id"], "question": p["question"],
-                     "gold": p["gold"], "messages": json.dumps(m, ensure_ascii=False),
-                     "completion": c.text, "finish_reason": c.finish_reason, **grades})
+        grades = grade(
+            c.text, p["gold"], p["benchmark"], grade_timeout_s, gold_parsed=gold_cache[p["gold"]]
+        )
+        rows.append(
+            {
+                "benchmark": p["benchmark"],
+                "id": p["id"],
+                "question": p["question"],
+                "gold": p["gold"],
+                "messages": json.dumps(m, ensure_ascii=False),
+                "completion": c.text,
+                "finish_reason": c.finish_reason,
+                **grades,
+            }
+        )
     accuracy = accuracy_table(rows)
     settings = {
-        "model": label, "budget": budget, "tokens": train_tokens(train_counts),
-        "checkpoint": checkpoint, "system_prompt": system_prompt,
-        "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens,
-                     "n": 1},
-        "engine": engine, "max_records": max_records, "seed": seed,
-        "benchmarks": {name: {"path": path, "sha256": _sha256(path)}
-                       for name, path in benchmarks.items()},
+        "model": label,
+        "budget": budget,
+        "tokens": train_tokens(train_counts),
+        "checkpoint": checkpoint,
+        "system_prompt": system_prompt,
+        "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens, "n": 1},
+        "engine": engine,
+        "max_records": max_records,
+        "seed": seed,
+        "benchmarks": {
+            name: {"path": path, "sha256": _sha256(path)} for name, path in benchmarks.items()
+        },
         **facts,
     }
     write_json(out / "settings.json", settings)
     write_parquet(rows, PREDICTIONS_SCHEMA, predictions)
-    counts = write_counts(out / "counts.json", "evaluate", len(problems), len(rows), {},
-                          accuracy=accuracy, **facts)
+    counts = write_counts(
+        out / "counts.json", "evaluate", len(problems), len(rows), {}, accuracy=accuracy, **facts
+    )
     progress_path(predictions).unlink(missing_ok=True)
     return counts
 
@@ -161,7 +216,8 @@ def accuracy_table(rows: list[dict]) -> dict[str, dict[str, float]]:
             table[name] = {
                 "accuracy": 100.0 * sum(r["correct_math_verify"] for r in mine) / len(mine),
                 "accuracy_harness": 100.0 * sum(r["correct_harness"] for r in mine) / len(mine),
-                "n": len(mine)}
+                "n": len(mine),
+            }
     return table
 
 
@@ -175,29 +231,45 @@ def nll_target(problem: dict) -> tuple[str, str]:
     return "answer", f"The final answer is $\\boxed{{{problem['gold']}}}$."
 
 
-def encode_for_nll(tokenizer, problem: dict, system_prompt: str,
-                   max_tokens: int) -> tuple[list[int], int, str, bool]:
+def encode_for_nll(
+    tokenizer, problem: dict, system_prompt: str, max_tokens: int
+) -> tuple[list[int], int, str, bool]:
     """Token ids of prompt + target (cut at max_tokens), the prompt length, target kind and
     whether the target was cut."""
     kind, target = nll_target(problem)
-    prompt = tokenizer.apply_chat_template(prompt_messages(problem["question"], system_prompt),
-                                           add_generation_prompt=True, tokenize=True)
-    full = tokenizer.apply_chat_template(sft_messages(problem["question"], target, system_prompt),
-                                         tokenize=True)
+    prompt = tokenizer.apply_chat_template(
+        prompt_messages(problem["question"], system_prompt),
+        add_generation_prompt=True,
+        tokenize=True,
+    )
+    full = tokenizer.apply_chat_template(
+        sft_messages(problem["question"], target, system_prompt), tokenize=True
+    )
     if hasattr(prompt, "input_ids"):  # transformers returns a BatchEncoding when asked to
         prompt, full = prompt["input_ids"], full["input_ids"]
-    if full[:len(prompt)] != prompt:
-        raise EvaluationError("the chat template does not render the prompt as a prefix of the "
-                              f"conversation ({problem['benchmark']} {problem['id']})")
+    if full[: len(prompt)] != prompt:
+        raise EvaluationError(
+            "the chat template does not render the prompt as a prefix of the "
+            f"conversation ({problem['benchmark']} {problem['id']})"
+        )
     # keep at least one target token: a prompt that fills max_tokens is cut from the left
     prompt_len = min(len(prompt), max_tokens - 1)
-    ids = full[len(prompt) - prompt_len:][:max_tokens]
+    ids = full[len(prompt) - prompt_len :][:max_tokens]
     return ids, prompt_len, kind, len(full) - (len(prompt) - prompt_len) > max_tokens
 
 
-def nll(checkpoint: str, out_path: str, benchmarks: dict[str, str], max_records: int | None,
-        seed: int, system_prompt: str, batch_size: int, max_tokens: int, dtype: str,
-        counts_path: str) -> dict:
+def nll(
+    checkpoint: str,
+    out_path: str,
+    benchmarks: dict[str, str],
+    max_records: int | None,
+    seed: int,
+    system_prompt: str,
+    batch_size: int,
+    max_tokens: int,
+    dtype: str,
+    counts_path: str,
+) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -215,31 +287,46 @@ def nll(checkpoint: str, out_path: str, benchmarks: dict[str, str], max_records:
     results: dict[int, float] = {}
     with torch.no_grad(), tqdm(total=len(order), desc="nll", mininterval=5.0) as bar:
         for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             width = max(len(encoded[i][0]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
             for row, i in enumerate(batch):
                 seq, prompt_len = encoded[i][0], encoded[i][1]
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-                labels[row, prompt_len:len(seq)] = torch.tensor(seq[prompt_len:])
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+                labels[row, prompt_len : len(seq)] = torch.tensor(seq[prompt_len:])
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             token_nll = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
+                logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+            )
             for row, i in enumerate(batch):
                 results[i] = float(token_nll[row].sum())
             bar.update(len(batch))
     rows = []
     for i, p in enumerate(problems):
         seq, prompt_len, kind, truncated = encoded[i]
-        rows.append({"benchmark": p["benchmark"], "id": p["id"], "target_kind": kind,
-                     "tokens": len(seq) - prompt_len, "truncated": truncated,
-                     "nll_sum": results[i]})
+        rows.append(
+            {
+                "benchmark": p["benchmark"],
+                "id": p["id"],
+                "target_kind": kind,
+                "tokens": len(seq) - prompt_len,
+                "truncated": truncated,
+                "nll_sum": results[i],
+            }
+        )
     write_parquet(rows, NLL_SCHEMA, out_path)
-    return write_counts(counts_path, "eval_nll", len(problems), len(rows), {},
-                        nll=nll_table(rows), truncated=sum(r["truncated"] for r in rows))
+    return write_counts(
+        counts_path,
+        "eval_nll",
+        len(problems),
+        len(rows),
+        {},
+        nll=nll_table(rows),
+        truncated=sum(r["truncated"] for r in rows),
+    )
 
 
 def nll_table(rows: list[dict]) -> dict[str, float]:
@@ -262,8 +349,11 @@ def summary_rows(eval_dir: str) -> list[dict]:
         settings = json.loads((folder / "settings.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EvaluationError(f"{folder / 'settings.json'}: {exc} (run synthllm evaluate)") from exc
-    key = {"model": settings["model"], "budget": int(settings["budget"]),
-           "tokens": int(settings["tokens"])}
+    key = {
+        "model": settings["model"],
+        "budget": int(settings["budget"]),
+        "tokens": int(settings["tokens"]),
+    }
     values: dict[str, dict[str, float]] = {m: {} for m in METRICS}
     accuracy = accuracy_table(pq.read_table(folder / "predictions.parquet").to_pylist())
     for name, row in accuracy.items():
@@ -277,8 +367,11 @@ def summary_rows(eval_dir: str) -> list[dict]:
             rows.append({**key, "benchmark": name, "metric": metric, "value": float(value)})
         if per_benchmark:
             # the paper's "Average": the plain mean of the six benchmarks (all six required)
-            average = (sum(per_benchmark.values()) / len(per_benchmark)
-                       if len(per_benchmark) == len(BENCHMARKS) else math.nan)
+            average = (
+                sum(per_benchmark.values()) / len(per_benchmark)
+                if len(per_benchmark) == len(BENCHMARKS)
+                else math.nan
+            )
             rows.append({**key, "benchmark": "average", "metric": metric, "value": average})
     return rows
 
@@ -290,19 +383,25 @@ def summarize(eval_dirs: list[str], out_parquet: str, out_csv: str, out_md: str)
     columns = list(BENCHMARKS) + ["average"]
     wide: dict[tuple, dict] = {}
     for r in rows:
-        wide.setdefault((r["model"], r["budget"], r["tokens"], r["metric"]), {})[r["benchmark"]] = r["value"]
+        wide.setdefault((r["model"], r["budget"], r["tokens"], r["metric"]), {})[r["benchmark"]] = (
+            r["value"]
+        )
     header = ["model", "budget", "tokens", "metric"] + columns
     lines = []
     for (model, budget, tokens, metric), values in wide.items():
-        lines.append([model, str(budget), str(tokens), metric]
-                     + [f"{values[c]:.4g}" if c in values else "" for c in columns])
+        lines.append(
+            [model, str(budget), str(tokens), metric]
+            + [f"{values[c]:.4g}" if c in values else "" for c in columns]
+        )
     with atomic_path(out_csv) as tmp:
         tmp.write_text("\n".join(",".join(x) for x in [header] + lines) + "\n")
     with atomic_path(out_md) as tmp:
         md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(x) + " |" for x in lines]
-        note = ("\naccuracy: math-verify, percent; accuracy_harness: the Qwen2.5-Math "
-                "harness's grader, percent; nll: nats per reference-solution token. "
-                "average: mean of the six benchmarks.\n")
+        note = (
+            "\naccuracy: math-verify, percent; accuracy_harness: the Qwen2.5-Math "
+            "harness's grader, percent; nll: nats per reference-solution token. "
+            "average: mean of the six benchmarks.\n"
+        )
         tmp.write_text("\n".join(md) + "\n" + note)
     return rows

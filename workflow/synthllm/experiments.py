@@ -29,20 +29,31 @@ class ExperimentError(ValueError):
     """Bad experiment input; the message names the file or config key."""
 
 
-def draw_documents(doc_ids: list[str], k: int, seed: int, key: str = "experiments.documents") -> list[str]:
+def draw_documents(
+    doc_ids: list[str], k: int, seed: int, key: str = "experiments.documents"
+) -> list[str]:
     """k of the documents, uniformly without replacement (seeded), in sorted order.
 
     The draw depends only on the sorted id list and the seed, not on shard order."""
     pool = sorted(set(doc_ids))
     if k > len(pool):
-        raise ExperimentError(f"config key {key}: {k} documents asked, only {len(pool)} filtered "
-                              "documents have a usable concept extraction")
+        raise ExperimentError(
+            f"config key {key}: {k} documents asked, only {len(pool)} filtered "
+            "documents have a usable concept extraction"
+        )
     picked = np.random.default_rng(seed).permutation(len(pool))[:k]
     return sorted(pool[i] for i in picked)
 
 
-def run_docs(doc_shards: list[str], extract_shards: list[str], documents: int, seed: int,
-             docs_out: str, extract_out: str, counts_path: str) -> dict:
+def run_docs(
+    doc_shards: list[str],
+    extract_shards: list[str],
+    documents: int,
+    seed: int,
+    docs_out: str,
+    extract_out: str,
+    counts_path: str,
+) -> dict:
     extracted = pl.concat([pl.read_parquet(p) for p in extract_shards], how="vertical_relaxed")
     usable = extracted.filter(pl.col("status") == "ok")
     chosen = draw_documents(usable["doc_id"].to_list(), documents, seed)
@@ -50,13 +61,23 @@ def run_docs(doc_shards: list[str], extract_shards: list[str], documents: int, s
     docs = docs.filter(pl.col("doc_id").is_in(chosen)).unique("doc_id", keep="first").sort("doc_id")
     if len(docs) != len(chosen):
         missing = sorted(set(chosen) - set(docs["doc_id"].to_list()))
-        raise ExperimentError(f"documents {missing[:5]} have an extraction but are in none of {doc_shards}")
+        raise ExperimentError(
+            f"documents {missing[:5]} have an extraction but are in none of {doc_shards}"
+        )
     write_parquet_table(docs.to_arrow(), docs_out)
-    write_parquet_table(usable.filter(pl.col("doc_id").is_in(chosen)).sort("doc_id").to_arrow(), extract_out)
+    write_parquet_table(
+        usable.filter(pl.col("doc_id").is_in(chosen)).sort("doc_id").to_arrow(), extract_out
+    )
     n_usable = usable["doc_id"].n_unique()
-    return write_counts(counts_path, "experiment_docs", n_usable, len(chosen),
-                        {"not_drawn": n_usable - len(chosen)}, seed=seed,
-                        without_usable_extraction=len(extracted) - len(usable))
+    return write_counts(
+        counts_path,
+        "experiment_docs",
+        n_usable,
+        len(chosen),
+        {"not_drawn": n_usable - len(chosen)},
+        seed=seed,
+        without_usable_extraction=len(extracted) - len(usable),
+    )
 
 
 def per_document_target(count_per_doc: int, overgenerate: float) -> int:

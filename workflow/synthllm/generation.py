@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from tqdm import tqdm
@@ -28,8 +28,12 @@ from synthllm.llm import BackendSpec, Completion, Request, Sampling, open_backen
 
 log = logging.getLogger(__name__)
 
-_PROMPTS = Environment(loader=PackageLoader("synthllm", "prompts"), undefined=StrictUndefined,
-                       keep_trailing_newline=False, autoescape=False)
+_PROMPTS = Environment(
+    loader=PackageLoader("synthllm", "prompts"),
+    undefined=StrictUndefined,
+    keep_trailing_newline=False,
+    autoescape=False,
+)
 
 
 def render(template: str, **values) -> str:
@@ -85,8 +89,12 @@ class ProgressLog:
             if new:
                 fh.write(json.dumps({"fingerprint": self.fp}) + "\n")
             for pos, c in rows:
-                fh.write(json.dumps({"pos": pos, "text": c.text, "finish": c.finish_reason},
-                                    ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps(
+                        {"pos": pos, "text": c.text, "finish": c.finish_reason}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -99,9 +107,16 @@ def progress_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".progress.jsonl")
 
 
-def generate_resumable(requests: Sequence[Request], spec: BackendSpec, sampling: Sampling,
-                       output: str | Path, fp: str, chunk_size: int, desc: str,
-                       open_backend_fn: Callable = open_backend) -> tuple[list[Completion], dict]:
+def generate_resumable(
+    requests: Sequence[Request],
+    spec: BackendSpec,
+    sampling: Sampling,
+    output: str | Path,
+    fp: str,
+    chunk_size: int,
+    desc: str,
+    open_backend_fn: Callable = open_backend,
+) -> tuple[list[Completion], dict]:
     """Completions for every request, in order, resuming from the output's progress file.
 
     Returns the completions and run facts (positions resumed, generated, engine start-up).
@@ -112,17 +127,24 @@ def generate_resumable(requests: Sequence[Request], spec: BackendSpec, sampling:
     todo = [i for i in range(len(requests)) if i not in done]
     facts = {"resumed": len(done), "generated": len(todo), "startup_s": 0.0, "generate_s": 0.0}
     if done:
-        log.info("%s: %d of %d completions found in %s; generating the other %d", desc,
-                 len(done), len(requests), progress.path, len(todo))
+        log.info(
+            "%s: %d of %d completions found in %s; generating the other %d",
+            desc,
+            len(done),
+            len(requests),
+            progress.path,
+            len(todo),
+        )
     if todo:
         started = time.time()
         backend = open_backend_fn(spec)
         facts["startup_s"] = round(time.time() - started, 2)
         started = time.time()
-        with tqdm(total=len(requests), initial=len(done), desc=desc, unit="prompt",
-                  mininterval=5.0) as bar:
+        with tqdm(
+            total=len(requests), initial=len(done), desc=desc, unit="prompt", mininterval=5.0
+        ) as bar:
             for start in range(0, len(todo), chunk_size):
-                chunk = todo[start:start + chunk_size]
+                chunk = todo[start : start + chunk_size]
                 out = backend.generate([requests[i] for i in chunk], sampling, chunk)
                 progress.append(list(zip(chunk, out)))
                 done.update(zip(chunk, out))
@@ -144,8 +166,16 @@ def provenance(spec: BackendSpec, template: str, sampling: Sampling) -> dict:
     return {"model": spec.model, "template_hash": template_hash(template), "seed": sampling.seed}
 
 
-def finish_stage(stage: str, rows: list[dict], schema, output: str | Path, counts_path: str | Path,
-                 n_in: int, statuses: dict[str, int], **extra) -> dict:
+def finish_stage(
+    stage: str,
+    rows: list[dict],
+    schema,
+    output: str | Path,
+    counts_path: str | Path,
+    n_in: int,
+    statuses: dict[str, int],
+    **extra,
+) -> dict:
     """Write a generation stage's parquet and counts (ok = out, other statuses = dropped),
     then remove the progress file: from here on the shard is done."""
     statuses = dict(statuses)

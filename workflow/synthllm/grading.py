@@ -93,36 +93,165 @@ def normalize_gold(gold: str, benchmark: str) -> str:
 
 # the harness's unit words (mostly from MathQA), each also with a trailing "s"
 _UNIT_TEXTS = [
-    "east", "degree", "mph", "kmph", "ft", "m sqaure", " m east", "sq m", "deg", "mile",
-    "q .", "monkey", "prime", "ratio", "profit of rs", "rd", "o", "gm", "p . m", "lb", "tile",
-    "per", "dm", "lt", "gain", "ab", "way", "west", "a .", "b .", "c .", "d .", "e .", "f .",
-    "g .", "h .", "t", "a", "h", "no change", "men", "soldier", "pie", "bc", "excess", "st",
-    "inches", "noon", "percent", "by", "gal", "kmh", "c", "acre", "rise", "a . m", "th",
-    "π r 2", "sq", "mark", "l", "toy", "coin", "sq . m", "gallon", "° f", "profit", "minw",
-    "yr", "women", "feet", "am", "pm", "hr", "cu cm", "square", "v â € ™", "are", "rupee",
-    "rounds", "cubic", "cc", "mtr", "s", "ohm", "number", "kmph", "day", "hour", "minute",
-    "min", "second", "man", "woman", "sec", "cube", "mt", "sq inch", "mp", "∏ cm ³", "hectare",
-    "more", "sec", "unit", "cu . m", "cm 2", "rs .", "rs", "kg", "g", "month", "km", "m", "cm",
-    "mm", "apple", "liter", "loss", "yard", "pure", "year", "increase", "decrease", "d", "less",
-    "Surface", "litre", "pi sq m", "s .", "metre", "meter", "inch",
+    "east",
+    "degree",
+    "mph",
+    "kmph",
+    "ft",
+    "m sqaure",
+    " m east",
+    "sq m",
+    "deg",
+    "mile",
+    "q .",
+    "monkey",
+    "prime",
+    "ratio",
+    "profit of rs",
+    "rd",
+    "o",
+    "gm",
+    "p . m",
+    "lb",
+    "tile",
+    "per",
+    "dm",
+    "lt",
+    "gain",
+    "ab",
+    "way",
+    "west",
+    "a .",
+    "b .",
+    "c .",
+    "d .",
+    "e .",
+    "f .",
+    "g .",
+    "h .",
+    "t",
+    "a",
+    "h",
+    "no change",
+    "men",
+    "soldier",
+    "pie",
+    "bc",
+    "excess",
+    "st",
+    "inches",
+    "noon",
+    "percent",
+    "by",
+    "gal",
+    "kmh",
+    "c",
+    "acre",
+    "rise",
+    "a . m",
+    "th",
+    "π r 2",
+    "sq",
+    "mark",
+    "l",
+    "toy",
+    "coin",
+    "sq . m",
+    "gallon",
+    "° f",
+    "profit",
+    "minw",
+    "yr",
+    "women",
+    "feet",
+    "am",
+    "pm",
+    "hr",
+    "cu cm",
+    "square",
+    "v â € ™",
+    "are",
+    "rupee",
+    "rounds",
+    "cubic",
+    "cc",
+    "mtr",
+    "s",
+    "ohm",
+    "number",
+    "kmph",
+    "day",
+    "hour",
+    "minute",
+    "min",
+    "second",
+    "man",
+    "woman",
+    "sec",
+    "cube",
+    "mt",
+    "sq inch",
+    "mp",
+    "∏ cm ³",
+    "hectare",
+    "more",
+    "sec",
+    "unit",
+    "cu . m",
+    "cm 2",
+    "rs .",
+    "rs",
+    "kg",
+    "g",
+    "month",
+    "km",
+    "m",
+    "cm",
+    "mm",
+    "apple",
+    "liter",
+    "loss",
+    "yard",
+    "pure",
+    "year",
+    "increase",
+    "decrease",
+    "d",
+    "less",
+    "Surface",
+    "litre",
+    "pi sq m",
+    "s .",
+    "metre",
+    "meter",
+    "inch",
 ]
 # the unit words are regex fragments in the harness ("q ." matches "q x" too): kept as such
-_UNIT_PATTERNS = [re.compile(r"(^|\W)" + u + r"($|\W)")
-                  for u in _UNIT_TEXTS + [u + "s" for u in _UNIT_TEXTS]]
+_UNIT_PATTERNS = [
+    re.compile(r"(^|\W)" + u + r"($|\W)") for u in _UNIT_TEXTS + [u + "s" for u in _UNIT_TEXTS]
+]
 
-_SMALL_NUMBERS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SMALL_NUMBERS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 
 
 def _word_number(text: str) -> str:
-    """"twenty-one" -> "21" when the whole text is English number words, else the text."""
+    """ "twenty-one" -> "21" when the whole text is English number words, else the text."""
     words = text.lower().replace("-", " ").split()
-    if not words or any(w not in _SMALL_NUMBERS and w not in _TENS and w not in _SCALES
-                        and w != "and" for w in words):
+    if not words or any(
+        w not in _SMALL_NUMBERS and w not in _TENS and w not in _SCALES and w != "and"
+        for w in words
+    ):
         return text
     total = current = 0
     for w in words:
@@ -155,7 +284,7 @@ def _fix_fracs(s: str) -> str:
 
 
 def _fix_a_slash_b(s: str) -> str:
-    """"3/4" -> "\\frac{3}{4}" for plain integers (and square roots)."""
+    """ "3/4" -> "\\frac{3}{4}" for plain integers (and square roots)."""
     parts = s.split("/")
     if len(parts) != 2:
         return s
@@ -279,25 +408,48 @@ def _choice_letter(pred: str) -> str:
 
 
 def _to_pmatrix(text: str) -> str:
-    """"{1,2},{3,4}" -> one pmatrix per braced group (the harness's str_to_pmatrix)."""
+    """ "{1,2},{3,4}" -> one pmatrix per braced group (the harness's str_to_pmatrix)."""
     groups = re.findall(r"\{.*,.*\}", text.strip())
-    return ", ".join(r"\begin{pmatrix}" + g.strip("{}").replace(",", "\\") + r"\end{pmatrix}"
-                     for g in groups)
+    return ", ".join(
+        r"\begin{pmatrix}" + g.strip("{}").replace(",", "\\") + r"\end{pmatrix}" for g in groups
+    )
 
 
 # sympy's parse_expr evaluates its input with Python's eval: only arithmetic on short names
 # and known functions gets there, never builtins, attributes or strings from a completion
 _EXPR_CHARS = re.compile(r"^[\w\s.+\-*/^()\[\],]*$")
-_EXPR_NAMES = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan",
-               "sinh", "cosh", "tanh", "log", "exp", "Abs", "factorial", "binomial", "floor",
-               "ceiling", "gcd", "lcm", "Rational", "Matrix"}
+_EXPR_NAMES = {
+    "sqrt",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "sec",
+    "csc",
+    "asin",
+    "acos",
+    "atan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "log",
+    "exp",
+    "Abs",
+    "factorial",
+    "binomial",
+    "floor",
+    "ceiling",
+    "gcd",
+    "lcm",
+    "Rational",
+    "Matrix",
+}
 
 
 def _safe_expr(text: str) -> bool:
     if not _EXPR_CHARS.match(text) or "__" in text or re.search(r"\.\s*[A-Za-z_]", text):
         return False
-    return all(len(name) <= 2 or name in _EXPR_NAMES
-               for name in re.findall(r"[A-Za-z_]\w*", text))
+    return all(len(name) <= 2 or name in _EXPR_NAMES for name in re.findall(r"[A-Za-z_]\w*", text))
 
 
 def _sympy(text: str):
@@ -329,8 +481,10 @@ def symbolic_equal(a: str, b: str) -> bool:
         lambda: x.equals(y) or simplify(x - y) == 0,
         lambda: abs(x.lhs - x.rhs).equals(abs(y.lhs - y.rhs)),
         lambda: _numeric_equal(float(N(x)), float(N(y))),
-        lambda: x.shape == y.shape and x.applyfunc(lambda v: round(v, 3)).equals(
-            y.applyfunc(lambda v: round(v, 3))),
+        lambda: (
+            x.shape == y.shape
+            and x.applyfunc(lambda v: round(v, 3)).equals(y.applyfunc(lambda v: round(v, 3)))
+        ),
     )
     for check in checks:
         try:
@@ -346,17 +500,19 @@ def _bracketed(text: str) -> bool:
 
 
 def _matrix_rows(text: str) -> list[list[str]]:
-    body = text[len("\\begin{pmatrix}"):-len("\\end{pmatrix}")]
+    body = text[len("\\begin{pmatrix}") : -len("\\end{pmatrix}")]
     return [row.strip().split("&") for row in body.split("\\\\") if row.strip()]
 
 
 def _is_matrix(text: str) -> bool:
-    return (text.startswith(("\\begin{pmatrix}", "\\begin{bmatrix}"))
-            and text.endswith(("\\end{pmatrix}", "\\end{bmatrix}")))
+    return text.startswith(("\\begin{pmatrix}", "\\begin{bmatrix}")) and text.endswith(
+        ("\\end{pmatrix}", "\\end{bmatrix}")
+    )
 
 
-def math_equal(prediction: str | None, reference: str | None,
-               include_percentage: bool = True) -> bool:
+def math_equal(
+    prediction: str | None, reference: str | None, include_percentage: bool = True
+) -> bool:
     """The harness's `math_equal` on normalised answers."""
     if prediction is None or reference is None:
         return False
@@ -376,9 +532,11 @@ def math_equal(prediction: str | None, reference: str | None,
         reference = _to_pmatrix(reference)
     # brackets: "(1,2)" and "[1,2]" compare on their contents
     pred_str, ref_str = prediction, reference
-    if ((prediction.startswith("[") and prediction.endswith("]") and not reference.startswith("("))
-            or (prediction.startswith("(") and prediction.endswith(")")
-                and not reference.startswith("["))):
+    if (
+        prediction.startswith("[") and prediction.endswith("]") and not reference.startswith("(")
+    ) or (
+        prediction.startswith("(") and prediction.endswith(")") and not reference.startswith("[")
+    ):
         pred_str, ref_str = pred_str.strip("[]()"), ref_str.strip("[]()")
     for ch in "{}()":
         pred_str, ref_str = pred_str.replace(ch, ""), ref_str.replace(ch, "")
@@ -388,14 +546,15 @@ def math_equal(prediction: str | None, reference: str | None,
     if _bracketed(prediction) and _bracketed(reference):
         pred_parts, ref_parts = prediction[1:-1].split(","), reference[1:-1].split(",")
         if len(pred_parts) == len(ref_parts) and all(
-                math_equal(p, r, include_percentage) for p, r in zip(pred_parts, ref_parts)):
+            math_equal(p, r, include_percentage) for p, r in zip(pred_parts, ref_parts)
+        ):
             return True
     if _is_matrix(prediction) and _is_matrix(reference):
         pred_rows, ref_rows = _matrix_rows(prediction), _matrix_rows(reference)
         if len(pred_rows) == len(ref_rows) and all(
-                len(p) == len(r) and all(math_equal(a, b, include_percentage)
-                                         for a, b in zip(p, r))
-                for p, r in zip(pred_rows, ref_rows)):
+            len(p) == len(r) and all(math_equal(a, b, include_percentage) for a, b in zip(p, r))
+            for p, r in zip(pred_rows, ref_rows)
+        ):
             return True
     if prediction.count("=") == 1 and reference.count("=") == 1:
         pred_lhs, pred_rhs = prediction.split("=")
@@ -404,12 +563,18 @@ def math_equal(prediction: str | None, reference: str | None,
         ref_zero = f"{ref_lhs.strip()} - ({ref_rhs.strip()})"
         if symbolic_equal(pred_zero, ref_zero) or symbolic_equal(f"-({pred_zero})", ref_zero):
             return True
-    elif (prediction.count("=") == 1 and len(prediction.split("=")[0].strip()) <= 2
-          and "=" not in reference):
+    elif (
+        prediction.count("=") == 1
+        and len(prediction.split("=")[0].strip()) <= 2
+        and "=" not in reference
+    ):
         if math_equal(prediction.split("=")[1], reference, include_percentage):
             return True
-    elif (reference.count("=") == 1 and len(reference.split("=")[0].strip()) <= 2
-          and "=" not in prediction):
+    elif (
+        reference.count("=") == 1
+        and len(reference.split("=")[0].strip()) <= 2
+        and "=" not in prediction
+    ):
         if math_equal(prediction, reference.split("=")[1], include_percentage):
             return True
     return symbolic_equal(prediction, reference)
@@ -432,12 +597,15 @@ def parse_gold_math_verify(gold: str, timeout_s: float | None = 5.0) -> list:
     (gold strings may hold `$` signs and line breaks, which would end or split the math)."""
     from math_verify import parse
 
-    return parse(f"\\boxed{{{' '.join(gold.replace('$', ' ').split())}}}",
-                 parsing_timeout=max(1, math.ceil(timeout_s)) if timeout_s else None)
+    return parse(
+        f"\\boxed{{{' '.join(gold.replace('$', ' ').split())}}}",
+        parsing_timeout=max(1, math.ceil(timeout_s)) if timeout_s else None,
+    )
 
 
-def grade_math_verify(completion: str, gold_parsed: list,
-                      timeout_s: float | None = 5.0) -> tuple[bool, str]:
+def grade_math_verify(
+    completion: str, gold_parsed: list, timeout_s: float | None = 5.0
+) -> tuple[bool, str]:
     """math-verify's grade of a whole completion against a parsed gold answer, and the
     answer it extracted from the completion ("" when none). Parsing and verifying are each
     limited to `timeout_s` (whole seconds, at least 1; math-verify's alarm); over it is wrong."""
@@ -446,20 +614,29 @@ def grade_math_verify(completion: str, gold_parsed: list,
     seconds = max(1, math.ceil(timeout_s)) if timeout_s else None
     pred = parse(completion, parsing_timeout=seconds)
     extracted = str(pred[-1]) if pred else ""
-    return (bool(gold_parsed and pred and verify(gold_parsed, pred, timeout_seconds=seconds)),
-            extracted)
+    return (
+        bool(gold_parsed and pred and verify(gold_parsed, pred, timeout_seconds=seconds)),
+        extracted,
+    )
 
 
-def grade(completion: str, gold: str, benchmark: str, timeout_s: float | None = 3.0,
-          gold_parsed: list | None = None) -> dict:
+def grade(
+    completion: str,
+    gold: str,
+    benchmark: str,
+    timeout_s: float | None = 3.0,
+    gold_parsed: list | None = None,
+) -> dict:
     """Both grades of one completion: the harness's extracted answer and grade, and
     math-verify's, each limited to `timeout_s`. `gold_parsed` saves re-parsing a gold graded
     many times."""
     extracted = extract_answer(completion, benchmark)
     correct_mv, extracted_mv = grade_math_verify(
-        completion, parse_gold_math_verify(gold) if gold_parsed is None else gold_parsed,
-        timeout_s)
-    return {"extracted": extracted,
-            "correct_harness": grade_harness(extracted, normalize_gold(gold, benchmark),
-                                             timeout_s),
-            "extracted_math_verify": extracted_mv, "correct_math_verify": correct_mv}
+        completion, parse_gold_math_verify(gold) if gold_parsed is None else gold_parsed, timeout_s
+    )
+    return {
+        "extracted": extracted,
+        "correct_harness": grade_harness(extracted, normalize_gold(gold, benchmark), timeout_s),
+        "extracted_math_verify": extracted_mv,
+        "correct_math_verify": correct_mv,
+    }

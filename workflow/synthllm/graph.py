@@ -43,8 +43,9 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -74,12 +75,17 @@ def concept_pairs(extracted: pl.DataFrame) -> pl.DataFrame:
     (columns doc_id and topics: list<struct<name, key_concepts>>)."""
     topics = extracted.select("doc_id", "topics").explode("topics", empty_as_null=False)
     topics = topics.unnest("topics")
-    topic_pairs = topics.select("doc_id", pl.lit(TOPIC, pl.Int8).alias("kind"),
-                                pl.col("name").alias("surface"))
-    kc_pairs = (topics.select("doc_id", "key_concepts").explode("key_concepts", empty_as_null=False)
-                .drop_nulls("key_concepts")
-                .select("doc_id", pl.lit(KC, pl.Int8).alias("kind"),
-                        pl.col("key_concepts").alias("surface")))
+    topic_pairs = topics.select(
+        "doc_id", pl.lit(TOPIC, pl.Int8).alias("kind"), pl.col("name").alias("surface")
+    )
+    kc_pairs = (
+        topics.select("doc_id", "key_concepts")
+        .explode("key_concepts", empty_as_null=False)
+        .drop_nulls("key_concepts")
+        .select(
+            "doc_id", pl.lit(KC, pl.Int8).alias("kind"), pl.col("key_concepts").alias("surface")
+        )
+    )
     return pl.concat([topic_pairs, kc_pairs])
 
 
@@ -89,8 +95,9 @@ def dense_codes(column: pl.Series) -> tuple[np.ndarray, list[str]]:
     return (column.rank("dense").cast(pl.Int64).to_numpy() - 1, column.unique().sort().to_list())
 
 
-def index_concepts(pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray,
-                                                  np.ndarray]:
+def index_concepts(
+    pairs: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]:
     """Nodes, documents and the (doc, node) incidence of the concept pairs.
 
     Returns nodes (node, kind, key, label, doc_freq; topics first, each kind sorted by key),
@@ -122,41 +129,68 @@ def index_concepts(pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, np.
     node = (incidence % max(n_nodes, 1)).astype(np.int32)
 
     n_clean = max(len(clean_values), 1)
-    label_pairs, label_counts = np.unique(pair_node * n_clean + surface_clean[surface_code],
-                                          return_counts=True)
+    label_pairs, label_counts = np.unique(
+        pair_node * n_clean + surface_clean[surface_code], return_counts=True
+    )
     label_node, label_clean = label_pairs // n_clean, label_pairs % n_clean
     order = np.lexsort((label_clean, -label_counts, label_node))
     first = order[np.diff(label_node[order], prepend=-1) != 0]
     label = np.array(clean_values, dtype=object)[label_clean[first]] if n_nodes else []
 
-    nodes = pl.DataFrame({
-        "node": np.arange(n_nodes, dtype=np.int32),
-        "kind": np.where(node_composite // n_keys == TOPIC, "topic", "key_concept"),
-        "key": np.array(key_values, dtype=object)[node_composite % n_keys] if n_nodes else [],
-        "label": label,
-        "doc_freq": np.bincount(node, minlength=n_nodes).astype(np.int32),
-    }, schema={"node": pl.Int32, "kind": pl.String, "key": pl.String, "label": pl.String,
-               "doc_freq": pl.Int32})
-    docs = pl.DataFrame({"doc": np.arange(len(doc_ids), dtype=np.int32), "doc_id": doc_ids},
-                        schema={"doc": pl.Int32, "doc_id": pl.String})
+    nodes = pl.DataFrame(
+        {
+            "node": np.arange(n_nodes, dtype=np.int32),
+            "kind": np.where(node_composite // n_keys == TOPIC, "topic", "key_concept"),
+            "key": np.array(key_values, dtype=object)[node_composite % n_keys] if n_nodes else [],
+            "label": label,
+            "doc_freq": np.bincount(node, minlength=n_nodes).astype(np.int32),
+        },
+        schema={
+            "node": pl.Int32,
+            "kind": pl.String,
+            "key": pl.String,
+            "label": pl.String,
+            "doc_freq": pl.Int32,
+        },
+    )
+    docs = pl.DataFrame(
+        {"doc": np.arange(len(doc_ids), dtype=np.int32), "doc_id": doc_ids},
+        schema={"doc": pl.Int32, "doc_id": pl.String},
+    )
     return nodes, docs, doc, node
 
 
-def incidence_csr(doc: np.ndarray, node: np.ndarray, n_docs: int,
-                  n_nodes: int) -> dict[str, np.ndarray]:
+def incidence_csr(
+    doc: np.ndarray, node: np.ndarray, n_docs: int, n_nodes: int
+) -> dict[str, np.ndarray]:
     """Both directions of the (doc, node) incidence, given sorted by doc then node:
     doc_indptr/doc_nodes (each document's nodes, sorted) and node_indptr/node_docs (each
     node's documents, sorted)."""
     order = np.argsort(node, kind="stable")
-    return {"doc_indptr": np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]),
-            "doc_nodes": node.astype(np.int32),
-            "node_indptr": np.concatenate([[0], np.cumsum(np.bincount(node, minlength=n_nodes))]),
-            "node_docs": doc[order].astype(np.int32)}
+    return {
+        "doc_indptr": np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]),
+        "doc_nodes": node.astype(np.int32),
+        "node_indptr": np.concatenate([[0], np.cumsum(np.bincount(node, minlength=n_nodes))]),
+        "node_docs": doc[order].astype(np.int32),
+    }
 
 
 @njit(parallel=True, cache=True)
-def _cooccurrence_rows(row_lo, n_rows, col_lo, n_cols, node_indptr, node_docs, doc_indptr,
-                       doc_nodes, indptr, indices, data, fill, n_blocks):
+def _cooccurrence_rows(
+    row_lo,
+    n_rows,
+    col_lo,
+    n_cols,
+    node_indptr,
+    node_docs,
+    doc_indptr,
+    doc_nodes,
+    indptr,
+    indices,
+    data,
+    fill,
+    n_blocks,
+):
     """One pass over rows u in [row_lo, row_lo + n_rows): for every document of u, count its
     nodes v in [col_lo, col_lo + n_cols), v != u. With fill false, write each row's length to
     indptr[r + 1]; with fill true, write the entries, in first-seen order."""
@@ -188,8 +222,9 @@ def _cooccurrence_rows(row_lo, n_rows, col_lo, n_cols, node_indptr, node_docs, d
                 seen[touched[t]] = 0
 
 
-def cooccurrence(incidence: dict[str, np.ndarray], n_topics: int, n_nodes: int,
-                 threads: int | None = None) -> dict[str, sp.csr_matrix]:
+def cooccurrence(
+    incidence: dict[str, np.ndarray], n_topics: int, n_nodes: int, threads: int | None = None
+) -> dict[str, sp.csr_matrix]:
     """The three co-occurrence count matrices (topic-topic, topic-KC, KC-KC), no diagonal:
     entry (u, v) = number of documents that contain both u and v. Rows are topics or KCs
     (local numbering), each row's entries in a fixed order (first seen walking u's documents
@@ -198,13 +233,29 @@ def cooccurrence(incidence: dict[str, np.ndarray], n_topics: int, n_nodes: int,
     n_kcs = n_nodes - n_topics
     out = {}
     for name, (row_lo, n_rows, col_lo, n_cols) in {
-            "tt": (0, n_topics, 0, n_topics), "tk": (0, n_topics, n_topics, n_kcs),
-            "kk": (n_topics, n_kcs, n_topics, n_kcs)}.items():
+        "tt": (0, n_topics, 0, n_topics),
+        "tk": (0, n_topics, n_topics, n_kcs),
+        "kk": (n_topics, n_kcs, n_topics, n_kcs),
+    }.items():
         indptr = np.zeros(n_rows + 1, np.int64)
-        args = (row_lo, n_rows, col_lo, n_cols, incidence["node_indptr"], incidence["node_docs"],
-                incidence["doc_indptr"], incidence["doc_nodes"])
-        _cooccurrence_rows(*args, indptr, np.zeros(0, np.int32), np.zeros(0, np.int32), False,
-                           max(1, min(n_blocks, n_rows)))
+        args = (
+            row_lo,
+            n_rows,
+            col_lo,
+            n_cols,
+            incidence["node_indptr"],
+            incidence["node_docs"],
+            incidence["doc_indptr"],
+            incidence["doc_nodes"],
+        )
+        _cooccurrence_rows(
+            *args,
+            indptr,
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int32),
+            False,
+            max(1, min(n_blocks, n_rows)),
+        )
         np.cumsum(indptr, out=indptr)
         indices, data = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], np.int32)
         _cooccurrence_rows(*args, indptr, indices, data, True, max(1, min(n_blocks, n_rows)))
@@ -241,8 +292,9 @@ def row_cumcount(m: sp.csr_matrix) -> np.ndarray:
     return out
 
 
-def sampler_arrays(counts: dict[str, sp.csr_matrix], incidence: dict[str, np.ndarray],
-                   n_topics: int) -> dict[str, np.ndarray]:
+def sampler_arrays(
+    counts: dict[str, sp.csr_matrix], incidence: dict[str, np.ndarray], n_topics: int
+) -> dict[str, np.ndarray]:
     """The flat arrays of sampler.npz (see the module docstring); they share memory with the
     count matrices where the types agree."""
     arrays = {"n_topics": np.array(n_topics), **incidence}
@@ -263,8 +315,13 @@ def edge_list(m: sp.csr_matrix, upper: bool) -> tuple[np.ndarray, np.ndarray, np
     return rows[keep], m.indices[keep], m.data[keep]
 
 
-def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
-                    count_chunks: Callable[[], Iterable[np.ndarray]], eps: float, subset: str):
+def graph_of_record(
+    nodes: pl.DataFrame,
+    edge_chunks: Iterable[np.ndarray],
+    count_chunks: Callable[[], Iterable[np.ndarray]],
+    eps: float,
+    subset: str,
+):
     """The graph-tool graph (see the module docstring): vertices from `nodes`, edges from
     (n, 2) arrays of vertex pairs, then their counts (chunks in the same order)."""
     from graph_tool import Graph
@@ -276,8 +333,9 @@ def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
     g.vp.doc_freq = g.new_vp("int")
     g.vp.doc_freq.a = nodes.get_column("doc_freq").to_numpy()
     g.vp.key, g.vp.label = g.new_vp("string"), g.new_vp("string")
-    for v, k, lab in zip(range(nodes.height), nodes.get_column("key").to_list(),
-                         nodes.get_column("label").to_list()):
+    for v, k, lab in zip(
+        range(nodes.height), nodes.get_column("key").to_list(), nodes.get_column("label").to_list()
+    ):
         g.vp.key[v], g.vp.label[v] = k, lab
     for pairs in edge_chunks:
         g.add_edge_list(pairs)
@@ -288,8 +346,8 @@ def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
     g.ep.count, g.ep.weight = g.new_ep("int"), g.new_ep("double")
     start = 0
     for part in count_chunks():
-        g.ep.count.a[start:start + len(part)] = part
-        g.ep.weight.a[start:start + len(part)] = np.log(part + eps)
+        g.ep.count.a[start : start + len(part)] = part
+        g.ep.weight.a[start : start + len(part)] = np.log(part + eps)
         start += len(part)
     if start != g.num_edges():
         raise AssertionError(f"graph has {g.num_edges()} edges, {start} counts")
@@ -298,8 +356,13 @@ def graph_of_record(nodes: pl.DataFrame, edge_chunks: Iterable[np.ndarray],
     return g
 
 
-def spill_edges(counts: dict[str, sp.csr_matrix], n_topics: int, pairs_file: BinaryIO,
-                counts_file: BinaryIO, chunk: int = CHUNK) -> int:
+def spill_edges(
+    counts: dict[str, sp.csr_matrix],
+    n_topics: int,
+    pairs_file: BinaryIO,
+    counts_file: BinaryIO,
+    chunk: int = CHUNK,
+) -> int:
     """Write every edge (topic-topic, topic-KC, KC-KC; vertex numbering) to `pairs_file` as
     int32 pairs and its count to `counts_file` as int32, freeing each count matrix on the
     way: at paper scale the edge arrays would otherwise sit in memory beside graph-tool's
@@ -309,15 +372,18 @@ def spill_edges(counts: dict[str, sp.csr_matrix], n_topics: int, pairs_file: Bin
     for name in ("tt", "tk", "kk"):
         src, tgt, data = edge_list(counts.pop(name), upper=name != "tk")
         for lo in range(0, len(src), chunk):
-            np.column_stack([src[lo:lo + chunk] + offsets[name][0],
-                             tgt[lo:lo + chunk] + offsets[name][1]]).astype(np.int32).tofile(pairs_file)
+            np.column_stack(
+                [src[lo : lo + chunk] + offsets[name][0], tgt[lo : lo + chunk] + offsets[name][1]]
+            ).astype(np.int32).tofile(pairs_file)
         data.astype(np.int32).tofile(counts_file)
         n_edges += len(src)
         del src, tgt, data
     return n_edges
 
 
-def read_chunks(file: BinaryIO, n_items: int, width: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+def read_chunks(
+    file: BinaryIO, n_items: int, width: int, chunk: int = CHUNK
+) -> Iterator[np.ndarray]:
     """int32 records of `width` values from the start of `file`, `chunk` records at a time."""
     file.seek(0)
     for lo in range(0, n_items, chunk):
@@ -329,27 +395,39 @@ def degree_summary(degrees: np.ndarray) -> dict:
         return {"nodes": 0}
     bins = 2 ** np.arange(0, int(np.log2(max(degrees.max(), 1))) + 2)
     hist, _ = np.histogram(degrees, bins=np.concatenate([[0], bins]))
-    return {"nodes": int(degrees.size), "isolated": int((degrees == 0).sum()),
-            "min": int(degrees.min()), "median": float(np.median(degrees)),
-            "mean": round(float(degrees.mean()), 3), "p99": float(np.percentile(degrees, 99)),
-            "max": int(degrees.max()),
-            "histogram": {f"[{lo},{hi})": int(n) for lo, hi, n in
-                          zip(np.concatenate([[0], bins[:-1]]), bins, hist)}}
+    return {
+        "nodes": int(degrees.size),
+        "isolated": int((degrees == 0).sum()),
+        "min": int(degrees.min()),
+        "median": float(np.median(degrees)),
+        "mean": round(float(degrees.mean()), 3),
+        "p99": float(np.percentile(degrees, 99)),
+        "max": int(degrees.max()),
+        "histogram": {
+            f"[{lo},{hi})": int(n)
+            for lo, hi, n in zip(np.concatenate([[0], bins[:-1]]), bins, hist)
+        },
+    }
 
 
 def count_statistics(counts: dict[str, sp.csr_matrix]) -> dict:
     """Edges and degree distributions per sub-graph, from the count matrices."""
     tk = counts["tk"]
-    degrees = {"topic_topic": np.diff(counts["tt"].indptr),
-               "topic_kc (topics)": np.diff(tk.indptr),
-               "topic_kc (key concepts)": np.bincount(tk.indices, minlength=tk.shape[1]),
-               "kc_kc": np.diff(counts["kk"].indptr)}
+    degrees = {
+        "topic_topic": np.diff(counts["tt"].indptr),
+        "topic_kc (topics)": np.diff(tk.indptr),
+        "topic_kc (key concepts)": np.bincount(tk.indices, minlength=tk.shape[1]),
+        "kc_kc": np.diff(counts["kk"].indptr),
+    }
     n_count_1 = sum(int((m.data == 1).sum()) for m in counts.values())
     n_entries = sum(m.nnz for m in counts.values())
-    return {"edges": {SUBGRAPH_NAMES[k]: int(m.nnz // (1 if k == "tk" else 2))
-                      for k, m in counts.items()},
-            "edges_with_count_1": round(n_count_1 / n_entries, 4) if n_entries else None,
-            "degrees": {k: degree_summary(v) for k, v in degrees.items()}}
+    return {
+        "edges": {
+            SUBGRAPH_NAMES[k]: int(m.nnz // (1 if k == "tk" else 2)) for k, m in counts.items()
+        },
+        "edges_with_count_1": round(n_count_1 / n_entries, 4) if n_entries else None,
+        "degrees": {k: degree_summary(v) for k, v in degrees.items()},
+    }
 
 
 def components(g) -> dict:
@@ -358,8 +436,11 @@ def components(g) -> dict:
     if not g.num_vertices():
         return {"count": 0}
     _, sizes = label_components(g)
-    return {"count": int(len(sizes)), "largest": int(sizes.max()),
-            "largest_fraction": round(float(sizes.max() / g.num_vertices()), 4)}
+    return {
+        "count": int(len(sizes)),
+        "largest": int(sizes.max()),
+        "largest_fraction": round(float(sizes.max() / g.num_vertices()), 4),
+    }
 
 
 def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> dict:
@@ -373,8 +454,14 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     nodes, docs, doc, node = index_concepts(pairs)
     del pairs  # the caller hands them over: at paper scale they hold 20 M strings
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    log.info("subset %s: %d documents, %d topics, %d key concepts, %d document-concept pairs",
-             subset, docs.height, n_topics, nodes.height - n_topics, len(doc))
+    log.info(
+        "subset %s: %d documents, %d topics, %d key concepts, %d document-concept pairs",
+        subset,
+        docs.height,
+        n_topics,
+        nodes.height - n_topics,
+        len(doc),
+    )
     steps("index concepts")
     incidence = incidence_csr(doc, node, docs.height, nodes.height)
     del doc, node
@@ -382,10 +469,15 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     steps("co-occurrence counts")
     arrays = sampler_arrays(counts, incidence, n_topics)
     per_doc = np.diff(arrays["doc_indptr"])
-    topics_per_doc = (np.add.reduceat(arrays["doc_nodes"] < n_topics, arrays["doc_indptr"][:-1])
-                      if docs.height else np.zeros(0, np.int64))
-    docs = docs.with_columns(pl.Series("n_topics", topics_per_doc, pl.Int32),
-                             pl.Series("n_kcs", per_doc - topics_per_doc, pl.Int32))
+    topics_per_doc = (
+        np.add.reduceat(arrays["doc_nodes"] < n_topics, arrays["doc_indptr"][:-1])
+        if docs.height
+        else np.zeros(0, np.int64)
+    )
+    docs = docs.with_columns(
+        pl.Series("n_topics", topics_per_doc, pl.Int32),
+        pl.Series("n_kcs", per_doc - topics_per_doc, pl.Int32),
+    )
     with atomic_path(out / "sampler.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     write_parquet_table(nodes.to_arrow(), out / "nodes.parquet")
@@ -393,21 +485,32 @@ def build(pairs: pl.DataFrame, out_dir: str | Path, eps: float, subset: str) -> 
     del arrays, incidence
     steps("sampler arrays (written)")
     stats = count_statistics(counts)
-    with tempfile.TemporaryFile(dir=out) as pairs_file, \
-            tempfile.TemporaryFile(dir=out) as counts_file:
+    with (
+        tempfile.TemporaryFile(dir=out) as pairs_file,
+        tempfile.TemporaryFile(dir=out) as counts_file,
+    ):
         n_edges = spill_edges(counts, n_topics, pairs_file, counts_file)
         steps("edge lists (spilled to disk)")
         g = graph_of_record(
-            nodes, (p.astype(np.int64) for p in read_chunks(pairs_file, n_edges, 2)),
-            lambda: (c.ravel() for c in read_chunks(counts_file, n_edges, 1)), eps, subset)
+            nodes,
+            (p.astype(np.int64) for p in read_chunks(pairs_file, n_edges, 2)),
+            lambda: (c.ravel() for c in read_chunks(counts_file, n_edges, 1)),
+            eps,
+            subset,
+        )
     steps("graph-tool graph")
     stats["components"] = components(g)
     with atomic_path(out / "graph.gt") as tmp:
         g.save(str(tmp), fmt="gt")
     steps("components + graph.gt saved")
-    report = {"subset": subset, "documents": docs.height, "eps": eps,
-              "nodes": {"topic": n_topics, "key_concept": nodes.height - n_topics}, **stats,
-              "steps": steps.steps}
+    report = {
+        "subset": subset,
+        "documents": docs.height,
+        "eps": eps,
+        "nodes": {"topic": n_topics, "key_concept": nodes.height - n_topics},
+        **stats,
+        "steps": steps.steps,
+    }
     write_json(out / "report.json", report)
     return report
 
@@ -417,18 +520,34 @@ def read_extractions(paths: list[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def run(extract_shards: list[str], out_dir: str, counts_path: str, subset: int, n_subsets: int,
-        eps: float) -> dict:
+def run(
+    extract_shards: list[str],
+    out_dir: str,
+    counts_path: str,
+    subset: int,
+    n_subsets: int,
+    eps: float,
+) -> dict:
     name = f"{subset:03d}-of-{n_subsets:03d}"
     extracted = read_extractions(extract_shards)
-    mine = extracted.filter(pl.col("doc_id").map_elements(
-        lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean))
+    mine = extracted.filter(
+        pl.col("doc_id").map_elements(
+            lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean
+        )
+    )
     n_in, n_mine = extracted.height, mine.height
     pairs = [concept_pairs(mine.filter(pl.col("status") == "ok"))]
     del extracted, mine
     # popped, so that build holds the only reference and can free the strings
     report = build(pairs.pop(), out_dir, eps, name)
-    return write_counts(counts_path, "graph", n_in, report["documents"],
-                        {"other_subset": n_in - n_mine, "no_concepts": n_mine - report["documents"]},
-                        subset=name, topics=report["nodes"]["topic"],
-                        key_concepts=report["nodes"]["key_concept"], edges=report["edges"])
+    return write_counts(
+        counts_path,
+        "graph",
+        n_in,
+        report["documents"],
+        {"other_subset": n_in - n_mine, "no_concepts": n_mine - report["documents"]},
+        subset=name,
+        topics=report["nodes"]["topic"],
+        key_concepts=report["nodes"]["key_concept"],
+        edges=report["edges"],
+    )

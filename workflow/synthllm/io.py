@@ -15,8 +15,9 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 COUNTS_SCHEMA_VERSION = 1
 
@@ -72,8 +73,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_counts(path: str | os.PathLike, stage: str, records_in: int, records_out: int,
-                 dropped: dict[str, int], **extra: Any) -> dict:
+def write_counts(
+    path: str | os.PathLike,
+    stage: str,
+    records_in: int,
+    records_out: int,
+    dropped: dict[str, int],
+    **extra: Any,
+) -> dict:
     """Write a stage's counts: records in, out, and dropped by reason.
 
     The invariant `in == out + sum(dropped)` is checked here so that no stage can lose
@@ -82,9 +89,16 @@ def write_counts(path: str | os.PathLike, stage: str, records_in: int, records_o
     dropped = {k: int(v) for k, v in sorted(dropped.items()) if v}
     if records_in != records_out + sum(dropped.values()):
         raise AssertionError(
-            f"{stage}: counts do not add up: in={records_in} out={records_out} dropped={dropped}")
-    counts = {"schema": COUNTS_SCHEMA_VERSION, "stage": stage, "in": int(records_in),
-              "out": int(records_out), "dropped": dropped, **extra}
+            f"{stage}: counts do not add up: in={records_in} out={records_out} dropped={dropped}"
+        )
+    counts = {
+        "schema": COUNTS_SCHEMA_VERSION,
+        "stage": stage,
+        "in": int(records_in),
+        "out": int(records_out),
+        "dropped": dropped,
+        **extra,
+    }
     write_json(path, counts)
     return counts
 

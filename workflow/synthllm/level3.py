@@ -22,8 +22,9 @@ TEMPLATE = "level3"
 MAX_QUESTIONS_PER_CALL = 3
 
 
-def shard_sets(walk_files: list[str], shard: int, n_shards: int,
-               max_sets: int | None) -> pl.DataFrame:
+def shard_sets(
+    walk_files: list[str], shard: int, n_shards: int, max_sets: int | None
+) -> pl.DataFrame:
     sets = pl.concat([pl.read_parquet(p) for p in walk_files]).with_row_index("row")
     mine = sets.filter(pl.col("row") % n_shards == shard).drop("row")
     return mine.head(max_sets) if max_sets is not None else mine
@@ -33,34 +34,78 @@ def reference_texts(doc_shards: list[str], doc_ids: set[str]) -> dict[str, str]:
     texts: dict[str, str] = {}
     for path in doc_shards:
         frame = pl.read_parquet(path, columns=["doc_id", "text"]).filter(
-            pl.col("doc_id").is_in(list(doc_ids)))
+            pl.col("doc_id").is_in(list(doc_ids))
+        )
         texts.update(zip(frame.get_column("doc_id").to_list(), frame.get_column("text").to_list()))
     missing = doc_ids - texts.keys()
     if missing:
-        raise ConceptGraphError(f"reference documents {sorted(missing)[:5]} (of {len(missing)}) are not in "
-                         f"the document shards {doc_shards}: the walks and documents disagree")
+        raise ConceptGraphError(
+            f"reference documents {sorted(missing)[:5]} (of {len(missing)}) are not in "
+            f"the document shards {doc_shards}: the walks and documents disagree"
+        )
     return texts
 
 
-def level3_request(topics: list[str], key_concepts: list[str], references: list[str],
-                   structured: bool) -> Request:
-    prompt = render(TEMPLATE, topics="; ".join(topics), key_concepts="; ".join(key_concepts),
-                    references=references, structured=structured)
-    return Request([{"role": "user", "content": prompt}],
-                   {"json": level2_schema(MAX_QUESTIONS_PER_CALL)} if structured else None)
+def level3_request(
+    topics: list[str], key_concepts: list[str], references: list[str], structured: bool
+) -> Request:
+    prompt = render(
+        TEMPLATE,
+        topics="; ".join(topics),
+        key_concepts="; ".join(key_concepts),
+        references=references,
+        structured=structured,
+    )
+    return Request(
+        [{"role": "user", "content": prompt}],
+        {"json": level2_schema(MAX_QUESTIONS_PER_CALL)} if structured else None,
+    )
 
 
-def run(walk_files: list[str], doc_shards: list[str], shard: int, n_shards: int, output: str,
-        counts_path: str, spec: BackendSpec, sampling: Sampling, structured: bool,
-        max_doc_chars: int, calls_per_set: int, questions_per_set: int, chunk_size: int,
-        max_sets: int | None = None) -> dict:
+def run(
+    walk_files: list[str],
+    doc_shards: list[str],
+    shard: int,
+    n_shards: int,
+    output: str,
+    counts_path: str,
+    spec: BackendSpec,
+    sampling: Sampling,
+    structured: bool,
+    max_doc_chars: int,
+    calls_per_set: int,
+    questions_per_set: int,
+    chunk_size: int,
+    max_sets: int | None = None,
+) -> dict:
     sets = shard_sets(walk_files, shard, n_shards, max_sets).to_dicts()
     texts = reference_texts(doc_shards, {d for s in sets for d in s["ref_doc_ids"]})
-    items = [{"unit": s["set_id"], "doc_ids": s["ref_doc_ids"], "call": call, "set": s}
-             for s in sets for call in range(calls_per_set)]
-    requests = [level3_request(it["set"]["topics"], it["set"]["key_concepts"],
-                               [texts[d][:max_doc_chars] for d in it["doc_ids"]], structured)
-                for it in items]
-    return questions.generate(3, TEMPLATE, items, requests, parse_level2, spec, sampling, output,
-                              counts_path, questions_per_set, chunk_size, structured=structured,
-                              concept_sets=len(sets))
+    items = [
+        {"unit": s["set_id"], "doc_ids": s["ref_doc_ids"], "call": call, "set": s}
+        for s in sets
+        for call in range(calls_per_set)
+    ]
+    requests = [
+        level3_request(
+            it["set"]["topics"],
+            it["set"]["key_concepts"],
+            [texts[d][:max_doc_chars] for d in it["doc_ids"]],
+            structured,
+        )
+        for it in items
+    ]
+    return questions.generate(
+        3,
+        TEMPLATE,
+        items,
+        requests,
+        parse_level2,
+        spec,
+        sampling,
+        output,
+        counts_path,
+        questions_per_set,
+        chunk_size,
+        structured=structured,
+        concept_sets=len(sets),
+    )

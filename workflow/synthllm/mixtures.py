@@ -36,8 +36,13 @@ class MixtureError(ValueError):
     pass
 
 
-def count_tokens(records: pl.DataFrame, tokenizer_path: str, system_prompt: str,
-                 batch_size: int = 512, chat_template: str | None = None) -> np.ndarray:
+def count_tokens(
+    records: pl.DataFrame,
+    tokenizer_path: str,
+    system_prompt: str,
+    batch_size: int = 512,
+    chat_template: str | None = None,
+) -> np.ndarray:
     """Exact chat-formatted token count of each record under the training tokenizer."""
     from pathlib import Path
 
@@ -49,15 +54,21 @@ def count_tokens(records: pl.DataFrame, tokenizer_path: str, system_prompt: str,
             raise MixtureError(f"config key mixtures.chat_template: {chat_template} does not exist")
         tokenizer.chat_template = Path(chat_template).read_text()
     if tokenizer.chat_template is None:
-        raise MixtureError(f"config key mixtures.tokenizer: {tokenizer_path} has no chat template "
-                           "(set mixtures.chat_template)")
+        raise MixtureError(
+            f"config key mixtures.tokenizer: {tokenizer_path} has no chat template "
+            "(set mixtures.chat_template)"
+        )
     counts = np.empty(len(records), dtype=np.int32)
     questions, answers = records["question"].to_list(), records["answer"].to_list()
     for start in tqdm(range(0, len(records), batch_size), desc="tokens", unit="batch"):
-        chats = [sft_messages(q, a, system_prompt)
-                 for q, a in zip(questions[start:start + batch_size], answers[start:start + batch_size])]
+        chats = [
+            sft_messages(q, a, system_prompt)
+            for q, a in zip(
+                questions[start : start + batch_size], answers[start : start + batch_size]
+            )
+        ]
         ids = tokenizer.apply_chat_template(chats, tokenize=True, return_dict=False)
-        counts[start:start + len(chats)] = [len(x) for x in ids]
+        counts[start : start + len(chats)] = [len(x) for x in ids]
     return counts
 
 
@@ -75,45 +86,89 @@ def level_quota(k: int, levels: list[int], proportions: list[float]) -> dict[int
     return dict(zip(levels, quota.tolist()))
 
 
-def nested_subset(pool: pl.DataFrame, k: int, seed: int, levels: list[int] | None = None,
-                  proportions: list[float] | None = None, key: str = BUDGETS_KEY) -> pl.DataFrame:
+def nested_subset(
+    pool: pl.DataFrame,
+    k: int,
+    seed: int,
+    levels: list[int] | None = None,
+    proportions: list[float] | None = None,
+    key: str = BUDGETS_KEY,
+) -> pl.DataFrame:
     """The first k samples of the mixture's seeded order (see the module docstring)."""
     if levels is None:
         if k > len(pool):
-            raise MixtureError(f"config key {key}: {k} samples asked, the clean pool holds {len(pool)}")
+            raise MixtureError(
+                f"config key {key}: {k} samples asked, the clean pool holds {len(pool)}"
+            )
         order = np.random.default_rng(seed).permutation(len(pool))[:k]
         return pool[np.sort(order)]
     proportions = proportions or [1.0] * len(levels)
     if len(proportions) != len(levels) or min(proportions) < 0 or sum(proportions) <= 0:
-        raise MixtureError(f"config key mixtures.sets: proportions {proportions} do not fit levels {levels}")
+        raise MixtureError(
+            f"config key mixtures.sets: proportions {proportions} do not fit levels {levels}"
+        )
     picked = []
     for level, quota in level_quota(k, levels, proportions).items():
         rows = np.flatnonzero((pool["level"] == level).to_numpy())
         if quota > len(rows):
-            raise MixtureError(f"config key {key}: {quota} level-{level} samples asked for {k}, "
-                               f"the clean pool holds {len(rows)}")
+            raise MixtureError(
+                f"config key {key}: {quota} level-{level} samples asked for {k}, "
+                f"the clean pool holds {len(rows)}"
+            )
         picked.append(rows[np.random.default_rng([seed, level]).permutation(len(rows))[:quota]])
     return pool[np.sort(np.concatenate(picked))]
 
 
-def run_pool(questions: str, output: str, counts_path: str, tokenizer: str, system_prompt: str,
-             chat_template: str | None = None) -> dict:
+def run_pool(
+    questions: str,
+    output: str,
+    counts_path: str,
+    tokenizer: str,
+    system_prompt: str,
+    chat_template: str | None = None,
+) -> dict:
     started = time.monotonic()
     clean = pl.read_parquet(questions, columns=SFT_COLUMNS)
     tokens = count_tokens(clean, tokenizer, system_prompt, chat_template=chat_template)
     pool = clean.with_columns(pl.Series("tokens", tokens))
     write_parquet_table(pool.to_arrow(), output)
-    return write_counts(counts_path, "sft_pool", len(clean), len(pool), {}, tokens=int(pool["tokens"].sum()),
-                        tokenizer=tokenizer, chat_template=chat_template, seconds=round(time.monotonic() - started, 2))
+    return write_counts(
+        counts_path,
+        "sft_pool",
+        len(clean),
+        len(pool),
+        {},
+        tokens=int(pool["tokens"].sum()),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
-def run_subset(pool_path: str, output: str, counts_path: str, mixture: str, k: int, seed: int,
-               levels: list[int] | None, proportions: list[float] | None,
-               size_key: str = BUDGETS_KEY) -> dict:
+def run_subset(
+    pool_path: str,
+    output: str,
+    counts_path: str,
+    mixture: str,
+    k: int,
+    seed: int,
+    levels: list[int] | None,
+    proportions: list[float] | None,
+    size_key: str = BUDGETS_KEY,
+) -> dict:
     pool = pl.read_parquet(pool_path)
     subset = nested_subset(pool, k, seed, levels, proportions, key=size_key)
     write_parquet_table(subset.to_arrow(), output)
     per_level = {f"level{lvl}": int((subset["level"] == lvl).sum()) for lvl in (1, 2, 3)}
-    return write_counts(counts_path, "mixture", len(pool), len(subset),
-                        {"not_drawn": len(pool) - len(subset)}, mixture=mixture, samples=len(subset),
-                        tokens=int(subset["tokens"].sum()), per_level=per_level, seed=seed)
+    return write_counts(
+        counts_path,
+        "mixture",
+        len(pool),
+        len(subset),
+        {"not_drawn": len(pool) - len(subset)},
+        mixture=mixture,
+        samples=len(subset),
+        tokens=int(subset["tokens"].sum()),
+        per_level=per_level,
+        seed=seed,
+    )

@@ -45,16 +45,18 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
 
     folder, name = str(gguf.parent), gguf.name
     packed = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True),
-        dtype=torch.float32)
+        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+    )
     config = packed.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     result = model.load_state_dict(packed.state_dict(), strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ModelError(f"{gguf}: weights do not match the config (missing "
-                         f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
+        raise ModelError(
+            f"{gguf}: weights do not match the config (missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+        )
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     model = model.to(torch.bfloat16)

@@ -12,10 +12,23 @@ import json
 import re
 from dataclasses import dataclass, field
 
-EDU_LEVELS = ("Primary School", "Middle School", "High School", "College", "Graduate School",
-              "Competition", "Other")
-SCHOOL_LEVELS = ("elementary", "middle_school", "high_school", "college", "grad_school",
-                 "competition")
+EDU_LEVELS = (
+    "Primary School",
+    "Middle School",
+    "High School",
+    "College",
+    "Graduate School",
+    "Competition",
+    "Other",
+)
+SCHOOL_LEVELS = (
+    "elementary",
+    "middle_school",
+    "high_school",
+    "college",
+    "grad_school",
+    "competition",
+)
 ORIGIN_TAGS = ("original_question", "newly_created")
 STATUSES = ("ok", "not_suitable", "empty", "malformed", "truncated")
 
@@ -58,6 +71,7 @@ def _match_choice(value: str | None, choices: tuple[str, ...]) -> str | None:
 
 
 # ---------------------------------------------------------------- extraction (Fig. 11)
+
 
 def _topics_from_json(obj: dict) -> list[dict]:
     topics = []
@@ -112,8 +126,10 @@ def parse_extraction(text: str) -> Parsed:
         topics = _topics_from_tags(text)
         level, subject = _tag(text, "level"), _tag(text, "subject")
     topics = [t for t in topics if t["key_concepts"]]
-    fields = {"level": _match_choice(level if isinstance(level, str) else None, EDU_LEVELS),
-              "subject": _clean(subject) if isinstance(subject, str) else None}
+    fields = {
+        "level": _match_choice(level if isinstance(level, str) else None, EDU_LEVELS),
+        "subject": _clean(subject) if isinstance(subject, str) else None,
+    }
     if not topics:
         return Parsed("malformed", fields=fields)
     return Parsed("ok", records=topics, fields=fields)
@@ -140,24 +156,38 @@ def parse_level1(text: str) -> Parsed:
             return Parsed("not_suitable")
         for q in _list(obj, "questions"):
             if isinstance(q, dict) and isinstance(q.get("question"), str) and q["question"].strip():
-                questions.append({
-                    "question": q["question"].strip(),
-                    "origin": _match_choice(q.get("origin") if isinstance(q.get("origin"), str) else None, ORIGIN_TAGS),
-                    "school_level": _match_choice(q.get("level") if isinstance(q.get("level"), str) else None, SCHOOL_LEVELS)})
+                questions.append(
+                    {
+                        "question": q["question"].strip(),
+                        "origin": _match_choice(
+                            q.get("origin") if isinstance(q.get("origin"), str) else None,
+                            ORIGIN_TAGS,
+                        ),
+                        "school_level": _match_choice(
+                            q.get("level") if isinstance(q.get("level"), str) else None,
+                            SCHOOL_LEVELS,
+                        ),
+                    }
+                )
     else:
         for _, block in _BLOCK.findall(text):
             question = _field(block, "Question")
             if not question:
                 continue
-            questions.append({"question": question,
-                              "origin": _match_choice(_field(block, "Orig_tag"), ORIGIN_TAGS),
-                              "school_level": _match_choice(_field(block, "Level"), SCHOOL_LEVELS)})
+            questions.append(
+                {
+                    "question": question,
+                    "origin": _match_choice(_field(block, "Orig_tag"), ORIGIN_TAGS),
+                    "school_level": _match_choice(_field(block, "Level"), SCHOOL_LEVELS),
+                }
+            )
         if not questions and re.search(r"NOT\s+SUITABLE", text, re.I):
             return Parsed("not_suitable")
     return Parsed("ok", questions) if questions else Parsed("malformed")
 
 
 # ---------------------------------------------------------------- Level-2 (Fig. 9)
+
 
 def _concept_list(raw: str | None) -> list[str]:
     raw = (raw or "").strip().strip("[]")
@@ -172,18 +202,25 @@ def parse_level2(text: str) -> Parsed:
     if obj is not None:
         for q in _list(obj, "questions"):
             if isinstance(q, dict) and isinstance(q.get("question"), str) and q["question"].strip():
-                concepts = [_clean(c) for c in _list(q, "concepts") if isinstance(c, str) and _clean(c)]
+                concepts = [
+                    _clean(c) for c in _list(q, "concepts") if isinstance(c, str) and _clean(c)
+                ]
                 questions.append({"question": q["question"].strip(), "concepts": concepts})
     else:
         for _, block in _BLOCK.findall(text):
             question = _field(block, "Question")
             if question:
-                questions.append({"question": question,
-                                  "concepts": _concept_list(_field(block, "Selected Concepts"))})
+                questions.append(
+                    {
+                        "question": question,
+                        "concepts": _concept_list(_field(block, "Selected Concepts")),
+                    }
+                )
     return Parsed("ok", questions) if questions else Parsed("malformed")
 
 
 # ---------------------------------------------------------------- answers
+
 
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (braces balanced), or None."""
@@ -209,39 +246,89 @@ def parse_answer(text: str) -> Parsed:
 
 # ---------------------------------------------------------------- structured output schemas
 
+
 def extraction_schema(min_kcs: int, max_kcs: int) -> dict:
-    return {"type": "object", "additionalProperties": False,
-            "required": ["level", "subject", "topics"],
-            "properties": {
-                "level": {"enum": list(EDU_LEVELS)},
-                "subject": {"type": "string", "maxLength": 60},
-                "topics": {"type": "array", "minItems": 1, "maxItems": 5, "items": {
-                    "type": "object", "additionalProperties": False,
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["level", "subject", "topics"],
+        "properties": {
+            "level": {"enum": list(EDU_LEVELS)},
+            "subject": {"type": "string", "maxLength": 60},
+            "topics": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 5,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
                     "required": ["name", "key_concepts"],
                     "properties": {
                         "name": {"type": "string", "maxLength": 80},
-                        "key_concepts": {"type": "array", "minItems": min_kcs, "maxItems": max_kcs,
-                                         "items": {"type": "string", "maxLength": 80}}}}}}}
+                        "key_concepts": {
+                            "type": "array",
+                            "minItems": min_kcs,
+                            "maxItems": max_kcs,
+                            "items": {"type": "string", "maxLength": 80},
+                        },
+                    },
+                },
+            },
+        },
+    }
 
 
 def level1_schema() -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["suitable", "questions"],
-            "properties": {
-                "suitable": {"type": "boolean"},
-                "questions": {"type": "array", "maxItems": 5, "items": {
-                    "type": "object", "additionalProperties": False,
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["suitable", "questions"],
+        "properties": {
+            "suitable": {"type": "boolean"},
+            "questions": {
+                "type": "array",
+                "maxItems": 5,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
                     "required": ["question", "origin", "level"],
-                    "properties": {"question": {"type": "string", "maxLength": 600},
-                                   "origin": {"enum": list(ORIGIN_TAGS)},
-                                   "level": {"enum": list(SCHOOL_LEVELS)}}}}}}
+                    "properties": {
+                        "question": {"type": "string", "maxLength": 600},
+                        "origin": {"enum": list(ORIGIN_TAGS)},
+                        "level": {"enum": list(SCHOOL_LEVELS)},
+                    },
+                },
+            },
+        },
+    }
 
 
 def level2_schema(max_questions: int = 5) -> dict:
     """Level-2 output (1-5 questions per call, Fig. 9); Level-3 has the same layout with 1-3
     (Fig. 10)."""
-    return {"type": "object", "additionalProperties": False, "required": ["questions"],
-            "properties": {"questions": {"type": "array", "minItems": 1, "maxItems": max_questions, "items": {
-                "type": "object", "additionalProperties": False, "required": ["concepts", "question"],
-                "properties": {"concepts": {"type": "array", "minItems": 1, "maxItems": 3,
-                                            "items": {"type": "string", "maxLength": 80}},
-                               "question": {"type": "string", "maxLength": 600}}}}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["questions"],
+        "properties": {
+            "questions": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_questions,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["concepts", "question"],
+                    "properties": {
+                        "concepts": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 3,
+                            "items": {"type": "string", "maxLength": 80},
+                        },
+                        "question": {"type": "string", "maxLength": 600},
+                    },
+                },
+            }
+        },
+    }

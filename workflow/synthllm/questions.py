@@ -17,25 +17,45 @@ Output schema (`level1/shard-*.parquet`, `level2/shard-*.parquet`):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
-from synthllm.generation import (final_status, finish_stage, fingerprint, generate_resumable,
-                                 provenance)
+from synthllm.generation import (
+    final_status,
+    fingerprint,
+    finish_stage,
+    generate_resumable,
+    provenance,
+)
 from synthllm.llm import BackendSpec, Completion, Request, Sampling
 from synthllm.parsers import Parsed
 
-SCHEMA = pa.schema([("question_id", pa.string()), ("level", pa.int8()),
-                    ("doc_ids", pa.list_(pa.string())), ("question", pa.string()),
-                    ("origin", pa.string()), ("school_level", pa.string()),
-                    ("concepts", pa.list_(pa.string())), ("call", pa.int32()),
-                    ("model", pa.string()), ("template_hash", pa.string()), ("seed", pa.int64())])
+SCHEMA = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("level", pa.int8()),
+        ("doc_ids", pa.list_(pa.string())),
+        ("question", pa.string()),
+        ("origin", pa.string()),
+        ("school_level", pa.string()),
+        ("concepts", pa.list_(pa.string())),
+        ("call", pa.int32()),
+        ("model", pa.string()),
+        ("template_hash", pa.string()),
+        ("seed", pa.int64()),
+    ]
+)
 
 
-def question_rows(level: int, items: Sequence[dict], completions: Sequence[Completion],
-                  parse: Callable[[str], Parsed], questions_per_unit: int,
-                  prov: dict) -> tuple[list[dict], Counter, int]:
+def question_rows(
+    level: int,
+    items: Sequence[dict],
+    completions: Sequence[Completion],
+    parse: Callable[[str], Parsed],
+    questions_per_unit: int,
+    prov: dict,
+) -> tuple[list[dict], Counter, int]:
     """Rows for every parsed question, at most `questions_per_unit` per unit (first calls
     first). Returns the rows, the completion statuses and how many questions the cap dropped.
     `items` carry "unit" (a document id, or a Level-3 concept set id), "doc_ids" and "call",
@@ -50,23 +70,56 @@ def question_rows(level: int, items: Sequence[dict], completions: Sequence[Compl
                 capped += 1
                 continue
             kept[item["unit"]] += 1
-            rows.append({"question_id": f"L{level}-{item['unit']}-c{item['call']}-q{k + 1}",
-                         "level": level, "doc_ids": item["doc_ids"], "question": q["question"],
-                         "origin": q.get("origin"), "school_level": q.get("school_level"),
-                         "concepts": q.get("concepts", []), "call": item["call"], **prov})
+            rows.append(
+                {
+                    "question_id": f"L{level}-{item['unit']}-c{item['call']}-q{k + 1}",
+                    "level": level,
+                    "doc_ids": item["doc_ids"],
+                    "question": q["question"],
+                    "origin": q.get("origin"),
+                    "school_level": q.get("school_level"),
+                    "concepts": q.get("concepts", []),
+                    "call": item["call"],
+                    **prov,
+                }
+            )
     return rows, statuses, capped
 
 
-def generate(level: int, template: str, items: Sequence[dict], requests: Sequence[Request],
-             parse: Callable[[str], Parsed], spec: BackendSpec, sampling: Sampling, output: str,
-             counts_path: str, questions_per_unit: int, chunk_size: int, **extra) -> dict:
+def generate(
+    level: int,
+    template: str,
+    items: Sequence[dict],
+    requests: Sequence[Request],
+    parse: Callable[[str], Parsed],
+    spec: BackendSpec,
+    sampling: Sampling,
+    output: str,
+    counts_path: str,
+    questions_per_unit: int,
+    chunk_size: int,
+    **extra,
+) -> dict:
     """Generate (resumably), parse and write one shard of Level-`level` questions."""
     stage = f"level{level}"
     fp = fingerprint(stage=stage, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(requests, spec, sampling, output, fp, chunk_size,
-                                            desc=stage)
-    rows, statuses, capped = question_rows(level, items, completions, parse, questions_per_unit,
-                                           provenance(spec, template, sampling))
-    return finish_stage(stage, rows, SCHEMA, output, counts_path, len(items), statuses,
-                        unit="calls", questions=len(rows), questions_over_cap=capped,
-                        **extra, **facts)
+    completions, facts = generate_resumable(
+        requests, spec, sampling, output, fp, chunk_size, desc=stage
+    )
+    rows, statuses, capped = question_rows(
+        level, items, completions, parse, questions_per_unit, provenance(spec, template, sampling)
+    )
+    return finish_stage(
+        stage,
+        rows,
+        SCHEMA,
+        output,
+        counts_path,
+        len(items),
+        statuses,
+        unit="calls",
+        questions=len(rows),
+        questions_over_cap=capped,
+        **extra,
+        **facts,
+    )

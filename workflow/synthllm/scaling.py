@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -106,7 +106,7 @@ class FitSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitSettings":
+    def from_dict(cls, d: dict) -> FitSettings:
         d = dict(d)
         if "starts" in d:
             d["starts"] = StartGrid(**{k: tuple(v) for k, v in d["starts"].items()})
@@ -144,10 +144,17 @@ class Fit:
         return predict(self.law, self.theta, tokens)
 
     def to_dict(self) -> dict:
-        return {"law": self.law, "status": self.status, "flags": list(self.flags),
-                "params": self.params, "loss_value": _finite_or_none(self.loss_value),
-                "n_points": int(self.tokens.size), "tokens": self.tokens.tolist(),
-                "values": self.values.tolist(), "settings": self.settings.to_dict()}
+        return {
+            "law": self.law,
+            "status": self.status,
+            "flags": list(self.flags),
+            "params": self.params,
+            "loss_value": _finite_or_none(self.loss_value),
+            "n_points": int(self.tokens.size),
+            "tokens": self.tokens.tolist(),
+            "values": self.values.tolist(),
+            "settings": self.settings.to_dict(),
+        }
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -168,8 +175,9 @@ def natural_params(law: str, theta: Sequence[float]) -> dict[str, float]:
 
 def theta_from_params(law: str, params: dict[str, float]) -> np.ndarray:
     if law == "rectified":
-        return np.array([math.log(params["B"]), math.log(params["D_l"]), params["beta"],
-                         params["E"]])
+        return np.array(
+            [math.log(params["B"]), math.log(params["D_l"]), params["beta"], params["E"]]
+        )
     return np.array([math.log(params["B"]), params["beta"], params["E"]])
 
 
@@ -216,29 +224,37 @@ def check_points(tokens, values, loss: str) -> tuple[np.ndarray, np.ndarray]:
     tokens = np.asarray(tokens, dtype=float)
     values = np.asarray(values, dtype=float)
     if tokens.shape != values.shape or tokens.ndim != 1:
-        raise ScalingError(f"tokens and values must be 1-d of equal length, got shapes "
-                           f"{tokens.shape} and {values.shape}")
+        raise ScalingError(
+            f"tokens and values must be 1-d of equal length, got shapes "
+            f"{tokens.shape} and {values.shape}"
+        )
     for i, (d, v) in enumerate(zip(tokens, values)):
         if not (np.isfinite(d) and np.isfinite(v)):
             raise ScalingError(f"point {i} (tokens={d}, value={v}) is not finite")
         if d < 0:
             raise ScalingError(f"point {i} has negative tokens ({d})")
         if loss == "huber_log" and v <= 0:
-            raise ScalingError(f"point {i} (tokens={d}) has value {v} <= 0; the huber_log loss "
-                               "needs positive values (use loss least_squares or another transform)")
+            raise ScalingError(
+                f"point {i} (tokens={d}) has value {v} <= 0; the huber_log loss "
+                "needs positive values (use loss least_squares or another transform)"
+            )
     return tokens, values
 
 
 def _bounds(settings: FitSettings, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e_hi = float(values.min())
     if not e_hi > settings.e_lower:
-        raise ScalingError(f"smallest value {e_hi} is not above e_lower={settings.e_lower}: "
-                           "no room for an asymptote below the data")
+        raise ScalingError(
+            f"smallest value {e_hi} is not above e_lower={settings.e_lower}: "
+            "no room for an asymptote below the data"
+        )
     lb_log, ub_log = settings.log_bounds
     b_lo, b_hi = settings.beta_bounds
     if settings.law == "rectified":
-        return (np.array([lb_log, lb_log, b_lo, settings.e_lower]),
-                np.array([ub_log, ub_log, b_hi, e_hi]))
+        return (
+            np.array([lb_log, lb_log, b_lo, settings.e_lower]),
+            np.array([ub_log, ub_log, b_hi, e_hi]),
+        )
     return np.array([lb_log, b_lo, settings.e_lower]), np.array([ub_log, b_hi, e_hi])
 
 
@@ -247,8 +263,11 @@ def start_grid(settings: FitSettings, tokens: np.ndarray, values: np.ndarray) ->
     lb, ub = _bounds(settings, values)
     log_d = _log_tokens(tokens)
     positive = log_d[np.isfinite(log_d)]
-    bends = (np.quantile(positive, settings.starts.bend_quantile) if positive.size
-             else np.zeros(1)) if settings.law == "rectified" else [None]
+    bends = (
+        (np.quantile(positive, settings.starts.bend_quantile) if positive.size else np.zeros(1))
+        if settings.law == "rectified"
+        else [None]
+    )
     starts = []
     for beta in settings.starts.beta:
         beta = float(np.clip(beta, lb[-2], ub[-2]))
@@ -283,8 +302,9 @@ def _jacobian_fn(law: str, loss: str, tokens: np.ndarray):
         if law == "rectified":
             share_dl = np.exp(th[1] - np.logaddexp(th[1], th[2] * log_d))  # D_l / (D_l + D^b)
             columns.append(-reducible * share_dl)
-            columns.append(np.where(trained, -reducible * (1 - share_dl) *
-                                    np.where(trained, log_d, 0.0), 0.0))
+            columns.append(
+                np.where(trained, -reducible * (1 - share_dl) * np.where(trained, log_d, 0.0), 0.0)
+            )
         else:
             columns.append(-reducible * log_d)
         columns.append(np.ones_like(reducible))  # d/d E
@@ -298,14 +318,15 @@ def _jacobian_fn(law: str, loss: str, tokens: np.ndarray):
 
 def _loss_value(residuals: np.ndarray, settings: FitSettings) -> float:
     if settings.loss == "least_squares":
-        return float(0.5 * np.sum(residuals ** 2))
+        return float(0.5 * np.sum(residuals**2))
     a = np.abs(residuals)
     d = settings.huber_delta
-    return float(np.sum(np.where(a <= d, 0.5 * a ** 2, d * (a - 0.5 * d))))
+    return float(np.sum(np.where(a <= d, 0.5 * a**2, d * (a - 0.5 * d))))
 
 
-def _minimise(settings: FitSettings, tokens, values, starts, warm: bool
-              ) -> tuple[np.ndarray | None, float]:
+def _minimise(
+    settings: FitSettings, tokens, values, starts, warm: bool
+) -> tuple[np.ndarray | None, float]:
     from scipy.optimize import least_squares
 
     lb, ub = _bounds(settings, values)
@@ -319,13 +340,22 @@ def _minimise(settings: FitSettings, tokens, values, starts, warm: bool
                 if settings.loss == "least_squares" or not warm:
                     # Huber from a raw start needs ~7x the evaluations of the squared loss, so
                     # a raw start first goes to the squared-loss optimum, then is refined
-                    res = least_squares(fun, x, jac=jac, bounds=(lb, ub), method="trf",
-                                        x_scale="jac", max_nfev=2000)
+                    res = least_squares(
+                        fun, x, jac=jac, bounds=(lb, ub), method="trf", x_scale="jac", max_nfev=2000
+                    )
                     x = res.x
                 if settings.loss == "huber_log":
-                    res = least_squares(fun, x, jac=jac, bounds=(lb, ub), method="trf",
-                                        x_scale="jac", max_nfev=2000, loss="huber",
-                                        f_scale=settings.huber_delta)
+                    res = least_squares(
+                        fun,
+                        x,
+                        jac=jac,
+                        bounds=(lb, ub),
+                        method="trf",
+                        x_scale="jac",
+                        max_nfev=2000,
+                        loss="huber",
+                        f_scale=settings.huber_delta,
+                    )
             except ValueError:  # a start whose residuals are not finite
                 continue
         if not np.all(np.isfinite(res.fun)):
@@ -336,36 +366,52 @@ def _minimise(settings: FitSettings, tokens, values, starts, warm: bool
     return best, best_loss
 
 
-def fit_law(tokens, values, settings: FitSettings = FitSettings(),
-            initial: Iterable[Sequence[float]] | None = None) -> Fit:
+def fit_law(
+    tokens,
+    values,
+    settings: FitSettings = FitSettings(),
+    initial: Iterable[Sequence[float]] | None = None,
+) -> Fit:
     """Fit one curve. `initial` replaces the start grid (e.g. a warm start for bootstrap refits)."""
     tokens, values = check_points(tokens, values, settings.loss)
     p = n_params(settings.law)
     if settings.law == "power" and np.any(tokens <= 0):
-        raise ScalingError("the power law cannot use D = 0 points (the untrained model); "
-                           "drop them before fitting")
+        raise ScalingError(
+            "the power law cannot use D = 0 points (the untrained model); drop them before fitting"
+        )
     no_fit = []
     if tokens.size < p:
         no_fit.append(f"too_few_points: {tokens.size} points for {p} parameters")
     elif np.unique(tokens).size < p:
-        no_fit.append(f"too_few_points: {np.unique(tokens).size} distinct token counts for "
-                      f"{p} parameters")
+        no_fit.append(
+            f"too_few_points: {np.unique(tokens).size} distinct token counts for {p} parameters"
+        )
     elif np.ptp(values) <= settings.flat_tolerance * np.max(np.abs(values)):
         no_fit.append(f"flat: values span {np.ptp(values):.3g}, below flat_tolerance")
     if no_fit:
         return Fit("no_fit", no_fit, settings, tokens, values)
-    starts = ([np.asarray(s, dtype=float) for s in initial] if initial is not None
-              else start_grid(settings, tokens, values))
+    starts = (
+        [np.asarray(s, dtype=float) for s in initial]
+        if initial is not None
+        else start_grid(settings, tokens, values)
+    )
     theta, loss_value = _minimise(settings, tokens, values, starts, warm=initial is not None)
     if theta is None:
-        return Fit("no_fit", ["optimiser_failed: no start converged to finite residuals"],
-                   settings, tokens, values)
+        return Fit(
+            "no_fit",
+            ["optimiser_failed: no start converged to finite residuals"],
+            settings,
+            tokens,
+            values,
+        )
     flags = bound_flags(settings, theta, values)
     fitted = predict(settings.law, theta, tokens)
     drop, rms = np.ptp(fitted), float(np.sqrt(np.mean((fitted - values) ** 2)))
     if drop < 2 * rms:
-        flags.append(f"no_trend: the curve falls by {drop:.3g} over the points, less than twice "
-                     f"the residual RMS {rms:.3g}")
+        flags.append(
+            f"no_trend: the curve falls by {drop:.3g} over the points, less than twice "
+            f"the residual RMS {rms:.3g}"
+        )
     if tokens.size == p:
         flags.append(f"no_intervals: {p} points for {p} parameters leave no residual")
     return Fit("flagged" if flags else "ok", flags, settings, tokens, values, theta, loss_value)
@@ -374,8 +420,11 @@ def fit_law(tokens, values, settings: FitSettings = FitSettings(),
 def bound_flags(settings: FitSettings, theta: np.ndarray, values: np.ndarray) -> list[str]:
     lb, ub = _bounds(settings, values)
     tol = settings.bound_tolerance * np.maximum(1.0, np.abs(ub - lb))
-    return [f"at_bound:{name}" for name, x, lo, hi, t in
-            zip(THETA_NAMES[settings.law], theta, lb, ub, tol) if x - lo <= t or hi - x <= t]
+    return [
+        f"at_bound:{name}"
+        for name, x, lo, hi, t in zip(THETA_NAMES[settings.law], theta, lb, ub, tol)
+        if x - lo <= t or hi - x <= t
+    ]
 
 
 @dataclass
@@ -390,19 +439,26 @@ class Bootstrap:
     warm_start: bool
 
     def settings(self) -> dict:
-        return {"method": self.method, "n": self.n_requested, "seed": self.seed,
-                "warm_start": self.warm_start}
+        return {
+            "method": self.method,
+            "n": self.n_requested,
+            "seed": self.seed,
+            "warm_start": self.warm_start,
+        }
 
 
-def bootstrap_params(fit: Fit, n: int = 200, method: str = "residuals", seed: int = 0,
-                     warm_start: bool = True) -> Bootstrap:
+def bootstrap_params(
+    fit: Fit, n: int = 200, method: str = "residuals", seed: int = 0, warm_start: bool = True
+) -> Bootstrap:
     """Bootstrap refits of `fit` (see the module docstring for both methods)."""
     if method not in BOOTSTRAP_METHODS:
         raise ScalingError(f"bootstrap method must be one of {BOOTSTRAP_METHODS}, got {method!r}")
     p = n_params(fit.law)
     if fit.theta is None or fit.tokens.size <= p:
-        raise ScalingError(f"no bootstrap: needs a fit with more points than its {p} "
-                           f"parameters (status {fit.status}, {fit.tokens.size} points)")
+        raise ScalingError(
+            f"no bootstrap: needs a fit with more points than its {p} "
+            f"parameters (status {fit.status}, {fit.tokens.size} points)"
+        )
     rng = np.random.default_rng(seed)
     settings = fit.settings
     initial = [fit.theta] if warm_start else None
@@ -412,8 +468,7 @@ def bootstrap_params(fit: Fit, n: int = 200, method: str = "residuals", seed: in
         residuals = np.log(fit.values) - np.log(fitted)
     else:
         residuals = fit.values - fitted
-    residuals = (residuals - residuals.mean()) * math.sqrt(fit.tokens.size /
-                                                           (fit.tokens.size - p))
+    residuals = (residuals - residuals.mean()) * math.sqrt(fit.tokens.size / (fit.tokens.size - p))
     thetas, failures = [], 0
     for _ in range(n):
         if method == "residuals":
@@ -453,8 +508,9 @@ def param_intervals(fit: Fit, boot: Bootstrap, confidence: float) -> dict[str, l
     return {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
 
 
-def prediction_band(fit: Fit, boot: Bootstrap | None, tokens, confidence: float
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def prediction_band(
+    fit: Fit, boot: Bootstrap | None, tokens, confidence: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point prediction and interval at each token count (NaN intervals without a bootstrap)."""
     tokens = np.asarray(tokens, dtype=float)
     centre = fit.predict(tokens)
@@ -466,15 +522,15 @@ def prediction_band(fit: Fit, boot: Bootstrap | None, tokens, confidence: float
     return centre, lo, hi
 
 
-def margin_interval(fit: Fit, boot: Bootstrap | None, margin: float, confidence: float
-                    ) -> tuple[float, float, float]:
+def margin_interval(
+    fit: Fit, boot: Bootstrap | None, margin: float, confidence: float
+) -> tuple[float, float, float]:
     centre = tokens_to_margin(fit.law, fit.theta, margin)
     if boot is None or boot.thetas.shape[0] == 0:
         return centre, math.nan, math.nan
     # "never" (inf) is capped so that interpolating between two of them stays "never"
     draws = np.minimum([tokens_to_margin(fit.law, t, margin) for t in boot.thetas], 1e300)
-    lo, hi = (math.inf if x >= 1e300 else float(x)
-              for x in percentile_interval(draws, confidence))
+    lo, hi = (math.inf if x >= 1e300 else float(x) for x in percentile_interval(draws, confidence))
     return centre, lo, hi
 
 
@@ -514,8 +570,9 @@ class AnalysisSettings:
         return asdict(self)
 
 
-def split_points(budgets, tokens, values, held_out: int, include_base: bool
-                 ) -> dict[str, np.ndarray]:
+def split_points(
+    budgets, tokens, values, held_out: int, include_base: bool
+) -> dict[str, np.ndarray]:
     """Masks over the points: fit, held_out (the `held_out` largest trained budgets), base."""
     budgets = np.asarray(budgets)
     tokens = np.asarray(tokens, dtype=float)
@@ -528,8 +585,15 @@ def split_points(budgets, tokens, values, held_out: int, include_base: bool
     return {"fit": fit, "held_out": held, "base": base}
 
 
-def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
-                settings: AnalysisSettings, curve_tokens: np.ndarray) -> dict:
+def analyse_law(
+    law: str,
+    budgets,
+    tokens,
+    values,
+    masks: dict[str, np.ndarray],
+    settings: AnalysisSettings,
+    curve_tokens: np.ndarray,
+) -> dict:
     """Fit one law to the fit points; intervals, held-out check, extrapolation, asymptote."""
     fit_settings = FitSettings.from_dict({**settings.fit.to_dict(), "law": law})
     use = masks["fit"] & (tokens > 0 if law == "power" else True)
@@ -537,21 +601,43 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
     if law == "power" and np.any(masks["fit"] & (tokens == 0)):
         notes.append("base_excluded: the power law is undefined at D = 0")
     fit = fit_law(tokens[use], values[use], fit_settings)
-    out = {"law": law, **fit.to_dict(), "notes": notes, "param_intervals": {},
-           "held_out": [], "extrapolation": [], "asymptote": None, "curve": None,
-           "bootstrap": None}
+    out = {
+        "law": law,
+        **fit.to_dict(),
+        "notes": notes,
+        "param_intervals": {},
+        "held_out": [],
+        "extrapolation": [],
+        "asymptote": None,
+        "curve": None,
+        "bootstrap": None,
+    }
     held = masks["held_out"]
     if fit.theta is None:
-        out["held_out"] = [{"budget": int(b), "tokens": float(d), "measured": float(v),
-                            "predicted": None, "low": None, "high": None, "inside": None}
-                           for b, d, v in zip(budgets[held], tokens[held], values[held])]
+        out["held_out"] = [
+            {
+                "budget": int(b),
+                "tokens": float(d),
+                "measured": float(v),
+                "predicted": None,
+                "low": None,
+                "high": None,
+                "inside": None,
+            }
+            for b, d, v in zip(budgets[held], tokens[held], values[held])
+        ]
         return out
     boot = None
     if fit.tokens.size > n_params(law):
-        boot = bootstrap_params(fit, settings.bootstrap, settings.bootstrap_method, settings.seed,
-                                settings.warm_start)
-        out["bootstrap"] = {**boot.settings(), "successes": int(boot.thetas.shape[0]),
-                            "failures": boot.failures, "confidence": settings.confidence}
+        boot = bootstrap_params(
+            fit, settings.bootstrap, settings.bootstrap_method, settings.seed, settings.warm_start
+        )
+        out["bootstrap"] = {
+            **boot.settings(),
+            "successes": int(boot.thetas.shape[0]),
+            "failures": boot.failures,
+            "confidence": settings.confidence,
+        }
         if boot.failures > 0.1 * settings.bootstrap:
             fit.flags.append(f"bootstrap_failures: {boot.failures} of {settings.bootstrap}")
             out["flags"], out["status"] = list(fit.flags), "flagged"
@@ -560,23 +646,46 @@ def analyse_law(law: str, budgets, tokens, values, masks: dict[str, np.ndarray],
     if held.any():
         centre, lo, hi = prediction_band(fit, boot, tokens[held], settings.confidence)
         out["held_out"] = [
-            {"budget": int(b), "tokens": float(d), "measured": float(v), "predicted": float(c),
-             "low": _finite_or_none(a), "high": _finite_or_none(z),
-             "inside": bool(a <= v <= z) if np.isfinite(a) else None}
-            for b, d, v, c, a, z in zip(budgets[held], tokens[held], values[held], centre, lo, hi)]
+            {
+                "budget": int(b),
+                "tokens": float(d),
+                "measured": float(v),
+                "predicted": float(c),
+                "low": _finite_or_none(a),
+                "high": _finite_or_none(z),
+                "inside": bool(a <= v <= z) if np.isfinite(a) else None,
+            }
+            for b, d, v, c, a, z in zip(budgets[held], tokens[held], values[held], centre, lo, hi)
+        ]
     ext = np.asarray(settings.extrapolate_tokens, dtype=float)
     centre, lo, hi = prediction_band(fit, boot, ext, settings.confidence)
-    out["extrapolation"] = [{"tokens": float(d), "predicted": float(c), "low": _finite_or_none(a),
-                             "high": _finite_or_none(z)} for d, c, a, z in zip(ext, centre, lo, hi)]
-    reach, lo_reach, hi_reach = margin_interval(fit, boot, settings.asymptote_margin,
-                                                settings.confidence)
-    out["asymptote"] = {"E": fit.params["E"], "margin": settings.asymptote_margin,
-                        "tokens": _finite_or_none(reach), "low": _finite_or_none(lo_reach),
-                        "high": _finite_or_none(hi_reach)}
+    out["extrapolation"] = [
+        {
+            "tokens": float(d),
+            "predicted": float(c),
+            "low": _finite_or_none(a),
+            "high": _finite_or_none(z),
+        }
+        for d, c, a, z in zip(ext, centre, lo, hi)
+    ]
+    reach, lo_reach, hi_reach = margin_interval(
+        fit, boot, settings.asymptote_margin, settings.confidence
+    )
+    out["asymptote"] = {
+        "E": fit.params["E"],
+        "margin": settings.asymptote_margin,
+        "tokens": _finite_or_none(reach),
+        "low": _finite_or_none(lo_reach),
+        "high": _finite_or_none(hi_reach),
+    }
     grid = curve_tokens if law == "rectified" else curve_tokens[curve_tokens > 0]
     centre, lo, hi = prediction_band(fit, boot, grid, settings.confidence)
-    out["curve"] = {"tokens": grid.tolist(), "predicted": centre.tolist(),
-                    "low": [_finite_or_none(x) for x in lo], "high": [_finite_or_none(x) for x in hi]}
+    out["curve"] = {
+        "tokens": grid.tolist(),
+        "predicted": centre.tolist(),
+        "low": [_finite_or_none(x) for x in lo],
+        "high": [_finite_or_none(x) for x in hi],
+    }
     return out
 
 
@@ -591,20 +700,30 @@ def analyse_model(model: str, budgets, tokens, values, settings: AnalysisSetting
 def _analyse_model(model: str, budgets, tokens, values, settings: AnalysisSettings) -> dict:
     order = np.argsort(np.asarray(tokens, dtype=float), kind="stable")
     budgets = np.asarray(budgets)[order]
-    tokens, values = check_points(np.asarray(tokens)[order], np.asarray(values)[order],
-                                  settings.fit.loss)
+    tokens, values = check_points(
+        np.asarray(tokens)[order], np.asarray(values)[order], settings.fit.loss
+    )
     masks = split_points(budgets, tokens, values, settings.held_out, settings.include_base)
     trained = tokens[tokens > 0]
     top = max([*settings.extrapolate_tokens, *trained]) if trained.size else 1.0
     low = trained.min() / 2 if trained.size else top / 1e4
     curve_tokens = np.concatenate([[0.0], np.geomspace(low, top, settings.curve_points)])
-    return {"model": model,
-            "points": [{"budget": int(b), "tokens": float(d), "value": float(v),
-                        "role": "held_out" if h else "fit" if f else "excluded"}
-                       for b, d, v, h, f in zip(budgets, tokens, values, masks["held_out"],
-                                                masks["fit"])],
-            "laws": {law: analyse_law(law, budgets, tokens, values, masks, settings,
-                                      curve_tokens) for law in settings.laws}}
+    return {
+        "model": model,
+        "points": [
+            {
+                "budget": int(b),
+                "tokens": float(d),
+                "value": float(v),
+                "role": "held_out" if h else "fit" if f else "excluded",
+            }
+            for b, d, v, h, f in zip(budgets, tokens, values, masks["held_out"], masks["fit"])
+        ],
+        "laws": {
+            law: analyse_law(law, budgets, tokens, values, masks, settings, curve_tokens)
+            for law in settings.laws
+        },
+    }
 
 
 # --- The stage: summary.parquet in; fits, tables and figures out ---
@@ -616,21 +735,41 @@ TABLES = ("fits", "heldout", "extrapolation")
 
 def settings_from_config(cfg: dict) -> AnalysisSettings:
     """AnalysisSettings from config key `scaling` (config/schema.yaml documents each key)."""
-    fit = FitSettings.from_dict({k: cfg[k] for k in ("loss", "huber_delta", "starts",
-                                                     "beta_bounds", "log_bounds", "e_lower",
-                                                     "flat_tolerance") if k in cfg})
+    fit = FitSettings.from_dict(
+        {
+            k: cfg[k]
+            for k in (
+                "loss",
+                "huber_delta",
+                "starts",
+                "beta_bounds",
+                "log_bounds",
+                "e_lower",
+                "flat_tolerance",
+            )
+            if k in cfg
+        }
+    )
     boot = cfg.get("bootstrap", {})
     return AnalysisSettings(
-        fit=fit, held_out=cfg.get("held_out", 1), include_base=cfg.get("include_base", True),
-        bootstrap=boot.get("n", 200), bootstrap_method=boot.get("method", "residuals"),
-        warm_start=boot.get("warm_start", True), confidence=boot.get("confidence", 0.95),
-        extrapolate_tokens=tuple(float(x) for x in cfg.get(
-            "extrapolate_tokens", AnalysisSettings.extrapolate_tokens)),
-        asymptote_margin=cfg.get("asymptote_margin", 1.0), seed=cfg.get("seed", 0))
+        fit=fit,
+        held_out=cfg.get("held_out", 1),
+        include_base=cfg.get("include_base", True),
+        bootstrap=boot.get("n", 200),
+        bootstrap_method=boot.get("method", "residuals"),
+        warm_start=boot.get("warm_start", True),
+        confidence=boot.get("confidence", 0.95),
+        extrapolate_tokens=tuple(
+            float(x) for x in cfg.get("extrapolate_tokens", AnalysisSettings.extrapolate_tokens)
+        ),
+        asymptote_margin=cfg.get("asymptote_margin", 1.0),
+        seed=cfg.get("seed", 0),
+    )
 
 
-def load_points(path, metric: str, benchmark: str, transform: str
-                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def load_points(
+    path, metric: str, benchmark: str, transform: str
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """model -> (budgets, tokens, fitted values) from an evaluation summary (long format)."""
     import polars as pl
 
@@ -641,20 +780,28 @@ def load_points(path, metric: str, benchmark: str, transform: str
     rows = frame.filter((pl.col("metric") == metric) & (pl.col("benchmark") == benchmark))
     if rows.is_empty():
         pairs = sorted(set(zip(frame["metric"].to_list(), frame["benchmark"].to_list())))
-        raise ScalingError(f"{path}: no rows with metric {metric!r} and benchmark {benchmark!r} "
-                           f"(config keys scaling.metric, scaling.benchmark); present: {pairs}")
+        raise ScalingError(
+            f"{path}: no rows with metric {metric!r} and benchmark {benchmark!r} "
+            f"(config keys scaling.metric, scaling.benchmark); present: {pairs}"
+        )
     dupes = rows.group_by("model", "budget").len().filter(pl.col("len") > 1)
     if not dupes.is_empty():
-        raise ScalingError(f"{path}: several {metric}/{benchmark} rows for (model, budget) "
-                           f"{dupes.select('model', 'budget').rows()}")
+        raise ScalingError(
+            f"{path}: several {metric}/{benchmark} rows for (model, budget) "
+            f"{dupes.select('model', 'budget').rows()}"
+        )
     points = {}
     for (model,), part in rows.sort("model", "budget").group_by("model", maintain_order=True):
         for budget, value in zip(part["budget"], part["value"]):
             if value is None or not math.isfinite(value):
-                raise ScalingError(f"{path}: model {model!r} budget {budget}: {metric} on "
-                                   f"{benchmark} is {value}")
-        points[model] = (part["budget"].to_numpy(), part["tokens"].to_numpy().astype(float),
-                         transform_values(part["value"].to_numpy(), transform))
+                raise ScalingError(
+                    f"{path}: model {model!r} budget {budget}: {metric} on {benchmark} is {value}"
+                )
+        points[model] = (
+            part["budget"].to_numpy(),
+            part["tokens"].to_numpy().astype(float),
+            transform_values(part["value"].to_numpy(), transform),
+        )
     return points
 
 
@@ -682,27 +829,45 @@ def table_rows(analyses: list[dict], transform: str) -> dict[str, list[dict]]:
     fits, held, ext = [], [], []
     for a in analyses:
         for law, r in a["laws"].items():
-            row = {"model": a["model"], "law": law, "status": r["status"],
-                   "flags": "; ".join(r["flags"]), "n_fit_points": r["n_points"],
-                   "loss": r["settings"]["loss"], "loss_value": r["loss_value"]}
+            row = {
+                "model": a["model"],
+                "law": law,
+                "status": r["status"],
+                "flags": "; ".join(r["flags"]),
+                "n_fit_points": r["n_points"],
+                "loss": r["settings"]["loss"],
+                "loss_value": r["loss_value"],
+            }
             for name in PARAM_NAMES[law]:
                 lo, hi = r["param_intervals"].get(name, (None, None))
                 row.update({name: r["params"].get(name), f"{name}_low": lo, f"{name}_high": hi})
             asym = r["asymptote"] or {}
-            row.update({"asymptote_margin": asym.get("margin"),
-                        "tokens_to_margin": asym.get("tokens"),
-                        "tokens_to_margin_low": asym.get("low"),
-                        "tokens_to_margin_high": asym.get("high")})
+            row.update(
+                {
+                    "asymptote_margin": asym.get("margin"),
+                    "tokens_to_margin": asym.get("tokens"),
+                    "tokens_to_margin_low": asym.get("low"),
+                    "tokens_to_margin_high": asym.get("high"),
+                }
+            )
             fits.append(row)
             for h in r["held_out"]:
                 held.append({"model": a["model"], "law": law, **h})
             for e in r["extrapolation"]:
-                lo, hi = (inverse_transform(e["low"], transform),
-                          inverse_transform(e["high"], transform))
-                ext.append({"model": a["model"], "law": law, **e,
-                            "metric_predicted": inverse_transform(e["predicted"], transform),
-                            "metric_low": min(lo, hi) if lo is not None else None,
-                            "metric_high": max(lo, hi) if lo is not None else None})
+                lo, hi = (
+                    inverse_transform(e["low"], transform),
+                    inverse_transform(e["high"], transform),
+                )
+                ext.append(
+                    {
+                        "model": a["model"],
+                        "law": law,
+                        **e,
+                        "metric_predicted": inverse_transform(e["predicted"], transform),
+                        "metric_low": min(lo, hi) if lo is not None else None,
+                        "metric_high": max(lo, hi) if lo is not None else None,
+                    }
+                )
     return {"fits": fits, "heldout": held, "extrapolation": ext}
 
 
@@ -726,47 +891,101 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_tables(tables: dict[str, list[dict]], analyses: list[dict], quantity: str,
-                    metric: str, transform: str, settings: AnalysisSettings) -> dict[str, str]:
+def markdown_tables(
+    tables: dict[str, list[dict]],
+    analyses: list[dict],
+    quantity: str,
+    metric: str,
+    transform: str,
+    settings: AnalysisSettings,
+) -> dict[str, str]:
     pct = f"{settings.confidence:.0%} bootstrap interval in brackets"
-    fits = [[r["model"], r["law"], r["status"] + (f" ({r['flags']})" if r["flags"] else ""),
-             str(r["n_fit_points"]),
-             *[_interval_cell(r.get(n), r.get(f"{n}_low"), r.get(f"{n}_high"))
-               for n in PARAM_NAMES["rectified"]],
-             _interval_cell(r["tokens_to_margin"], r["tokens_to_margin_low"],
-                            r["tokens_to_margin_high"])] for r in tables["fits"]]
-    out = {"fits": f"# Fitted scaling laws: {quantity}\n\n{pct}. Last column: tokens where "
-                   f"L(D) - E <= {_cell(settings.asymptote_margin)}.\n\n" + markdown_table(
-                       ["model", "law", "status", "points", "B", "D_l", "beta", "E",
-                        "tokens to E + margin"], fits)}
-    held = [[r["model"], r["law"], str(r["budget"]), token_label(r["tokens"]),
-             _cell(r["measured"]), _interval_cell(r["predicted"], r["low"], r["high"]),
-             _cell(r["inside"])] for r in tables["heldout"]]
-    out["heldout"] = (f"# Held-out prediction: {quantity}\n\n{pct}.\n\n" + markdown_table(
-        ["model", "law", "budget", "tokens", "measured", "predicted", "inside"], held))
+    fits = [
+        [
+            r["model"],
+            r["law"],
+            r["status"] + (f" ({r['flags']})" if r["flags"] else ""),
+            str(r["n_fit_points"]),
+            *[
+                _interval_cell(r.get(n), r.get(f"{n}_low"), r.get(f"{n}_high"))
+                for n in PARAM_NAMES["rectified"]
+            ],
+            _interval_cell(
+                r["tokens_to_margin"], r["tokens_to_margin_low"], r["tokens_to_margin_high"]
+            ),
+        ]
+        for r in tables["fits"]
+    ]
+    out = {
+        "fits": f"# Fitted scaling laws: {quantity}\n\n{pct}. Last column: tokens where "
+        f"L(D) - E <= {_cell(settings.asymptote_margin)}.\n\n"
+        + markdown_table(
+            ["model", "law", "status", "points", "B", "D_l", "beta", "E", "tokens to E + margin"],
+            fits,
+        )
+    }
+    held = [
+        [
+            r["model"],
+            r["law"],
+            str(r["budget"]),
+            token_label(r["tokens"]),
+            _cell(r["measured"]),
+            _interval_cell(r["predicted"], r["low"], r["high"]),
+            _cell(r["inside"]),
+        ]
+        for r in tables["heldout"]
+    ]
+    out["heldout"] = f"# Held-out prediction: {quantity}\n\n{pct}.\n\n" + markdown_table(
+        ["model", "law", "budget", "tokens", "measured", "predicted", "inside"], held
+    )
     columns = sorted({r["tokens"] for r in tables["extrapolation"]})
     wide = []
     for a in analyses:
         for law in a["laws"]:
-            cells = {r["tokens"]: _interval_cell(r["metric_predicted"], r["metric_low"],
-                                                 r["metric_high"])
-                     for r in tables["extrapolation"] if r["model"] == a["model"]
-                     and r["law"] == law}
+            cells = {
+                r["tokens"]: _interval_cell(
+                    r["metric_predicted"], r["metric_low"], r["metric_high"]
+                )
+                for r in tables["extrapolation"]
+                if r["model"] == a["model"] and r["law"] == law
+            }
             if cells:
                 wide.append([a["model"], law, *[cells.get(t, "-") for t in columns]])
     shown = metric if transform == "error" else quantity
-    out["extrapolation"] = (f"# Extrapolated {shown} (Table 1 layout)\n\n{pct}.\n\n" + (
-        markdown_table(["model", "law", *map(token_label, columns)], wide) if wide else
-        "No model has a fitted curve: see fits.md for the flags.\n"))
+    out["extrapolation"] = f"# Extrapolated {shown} (Table 1 layout)\n\n{pct}.\n\n" + (
+        markdown_table(["model", "law", *map(token_label, columns)], wide)
+        if wide
+        else "No model has a fitted curve: see fits.md for the flags.\n"
+    )
     return out
 
 
 EMPTY_TABLE_COLUMNS = {
     "fits": ["model", "law", "status", "flags"],
-    "heldout": ["model", "law", "budget", "tokens", "measured", "predicted", "low", "high",
-                "inside"],
-    "extrapolation": ["model", "law", "tokens", "predicted", "low", "high", "metric_predicted",
-                      "metric_low", "metric_high"]}
+    "heldout": [
+        "model",
+        "law",
+        "budget",
+        "tokens",
+        "measured",
+        "predicted",
+        "low",
+        "high",
+        "inside",
+    ],
+    "extrapolation": [
+        "model",
+        "law",
+        "tokens",
+        "predicted",
+        "low",
+        "high",
+        "metric_predicted",
+        "metric_low",
+        "metric_high",
+    ],
+}
 
 
 def _write_csv(rows: list[dict], path, empty_columns: list[str]) -> None:
@@ -787,23 +1006,40 @@ def _curve(r: dict, max_tokens: float | None = None):
     d = np.array(c["tokens"])
     keep = d > 0 if max_tokens is None else (d > 0) & (d <= max_tokens)
     as_array = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
-    return (d[keep], np.array(c["predicted"])[keep], as_array(c["low"])[keep],
-            as_array(c["high"])[keep])
+    return (
+        d[keep],
+        np.array(c["predicted"])[keep],
+        as_array(c["low"])[keep],
+        as_array(c["high"])[keep],
+    )
 
 
 def _points(ax, a: dict, label_roles: bool = True, colour=None) -> None:
-    for role, colour_role, label in (("fit", FIT_COLOUR, "fit points"),
-                                     ("held_out", HELD_COLOUR, "held-out points"),
-                                     ("excluded", BASE_COLOUR, "excluded points")):
+    for role, colour_role, label in (
+        ("fit", FIT_COLOUR, "fit points"),
+        ("held_out", HELD_COLOUR, "held-out points"),
+        ("excluded", BASE_COLOUR, "excluded points"),
+    ):
         pts = [p for p in a["points"] if p["role"] == role and p["tokens"] > 0]
         if pts:
-            ax.scatter([p["tokens"] for p in pts], [p["value"] for p in pts], zorder=3, s=28,
-                       color=colour or colour_role, label=label if label_roles else None,
-                       marker="o" if role != "held_out" else "D")
+            ax.scatter(
+                [p["tokens"] for p in pts],
+                [p["value"] for p in pts],
+                zorder=3,
+                s=28,
+                color=colour or colour_role,
+                label=label if label_roles else None,
+                marker="o" if role != "held_out" else "D",
+            )
     for p in a["points"]:
         if p["tokens"] == 0:  # the untrained model has no place on a log axis: a level line
-            ax.axhline(p["value"], color=colour or BASE_COLOUR, ls="--", lw=0.8,
-                       label="untrained model (D = 0)" if label_roles else None)
+            ax.axhline(
+                p["value"],
+                color=colour or BASE_COLOUR,
+                ls="--",
+                lw=0.8,
+                label="untrained model (D = 0)" if label_roles else None,
+            )
 
 
 def _log_axes(ax) -> None:
@@ -821,8 +1057,17 @@ def _log_axes(ax) -> None:
 
 
 def _no_fit_note(ax, r: dict) -> None:
-    ax.text(0.5, 0.5, "no fit: " + "; ".join(r["flags"]), transform=ax.transAxes,
-            ha="center", va="center", wrap=True, fontsize=8, color="tab:red")
+    ax.text(
+        0.5,
+        0.5,
+        "no fit: " + "; ".join(r["flags"]),
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=8,
+        color="tab:red",
+    )
 
 
 def _measured_max(a: dict) -> float:
@@ -846,12 +1091,21 @@ def plot_fig1(analyses: list[dict], stem, quantity: str) -> None:
         if r["curve"]:
             d, centre, lo, hi = _curve(r, _measured_max(a) * 1.5)
             ax.plot(d, centre, color=FIT_COLOUR, label="rectified fit")
-            ax.fill_between(d, lo, hi, color=FIT_COLOUR, alpha=0.2, lw=0,
-                            label=f"{r['bootstrap']['confidence']:.0%} band"
-                            if r["bootstrap"] else None)
+            ax.fill_between(
+                d,
+                lo,
+                hi,
+                color=FIT_COLOUR,
+                alpha=0.2,
+                lw=0,
+                label=f"{r['bootstrap']['confidence']:.0%} band" if r["bootstrap"] else None,
+            )
             p = r["params"]
-            ax.set_title(f"{a['model']}: beta={p['beta']:.2f}, B/D_l={p['B'] / p['D_l']:.3g}, "
-                         f"E={p['E']:.3g}", fontsize=9)
+            ax.set_title(
+                f"{a['model']}: beta={p['beta']:.2f}, B/D_l={p['B'] / p['D_l']:.3g}, "
+                f"E={p['E']:.3g}",
+                fontsize=9,
+            )
         else:
             ax.set_title(a["model"], fontsize=9)
             _no_fit_note(ax, r)
@@ -859,7 +1113,7 @@ def plot_fig1(analyses: list[dict], stem, quantity: str) -> None:
         ax.set_xlabel("training tokens")
         ax.set_ylabel(quantity, fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(analyses):]:
+    for ax in list(axes.flat)[len(analyses) :]:
         ax.axis("off")
     fig.tight_layout()
     save_figure(fig, f"{stem}.png", f"{stem}.pdf")
@@ -878,8 +1132,14 @@ def plot_fig2(analyses: list[dict], stem, quantity: str) -> None:
         colour = f"C{i}"
         r = a["laws"]["rectified"]
         pts = [p for p in a["points"] if p["tokens"] > 0]
-        ax.scatter([p["tokens"] for p in pts], [p["value"] for p in pts], color=colour, s=18,
-                   zorder=3, label=f"{a['model']}" + ("" if r["curve"] else " (no fit)"))
+        ax.scatter(
+            [p["tokens"] for p in pts],
+            [p["value"] for p in pts],
+            color=colour,
+            s=18,
+            zorder=3,
+            label=f"{a['model']}" + ("" if r["curve"] else " (no fit)"),
+        )
         if r["curve"]:
             d, centre, _, _ = _curve(r)
             inside = d <= _measured_max(a)
@@ -904,8 +1164,10 @@ def plot_fig7(a: dict, stem, quantity: str) -> None:
     fig, ax = plt.subplots(figsize=(5.2, 4.0))
     _points(ax, a)
     notes = []
-    for law, style in (("rectified", {"color": FIT_COLOUR, "ls": "-"}),
-                       ("power", {"color": POWER_COLOUR, "ls": ":"})):
+    for law, style in (
+        ("rectified", {"color": FIT_COLOUR, "ls": "-"}),
+        ("power", {"color": POWER_COLOUR, "ls": ":"}),
+    ):
         r = a["laws"].get(law)
         if r is None:
             continue
@@ -915,8 +1177,17 @@ def plot_fig7(a: dict, stem, quantity: str) -> None:
         else:
             notes.append(f"{law}: no fit ({'; '.join(r['flags'])})")
     if notes:
-        ax.text(0.5, 0.5, "\n".join(notes), transform=ax.transAxes, ha="center", va="center",
-                fontsize=8, color="tab:red", wrap=True)
+        ax.text(
+            0.5,
+            0.5,
+            "\n".join(notes),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="tab:red",
+            wrap=True,
+        )
     _log_axes(ax)
     ax.set_title(f"{a['model']}: rectified vs power law", fontsize=9)
     ax.set_xlabel("training tokens")
@@ -935,8 +1206,10 @@ def pick_compare_model(analyses: list[dict], wanted: str | None) -> dict | None:
         for a in analyses:
             if a["model"] == wanted:
                 return a
-        raise ScalingError(f"config key scaling.compare_model: {wanted!r} is not among the "
-                           f"models {[a['model'] for a in analyses]}")
+        raise ScalingError(
+            f"config key scaling.compare_model: {wanted!r} is not among the "
+            f"models {[a['model'] for a in analyses]}"
+        )
     fitted = [a for a in analyses if all(r["curve"] for r in a["laws"].values())]
     return (fitted or analyses)[0]
 
@@ -953,15 +1226,22 @@ def run(summary, out_dir, counts_path, config: dict) -> dict:
     metric, benchmark = config.get("metric", "nll"), config.get("benchmark", "average")
     transform = config.get("transform", "identity")
     points = load_points(summary, metric, benchmark, transform)
-    analyses = [analyse_model(model, *pts, settings)
-                for model, pts in tqdm(points.items(), desc="scaling fits", unit="model")]
+    analyses = [
+        analyse_model(model, *pts, settings)
+        for model, pts in tqdm(points.items(), desc="scaling fits", unit="model")
+    ]
     quantity = quantity_label(metric, benchmark, transform)
     tables = table_rows(analyses, transform)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as scratch:
-        record = {"summary": str(summary), "quantity": quantity,
-                  "selection": {"metric": metric, "benchmark": benchmark, "transform": transform},
-                  "config": config, "settings": settings.to_dict(), "models": analyses}
+        record = {
+            "summary": str(summary),
+            "quantity": quantity,
+            "selection": {"metric": metric, "benchmark": benchmark, "transform": transform},
+            "config": config,
+            "settings": settings.to_dict(),
+            "models": analyses,
+        }
         (scratch / "fits.json").write_text(json.dumps(record, indent=1) + "\n")
         markdown = markdown_tables(tables, analyses, quantity, metric, transform, settings)
         for name in TABLES:
@@ -971,13 +1251,22 @@ def run(summary, out_dir, counts_path, config: dict) -> dict:
         plot_fig2(analyses, scratch / "fig2", quantity)
         compare = pick_compare_model(analyses, config.get("compare_model"))
         plot_fig7(compare, scratch / "fig7", quantity)
-        names = (["fits.json"] + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")]
-                 + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")])
+        names = (
+            ["fits.json"]
+            + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")]
+            + [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+        )
         publish({scratch / n: out_dir / n for n in names})
     roles = [p["role"] for a in analyses for p in a["points"]]
-    statuses = {f"{a['model']}/{law}": r["status"] for a in analyses
-                for law, r in a["laws"].items()}
-    return write_counts(counts_path, "scaling", len(roles), roles.count("fit"),
-                        {"held_out": roles.count("held_out"),
-                         "excluded_base_model": roles.count("excluded")},
-                        models=len(analyses), fits=statuses)
+    statuses = {
+        f"{a['model']}/{law}": r["status"] for a in analyses for law, r in a["laws"].items()
+    }
+    return write_counts(
+        counts_path,
+        "scaling",
+        len(roles),
+        roles.count("fit"),
+        {"held_out": roles.count("held_out"), "excluded_base_model": roles.count("excluded")},
+        models=len(analyses),
+        fits=statuses,
+    )

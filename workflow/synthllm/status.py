@@ -16,8 +16,11 @@ def collect(results: str | Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as exc:
             rows.append({"path": str(path.parent), "error": f"unreadable counts: {exc}"})
             continue
-        described = path.parent if path.name == "counts.json" else path.with_name(
-            path.name.removesuffix(".counts.json"))
+        described = (
+            path.parent
+            if path.name == "counts.json"
+            else path.with_name(path.name.removesuffix(".counts.json"))
+        )
         rows.append({"path": str(described.relative_to(results)) or ".", **counts})
     return rows
 
@@ -31,12 +34,18 @@ def table(rows: list[dict]) -> str:
             lines.append(("?", r["path"], "", "", r["error"]))
             continue
         dropped = ", ".join(f"{k}={v}" for k, v in r.get("dropped", {}).items()) or "-"
-        lines.append((r.get("stage", "?"), r["path"], str(r.get("in", "")),
-                      str(r.get("out", "")), dropped))
+        lines.append(
+            (r.get("stage", "?"), r["path"], str(r.get("in", "")), str(r.get("out", "")), dropped)
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     out = []
     for line in lines:
-        out.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                             for i, (cell, w) in enumerate(zip(line[:4], widths)))
-                   + "  " + line[4])
+        out.append(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line[:4], widths))
+            )
+            + "  "
+            + line[4]
+        )
     return "\n".join(out)

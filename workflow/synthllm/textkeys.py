@@ -23,8 +23,13 @@ HASH_SEED = 0x5EED
 
 def normal_form(texts: pl.Series) -> pl.Series:
     """NFKC, case-folded, single-spaced, stripped: the key of exact duplicates."""
-    return (texts.fill_null("").str.normalize("NFKC").str.to_lowercase()
-            .str.replace_all(r"\s+", " ").str.strip_chars())
+    return (
+        texts.fill_null("")
+        .str.normalize("NFKC")
+        .str.to_lowercase()
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
 
 
 def word_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,7 @@ class TrainSettings:
     peak_tflops: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict, key: str = "training") -> "TrainSettings":
+    def from_config(cls, cfg: dict, key: str = "training") -> TrainSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -107,8 +107,11 @@ class TrainSettings:
             (self.learning_rate > 0, "learning_rate", "must be > 0"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
-            (len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-             "adam_betas", "must be two numbers in [0, 1)"),
+            (
+                len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+                "adam_betas",
+                "must be two numbers in [0, 1)",
+            ),
             (self.epochs >= 1, "epochs", "must be >= 1"),
             (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1"),
@@ -123,23 +126,30 @@ class TrainSettings:
         return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
-def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int,
-                          key: str = "training") -> int:
+def gradient_accumulation(
+    global_batch: int, micro_batch: int, world_size: int, key: str = "training"
+) -> int:
     """Micro-batches per process per step so that micro x accumulation x world = global."""
     per_step = micro_batch * world_size
     if global_batch % per_step:
         raise TrainError(
             f"config key {key}.global_batch_size: {global_batch} is not a multiple of "
-            f"micro_batch_size x processes = {micro_batch} x {world_size} = {per_step}")
+            f"micro_batch_size x processes = {micro_batch} x {world_size} = {per_step}"
+        )
     return global_batch // per_step
 
 
 # ---------------------------------------------------------------------------- samples
 
 
-def encode_sample(tokenizer, question: str, answer: str, system_prompt: str,
-                  loss_on: str = "answer", max_seq_len: int | None = None
-                  ) -> tuple[list[int], list[int], bool]:
+def encode_sample(
+    tokenizer,
+    question: str,
+    answer: str,
+    system_prompt: str,
+    loss_on: str = "answer",
+    max_seq_len: int | None = None,
+) -> tuple[list[int], list[int], bool]:
     """Token ids and labels of one training conversation; True when it was truncated.
 
     With `loss_on="answer"` every token of the prompt (system and user turns and the
@@ -151,12 +161,15 @@ def encode_sample(tokenizer, question: str, answer: str, system_prompt: str,
     ids = chat_ids(tokenizer, sft_messages(question, answer, system_prompt))
     labels = list(ids)
     if loss_on == "answer":
-        prompt = chat_ids(tokenizer, prompt_messages(question, system_prompt),
-                          add_generation_prompt=True)
-        if ids[:len(prompt)] != prompt:
-            raise TrainError("the chat template renders the prompt differently alone and "
-                             "inside the full conversation; loss_on: answer cannot mask it")
-        labels[:len(prompt)] = [IGNORE] * len(prompt)
+        prompt = chat_ids(
+            tokenizer, prompt_messages(question, system_prompt), add_generation_prompt=True
+        )
+        if ids[: len(prompt)] != prompt:
+            raise TrainError(
+                "the chat template renders the prompt differently alone and "
+                "inside the full conversation; loss_on: answer cannot mask it"
+            )
+        labels[: len(prompt)] = [IGNORE] * len(prompt)
     labels[0] = IGNORE
     truncated = max_seq_len is not None and len(ids) > max_seq_len
     if truncated:
@@ -167,8 +180,9 @@ def encode_sample(tokenizer, question: str, answer: str, system_prompt: str,
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
     """Token ids of a conversation through the tokenizer's chat template (as the mixtures
     stage counts them)."""
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        add_generation_prompt=add_generation_prompt)
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
     return list(out["input_ids"])
 
 
@@ -210,23 +224,31 @@ def collate(rows: list[Row], pad_id: int):
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     position_ids = torch.zeros((len(rows), length), dtype=torch.long)
     packed = any(len(r.segments) > 1 for r in rows)
-    mask = (torch.zeros((len(rows), 1, length, length), dtype=torch.bool) if packed
-            else torch.zeros((len(rows), length), dtype=torch.long))
+    mask = (
+        torch.zeros((len(rows), 1, length, length), dtype=torch.bool)
+        if packed
+        else torch.zeros((len(rows), length), dtype=torch.long)
+    )
     for i, row in enumerate(rows):
         n = len(row.input_ids)
         input_ids[i, :n] = torch.tensor(row.input_ids)
         labels[i, :n] = torch.tensor(row.labels)
         start = 0
         for seg in row.segments:
-            position_ids[i, start:start + seg] = torch.arange(seg)
+            position_ids[i, start : start + seg] = torch.arange(seg)
             if packed:
-                mask[i, 0, start:start + seg, start:start + seg] = torch.tril(
-                    torch.ones(seg, seg, dtype=torch.bool))
+                mask[i, 0, start : start + seg, start : start + seg] = torch.tril(
+                    torch.ones(seg, seg, dtype=torch.bool)
+                )
             start += seg
         if not packed:
             mask[i, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
-            "attention_mask": mask}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "attention_mask": mask,
+    }
 
 
 # ---------------------------------------------------------------------------- batches
@@ -247,15 +269,16 @@ def step_items(n_items: int, global_batch: int, step: int, seed: int) -> tuple[i
     per_epoch = steps_per_epoch(n_items, global_batch)
     epoch, within = divmod(step, per_epoch)
     order = epoch_order(n_items, epoch, seed)
-    return epoch, order[within * global_batch:(within + 1) * global_batch]
+    return epoch, order[within * global_batch : (within + 1) * global_batch]
 
 
-def rank_micro_batches(items: np.ndarray, rank: int, world: int, micro: int,
-                       accumulation: int) -> list[list[int]]:
+def rank_micro_batches(
+    items: np.ndarray, rank: int, world: int, micro: int, accumulation: int
+) -> list[list[int]]:
     """This rank's `accumulation` micro-batches of a step; slots past a short batch's end
     are empty lists (the caller runs them with zero weight)."""
     mine = [int(i) for i in items[rank::world]]
-    return [mine[k * micro:(k + 1) * micro] for k in range(accumulation)]
+    return [mine[k * micro : (k + 1) * micro] for k in range(accumulation)]
 
 
 def linear_schedule(step: int, total: int, warmup: int) -> float:
@@ -272,14 +295,23 @@ def deepspeed_config(s: TrainSettings, accumulation: int) -> dict:
         "train_micro_batch_size_per_gpu": s.micro_batch_size,
         "gradient_accumulation_steps": accumulation,
         "gradient_clipping": s.max_grad_norm,
-        "optimizer": {"type": "AdamW", "params": {
-            "lr": s.learning_rate, "betas": list(s.adam_betas), "eps": s.adam_eps,
-            "weight_decay": s.weight_decay, "torch_adam": True}},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": s.learning_rate,
+                "betas": list(s.adam_betas),
+                "eps": s.adam_eps,
+                "weight_decay": s.weight_decay,
+                "torch_adam": True,
+            },
+        },
         "bf16": {"enabled": s.precision == "bf16"},
-        "zero_optimization": {"stage": s.zero_stage,
-                              "stage3_gather_16bit_weights_on_model_save": True},
+        "zero_optimization": {
+            "stage": s.zero_stage,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
         "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10 ** 9,
+        "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
 
@@ -332,8 +364,14 @@ def _peak_flops(s: TrainSettings, device_type: str) -> float | None:
     return next((v for k, v in dense_bf16.items() if k in name), None)
 
 
-def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
-        system_prompt: str, threads: int | None = None) -> dict | None:
+def run(
+    mixture: str,
+    base_model: str,
+    out_dir: str,
+    settings: TrainSettings,
+    system_prompt: str,
+    threads: int | None = None,
+) -> dict | None:
     """Fine-tune `base_model` (an HF folder, e.g. `train/{model}/0/final`) on `mixture`,
     writing `final/`, `counts.json` and `log.jsonl` under `out_dir`. Run under torchrun
     (or alone, as a world of one). Returns the counts on rank 0."""
@@ -346,8 +384,13 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
     _die_with_launcher()
     if threads:
         torch.set_num_threads(threads)
-    for name, default in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                          ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
+    for name, default in (
+        ("RANK", "0"),
+        ("LOCAL_RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", str(_free_port())),
+    ):
         os.environ.setdefault(name, default)  # without torchrun: a world of one
     deepspeed.init_distributed(dist_backend=_backend(), auto_mpi_discovery=False)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -360,19 +403,27 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if not tokenizer.chat_template:
         raise TrainError(f"{base_model}: the tokenizer has no chat template")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     encoded, truncated = [], 0
-    for q, a in tqdm(zip(questions, answers), total=len(questions), desc="tokenize",
-                     disable=rank != 0):
-        ids, labels, cut = encode_sample(tokenizer, q, a, system_prompt, settings.loss_on,
-                                         settings.max_seq_len)
+    for q, a in tqdm(
+        zip(questions, answers), total=len(questions), desc="tokenize", disable=rank != 0
+    ):
+        ids, labels, cut = encode_sample(
+            tokenizer, q, a, system_prompt, settings.loss_on, settings.max_seq_len
+        )
         encoded.append((ids, labels))
         truncated += cut
-    rows = (pack(encoded, settings.max_seq_len) if settings.packing
-            else [Row(ids, labels, [len(ids)]) for ids, labels in encoded])
+    rows = (
+        pack(encoded, settings.max_seq_len)
+        if settings.packing
+        else [Row(ids, labels, [len(ids)]) for ids, labels in encoded]
+    )
 
-    accumulation = gradient_accumulation(settings.global_batch_size, settings.micro_batch_size,
-                                         world)
+    accumulation = gradient_accumulation(
+        settings.global_batch_size, settings.micro_batch_size, world
+    )
     per_epoch = steps_per_epoch(len(rows), settings.global_batch_size)
     total_steps = per_epoch * settings.epochs
     warmup = int(settings.warmup_ratio * total_steps)
@@ -383,23 +434,34 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
     if settings.zero_stage == 3:
         # keeps from_pretrained partitioning the weights as it loads (zero.Init)
         from transformers.integrations import HfDeepSpeedConfig
+
         hf_zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must stay alive)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.config.use_cache = False
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    n_params = sum(p.numel() for p in model.parameters()) if settings.zero_stage != 3 else \
-        sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    n_params = (
+        sum(p.numel() for p in model.parameters())
+        if settings.zero_stage != 3
+        else sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    )
 
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: linear_schedule(step, total_steps, warmup)))
+            opt, lambda step: linear_schedule(step, total_steps, warmup)
+        ),
+    )
     del hf_zero3
 
-    fingerprint = settings.fingerprint(_file_digest(mixture), str(world), system_prompt,
-                                       _file_digest(Path(base_model) / "config.json"))
+    fingerprint = settings.fingerprint(
+        _file_digest(mixture),
+        str(world),
+        system_prompt,
+        _file_digest(Path(base_model) / "config.json"),
+    )
     start = _resume(engine, ckpt_dir, fingerprint, rank)
     history = _read_log(progress_log, start) if rank == 0 else []
     if rank == 0:
@@ -423,16 +485,18 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
         scale = accumulation * world / max(1, step_label_tokens)
         lr = engine.get_lr()[0]
         local_sum = torch.zeros((), dtype=torch.float64)
-        for slot in rank_micro_batches(items, rank, world, settings.micro_batch_size,
-                                       accumulation):
+        for slot in rank_micro_batches(items, rank, world, settings.micro_batch_size, accumulation):
             weight = 1.0 if slot else 0.0
             batch = collate([rows[i] for i in (slot or [int(items[0])])], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
             logits = engine(**batch).logits.float()
             token_loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                ignore_index=IGNORE, reduction="sum")
+                logits[:, :-1].reshape(-1, logits.size(-1)),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE,
+                reduction="sum",
+            )
             engine.backward(token_loss * (scale * weight))
             engine.step()
             local_sum += token_loss.detach().double().cpu() * weight
@@ -443,11 +507,17 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
         elapsed = time.perf_counter() - t0
         trained_tokens += step_tokens
         done = step + 1
-        entry = {"step": done, "epoch": epoch + 1, "loss": loss,
-                 "lr": lr,
-                 "tokens": step_tokens, "label_tokens": step_label_tokens,
-                 "tokens_per_s": step_tokens / elapsed, "elapsed_s": elapsed,
-                 "cpu_s": time.process_time() - c0}
+        entry = {
+            "step": done,
+            "epoch": epoch + 1,
+            "loss": loss,
+            "lr": lr,
+            "tokens": step_tokens,
+            "label_tokens": step_label_tokens,
+            "tokens_per_s": step_tokens / elapsed,
+            "elapsed_s": elapsed,
+            "cpu_s": time.process_time() - c0,
+        }
         if peak:
             entry["mfu"] = 6 * n_params * step_tokens / elapsed / (peak * world)
         if rank == 0:
@@ -467,14 +537,26 @@ def run(mixture: str, base_model: str, out_dir: str, settings: TrainSettings,
         from synthllm.io import write_counts
 
         counts = write_counts(
-            out / "counts.json", "train", len(questions), len(questions), {},
-            samples=len(questions), tokens=mixture_tokens, rows=len(rows),
-            truncated_samples=truncated, epochs=settings.epochs, steps=total_steps,
-            resumed_from_step=start, world_size=world, gradient_accumulation=accumulation,
+            out / "counts.json",
+            "train",
+            len(questions),
+            len(questions),
+            {},
+            samples=len(questions),
+            tokens=mixture_tokens,
+            rows=len(rows),
+            truncated_samples=truncated,
+            epochs=settings.epochs,
+            steps=total_steps,
+            resumed_from_step=start,
+            world_size=world,
+            gradient_accumulation=accumulation,
             global_batch_size=settings.global_batch_size,
-            micro_batch_size=settings.micro_batch_size, parameters=n_params,
+            micro_batch_size=settings.micro_batch_size,
+            parameters=n_params,
             final_loss=entries[-1]["loss"] if entries else None,
-            tokens_per_s=(trained_tokens / wall) if wall > 0 and trained_tokens else None)
+            tokens_per_s=(trained_tokens / wall) if wall > 0 and trained_tokens else None,
+        )
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     dist.barrier()
     return counts if rank == 0 else None
@@ -519,8 +601,11 @@ def _resume(engine, ckpt_dir: Path, fingerprint: str, rank: int) -> int:
         return 0
     meta = json.loads(marker.read_text())
     if meta.get("fingerprint") != fingerprint:
-        log.warning("%s: checkpoint %s is from other settings or data; starting afresh",
-                    ckpt_dir, meta.get("tag"))
+        log.warning(
+            "%s: checkpoint %s is from other settings or data; starting afresh",
+            ckpt_dir,
+            meta.get("tag"),
+        )
         dist.barrier()
         if rank == 0:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -533,8 +618,9 @@ def _resume(engine, ckpt_dir: Path, fingerprint: str, rank: int) -> int:
     return int(client["step"])
 
 
-def _save_checkpoint(engine, ckpt_dir: Path, step: int, fingerprint: str, keep: int,
-                     rank: int) -> None:
+def _save_checkpoint(
+    engine, ckpt_dir: Path, step: int, fingerprint: str, keep: int, rank: int
+) -> None:
     """A DeepSpeed checkpoint of every rank; `resume.json` points at it only once all ranks
     have written theirs, so a kill at any moment leaves a loadable checkpoint named."""
     import torch.distributed as dist
@@ -545,8 +631,7 @@ def _save_checkpoint(engine, ckpt_dir: Path, step: int, fingerprint: str, keep: 
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step})
     dist.barrier()
     if rank == 0:
-        write_json(ckpt_dir / "resume.json", {"tag": tag, "step": step,
-                                              "fingerprint": fingerprint})
+        write_json(ckpt_dir / "resume.json", {"tag": tag, "step": step, "fingerprint": fingerprint})
         tags = sorted(p.name for p in ckpt_dir.glob("step-*") if p.is_dir())
         for old in tags[:-keep]:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
@@ -569,9 +654,16 @@ def _save_final(engine, tokenizer, out: Path, settings: TrainSettings, rank: int
 
 # ---------------------------------------------------------------------------- base models
 
-ARCHITECTURE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim",
-                     "max_position_embeddings", "tie_word_embeddings")
+ARCHITECTURE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
 
 
 @dataclass(frozen=True)
@@ -592,12 +684,13 @@ class TrainModel:
     chat_template: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict, key: str = "models.train[]") -> "TrainModel":
+    def from_config(cls, cfg: dict, key: str = "models.train[]") -> TrainModel:
         names = {f.name for f in fields(cls)}
         spec = cls(**{k: v for k, v in cfg.items() if k in names})
         if spec.init not in ("pretrained", "scratch"):
-            raise TrainError(f"config key {key}.init: must be pretrained or scratch "
-                             f"(got {spec.init!r})")
+            raise TrainError(
+                f"config key {key}.init: must be pretrained or scratch (got {spec.init!r})"
+            )
         if spec.init == "pretrained" and spec.architecture:
             raise TrainError(f"config key {key}.architecture: only for init: scratch")
         unknown = sorted(set(spec.architecture or {}) - set(ARCHITECTURE_KEYS))
@@ -615,17 +708,25 @@ def scratch_config(base_config, architecture: dict, key: str = "models.train[]")
     heads = config.num_attention_heads
     if "head_dim" not in architecture:
         if config.hidden_size % heads:
-            raise TrainError(f"config key {key}.architecture: hidden_size {config.hidden_size} "
-                             f"is not a multiple of num_attention_heads {heads}")
+            raise TrainError(
+                f"config key {key}.architecture: hidden_size {config.hidden_size} "
+                f"is not a multiple of num_attention_heads {heads}"
+            )
         config.head_dim = config.hidden_size // heads
     if heads % config.num_key_value_heads:
-        raise TrainError(f"config key {key}.architecture: num_attention_heads {heads} is not a "
-                         f"multiple of num_key_value_heads {config.num_key_value_heads}")
+        raise TrainError(
+            f"config key {key}.architecture: num_attention_heads {heads} is not a "
+            f"multiple of num_key_value_heads {config.num_key_value_heads}"
+        )
     return config
 
 
-def materialise_base(spec: TrainModel, dest: str | os.PathLike, counts: str | os.PathLike,
-                     key: str = "models.train[]") -> dict:
+def materialise_base(
+    spec: TrainModel,
+    dest: str | os.PathLike,
+    counts: str | os.PathLike,
+    key: str = "models.train[]",
+) -> dict:
     """Budget 0: write the untrained base model as an HF folder at `dest` (the starting
     point of every budget's training and what evaluation scores at D = 0)."""
     import torch
@@ -637,11 +738,14 @@ def materialise_base(spec: TrainModel, dest: str | os.PathLike, counts: str | os
     if spec.chat_template:
         tokenizer.chat_template = Path(spec.chat_template).read_text()
     if not tokenizer.chat_template:
-        raise TrainError(f"config key {key}.chat_template: {spec.model} ships no chat "
-                         "template; name a Jinja file")
+        raise TrainError(
+            f"config key {key}.chat_template: {spec.model} ships no chat "
+            "template; name a Jinja file"
+        )
     if spec.init == "scratch":
-        config = scratch_config(AutoConfig.from_pretrained(spec.model), spec.architecture or {},
-                                key)
+        config = scratch_config(
+            AutoConfig.from_pretrained(spec.model), spec.architecture or {}, key
+        )
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
@@ -654,5 +758,17 @@ def materialise_base(spec: TrainModel, dest: str | os.PathLike, counts: str | os
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(scratch, dest)
     n_params = sum(p.numel() for p in model.parameters())
-    return write_counts(counts, "base_model", 0, 0, {}, samples=0, tokens=0, steps=0,
-                        epochs=0, parameters=n_params, init=spec.init, model=spec.model)
+    return write_counts(
+        counts,
+        "base_model",
+        0,
+        0,
+        {},
+        samples=0,
+        tokens=0,
+        steps=0,
+        epochs=0,
+        parameters=n_params,
+        init=spec.init,
+        model=spec.model,
+    )

@@ -83,11 +83,17 @@ class WalkSettings:
         for name in ("topic_steps", "kc_steps"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
-                raise ConceptGraphError(f"graph.walks.{name}: need 0 <= low <= high, got {[lo, hi]}")
+                raise ConceptGraphError(
+                    f"graph.walks.{name}: need 0 <= low <= high, got {[lo, hi]}"
+                )
         if self.kc_start not in KC_START:
-            raise ConceptGraphError(f"graph.walks.kc_start: one of {sorted(KC_START)}, got {self.kc_start!r}")
+            raise ConceptGraphError(
+                f"graph.walks.kc_start: one of {sorted(KC_START)}, got {self.kc_start!r}"
+            )
         if self.dead_end not in DEAD_END:
-            raise ConceptGraphError(f"graph.walks.dead_end: one of {DEAD_END}, got {self.dead_end!r}")
+            raise ConceptGraphError(
+                f"graph.walks.dead_end: one of {DEAD_END}, got {self.dead_end!r}"
+            )
         if self.epochs < 1 or self.eps <= 0:
             raise ConceptGraphError("graph.walks.epochs must be >= 1 and graph.eps > 0")
 
@@ -158,8 +164,27 @@ def _extend(indptr, indices, cum, eps, path, n, steps, revisit):
 
 
 @njit(cache=True)
-def _walks(tt_indptr, tt_indices, tt_cum, tk_indptr, tk_indices, tk_cum, kk_indptr, kk_indices,
-           kk_cum, eps, n_topics, epochs, t_lo, t_hi, k_lo, k_hi, kc_start, revisit, seed):
+def _walks(
+    tt_indptr,
+    tt_indices,
+    tt_cum,
+    tk_indptr,
+    tk_indices,
+    tk_cum,
+    kk_indptr,
+    kk_indices,
+    kk_cum,
+    eps,
+    n_topics,
+    epochs,
+    t_lo,
+    t_hi,
+    k_lo,
+    k_hi,
+    kc_start,
+    revisit,
+    seed,
+):
     _seed(seed)
     n = epochs * n_topics
     topics = np.full((n, t_hi + 1), -1, np.int32)
@@ -196,12 +221,30 @@ def sample(arrays: dict[str, np.ndarray], settings: WalkSettings) -> dict[str, n
     complete (n,), outcome (n,: 0 ok, 1 no_key_concept), epoch and start (n,)."""
     n_topics = int(arrays["n_topics"])
     s = settings
-    args = [arrays[f"{g}_{part}"] for g in ("tt", "tk", "kk") for part in ("indptr", "indices", "cumcount")]
-    topics, kcs, complete, outcome = _walks(*args, s.eps, n_topics, s.epochs, *s.topic_steps,
-                                            *s.kc_steps, KC_START[s.kc_start], s.revisit, s.seed)
-    return {"topics": topics, "kcs": kcs, "complete": complete, "outcome": outcome,
-            "epoch": np.repeat(np.arange(s.epochs, dtype=np.int32), n_topics),
-            "start": np.tile(np.arange(n_topics, dtype=np.int32), s.epochs)}
+    args = [
+        arrays[f"{g}_{part}"]
+        for g in ("tt", "tk", "kk")
+        for part in ("indptr", "indices", "cumcount")
+    ]
+    topics, kcs, complete, outcome = _walks(
+        *args,
+        s.eps,
+        n_topics,
+        s.epochs,
+        *s.topic_steps,
+        *s.kc_steps,
+        KC_START[s.kc_start],
+        s.revisit,
+        s.seed,
+    )
+    return {
+        "topics": topics,
+        "kcs": kcs,
+        "complete": complete,
+        "outcome": outcome,
+        "epoch": np.repeat(np.arange(s.epochs, dtype=np.int32), n_topics),
+        "start": np.tile(np.arange(n_topics, dtype=np.int32), s.epochs),
+    }
 
 
 @njit(parallel=True, cache=True)
@@ -230,8 +273,11 @@ def _top_k_jaccard(q_indptr, q_nodes, node_indptr, node_docs, doc_sizes, k, n_bl
                 overlap[d] = 0
                 j = inter / (q_size + doc_sizes[d] - inter)
                 pos = k
-                while pos > 0 and (best_doc[q, pos - 1] < 0 or j > best_j[q, pos - 1]
-                                   or (j == best_j[q, pos - 1] and d < best_doc[q, pos - 1])):
+                while pos > 0 and (
+                    best_doc[q, pos - 1] < 0
+                    or j > best_j[q, pos - 1]
+                    or (j == best_j[q, pos - 1] and d < best_doc[q, pos - 1])
+                ):
                     pos -= 1
                 if pos < k:
                     for s in range(k - 1, pos, -1):
@@ -242,9 +288,14 @@ def _top_k_jaccard(q_indptr, q_nodes, node_indptr, node_docs, doc_sizes, k, n_bl
     return best_doc, best_j
 
 
-def top_k_jaccard(queries: list[np.ndarray], node_indptr: np.ndarray, node_docs: np.ndarray,
-                  doc_sizes: np.ndarray, k: int, threads: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def top_k_jaccard(
+    queries: list[np.ndarray],
+    node_indptr: np.ndarray,
+    node_docs: np.ndarray,
+    doc_sizes: np.ndarray,
+    k: int,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each query node set: the k documents of highest Jaccard similarity (doc indices,
     -1 where fewer than k documents share a node) and their similarities. Ties go to the
     smaller document index. Queries must hold distinct nodes."""
@@ -252,12 +303,14 @@ def top_k_jaccard(queries: list[np.ndarray], node_indptr: np.ndarray, node_docs:
     q_indptr[1:] = np.cumsum([len(q) for q in queries])
     q_nodes = np.concatenate(queries).astype(np.int32) if queries else np.zeros(0, np.int32)
     n_blocks = max(1, min(len(queries), 4 * (threads or os.cpu_count() or 1)))
-    return _top_k_jaccard(q_indptr, q_nodes, node_indptr, node_docs,
-                          doc_sizes.astype(np.int32), k, n_blocks)
+    return _top_k_jaccard(
+        q_indptr, q_nodes, node_indptr, node_docs, doc_sizes.astype(np.int32), k, n_blocks
+    )
 
 
-def run(graph_dir: str, output: str, counts_path: str, settings: WalkSettings,
-        references: int) -> dict:
+def run(
+    graph_dir: str, output: str, counts_path: str, settings: WalkSettings, references: int
+) -> dict:
     graph = Path(graph_dir)
     with np.load(graph / "sampler.npz") as z:
         arrays = {name: z[name] for name in z.files}
@@ -275,35 +328,64 @@ def run(graph_dir: str, output: str, counts_path: str, settings: WalkSettings,
     topic_nodes = [row[row >= 0] for row in walks["topics"][keep]]
     kc_nodes = [row[row >= 0] + n_topics for row in walks["kcs"][keep]]
     queries = [np.unique(np.concatenate([t, c])) for t, c in zip(topic_nodes, kc_nodes)]
-    ref_doc, ref_j = top_k_jaccard(queries, arrays["node_indptr"], arrays["node_docs"],
-                                   np.diff(arrays["doc_indptr"]), references)
+    ref_doc, ref_j = top_k_jaccard(
+        queries,
+        arrays["node_indptr"],
+        arrays["node_docs"],
+        np.diff(arrays["doc_indptr"]),
+        references,
+    )
     label = np.array(nodes.get_column("label").to_list(), dtype=object)
     doc_ids = np.array(docs.get_column("doc_id").to_list(), dtype=object)
     epochs, starts = walks["epoch"][keep], walks["start"][keep]
-    table = pl.DataFrame({
-        "set_id": [f"s{subset}-e{e}-t{t}" for e, t in zip(epochs, starts)],
-        "subset": [subset] * len(queries),
-        "epoch": epochs,
-        "topic_nodes": [t.tolist() for t in topic_nodes],
-        "kc_nodes": [c.tolist() for c in kc_nodes],
-        "topics": [label[t].tolist() for t in topic_nodes],
-        "key_concepts": [label[c].tolist() for c in kc_nodes],
-        "complete": walks["complete"][keep],
-        "ref_doc_ids": [doc_ids[d[d >= 0]].tolist() for d in ref_doc],
-        "ref_jaccard": [j[d >= 0].tolist() for d, j in zip(ref_doc, ref_j)],
-    }, schema={"set_id": pl.String, "subset": pl.String, "epoch": pl.Int32,
-               "topic_nodes": pl.List(pl.Int32), "kc_nodes": pl.List(pl.Int32),
-               "topics": pl.List(pl.String), "key_concepts": pl.List(pl.String),
-               "complete": pl.Boolean, "ref_doc_ids": pl.List(pl.String),
-               "ref_jaccard": pl.List(pl.Float64)})
+    table = pl.DataFrame(
+        {
+            "set_id": [f"s{subset}-e{e}-t{t}" for e, t in zip(epochs, starts)],
+            "subset": [subset] * len(queries),
+            "epoch": epochs,
+            "topic_nodes": [t.tolist() for t in topic_nodes],
+            "kc_nodes": [c.tolist() for c in kc_nodes],
+            "topics": [label[t].tolist() for t in topic_nodes],
+            "key_concepts": [label[c].tolist() for c in kc_nodes],
+            "complete": walks["complete"][keep],
+            "ref_doc_ids": [doc_ids[d[d >= 0]].tolist() for d in ref_doc],
+            "ref_jaccard": [j[d >= 0].tolist() for d, j in zip(ref_doc, ref_j)],
+        },
+        schema={
+            "set_id": pl.String,
+            "subset": pl.String,
+            "epoch": pl.Int32,
+            "topic_nodes": pl.List(pl.Int32),
+            "kc_nodes": pl.List(pl.Int32),
+            "topics": pl.List(pl.String),
+            "key_concepts": pl.List(pl.String),
+            "complete": pl.Boolean,
+            "ref_doc_ids": pl.List(pl.String),
+            "ref_jaccard": pl.List(pl.Float64),
+        },
+    )
     write_parquet_table(table.to_arrow(), output)
     dropped = {"no_key_concept": int((walks["outcome"] == _NO_KEY_CONCEPT).sum())}
     if settings.dead_end == "drop":
         dropped["dead_end"] = int(dead_ends.sum())
     sizes = [len(q) for q in queries]
-    log.info("subset %s: %d walks, %d sets kept (%d ended early), dropped %s", subset, n_in,
-             len(queries), int(dead_ends.sum()), dropped)
-    return write_counts(counts_path, "walks", n_in, len(queries), dropped, subset=subset,
-                        settings=asdict(settings), references=references,
-                        ended_early=int(dead_ends.sum()),
-                        mean_concepts_per_set=round(float(np.mean(sizes)), 3) if sizes else None)
+    log.info(
+        "subset %s: %d walks, %d sets kept (%d ended early), dropped %s",
+        subset,
+        n_in,
+        len(queries),
+        int(dead_ends.sum()),
+        dropped,
+    )
+    return write_counts(
+        counts_path,
+        "walks",
+        n_in,
+        len(queries),
+        dropped,
+        subset=subset,
+        settings=asdict(settings),
+        references=references,
+        ended_early=int(dead_ends.sum()),
+        mean_concepts_per_set=round(float(np.mean(sizes)), 3) if sizes else None,
+    )
