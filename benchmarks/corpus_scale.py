@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from synthllm.corpus import shard_name
 
 VOCAB = np.array(
     (
@@ -94,28 +95,25 @@ def main() -> None:
             f"{size / 2**20:,.0f} MiB, made in {time.time() - t0:.1f} s"
         )
         sources = [{"name": "synthetic", "glob": str(tmp / "in" / f"*.{args.format}"), "id": "id"}]
-        cmd = [
-            sys.executable,
-            "-m",
-            "synthllm",
-            "corpus",
-            "--sources-json",
-            json.dumps(sources),
-            "--n-shards",
-            str(args.shards),
-            "--batch-size",
-            str(args.batch_size),
-            "--out-dir",
-            str(tmp / "out"),
-            "--counts",
-            str(tmp / "out" / "counts.json"),
-        ]
+        out = tmp / "out"
+        # the four arguments rules/corpus.smk gives the stage
+        parts = {
+            "inputs": {"files": [str(p) for p in sorted((tmp / "in").iterdir())]},
+            "outputs": {
+                "shards": [str(out / shard_name(i, args.shards)) for i in range(args.shards)],
+                "counts": str(out / "counts.json"),
+            },
+            "settings": {"sources": sources, "n_shards": args.shards, "on_bad_record": "fail"},
+            "execution": {"batch_size": args.batch_size, "threads": 1},
+        }
+        cmd = [sys.executable, "-m", "synthllm", "corpus"]
+        cmd += [f"--{name}={json.dumps(value)}" for name, value in parts.items()]
         t0 = time.time()
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         wall = time.time() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        counts = json.loads((tmp / "out" / "counts.json").read_text())
-        out_mib = sum(p.stat().st_size for p in (tmp / "out").glob("*.parquet")) / 2**20
+        counts = json.loads((out / "counts.json").read_text())
+        out_mib = sum(p.stat().st_size for p in out.glob("*.parquet")) / 2**20
     print(f"corpus stage: {counts['in']:,} in, {counts['out']:,} out, dropped {counts['dropped']}")
     print(f"wall time   : {wall:.1f} s")
     print(f"throughput  : {counts['in'] / wall:,.0f} docs/s")

@@ -106,21 +106,21 @@ def make_shard(
     }
 
 
-def timed(cmd: list[str]) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak GiB) of one command, measured by a fresh parent so that
-    each figure is the command's own. CPU seconds (user + system) say what the command costs
-    when other work shares the cores; wall time is the target's measure on an idle machine."""
+def timed(stage: str, **parts: dict) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak GiB) of `synthllm <stage>` with the four JSON parts,
+    measured by a fresh parent so that each figure is the command's own. CPU seconds (user +
+    system) say what the command costs when other work shares the cores; wall time is the
+    target's measure on an idle machine. The CLI sets NUMBA_NUM_THREADS from
+    execution.threads."""
+    cmd = [sys.executable, "-m", "synthllm", stage]
+    cmd += [f"--{name}={json.dumps(value)}" for name, value in parts.items()]
     probe = (
         "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
         "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_maxrss, r.ru_utime + r.ru_stime)"
     )
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", probe, *cmd],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "NUMBA_NUM_THREADS": str(os.cpu_count())},
+        [sys.executable, "-c", probe, *cmd], check=True, stdout=subprocess.PIPE, text=True
     )
     peak_kib, cpu = out.stdout.split()[-2:]
     return time.perf_counter() - t0, float(cpu), int(peak_kib) / 2**20
@@ -183,43 +183,32 @@ def main() -> None:
         f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}"
     )
 
-    synthllm = [sys.executable, "-m", "synthllm"]
-    near = json.dumps({"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0})
+    # the four arguments of each job, as rules/mixtures.smk builds them; settings: the
+    # schema's defaults of config keys dedup and decontam, spelt out; threads: every core
+    execution = {"threads": os.cpu_count()}
+    near = {"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0}
     dedup_s, dedup_cpu, dedup_gib = timed(
-        synthllm
-        + [
-            "dedup",
-            "--answers",
-            str(shard),
-            "--near-json",
-            near,
-            "--output",
-            str(work / "kept.parquet"),
-            "--dropped",
-            str(work / "dropped.parquet"),
-            "--counts",
-            str(work / "dedup.counts.json"),
-        ]
+        "dedup",
+        inputs={"answers": [str(shard)]},
+        outputs={
+            "questions": str(work / "kept.parquet"),
+            "dropped": str(work / "dropped.parquet"),
+            "counts": str(work / "dedup.counts.json"),
+        },
+        settings={"near": near, "answer_statuses": ["ok"]},
+        execution=execution,
     )
     decon_s, decon_cpu, decon_gib = timed(
-        synthllm
-        + [
-            "decontam",
-            "--questions",
-            str(work / "kept.parquet"),
-            "--benchmarks-json",
-            json.dumps(benchmarks),
-            "--ngram",
-            "13",
-            "--output",
-            str(work / "clean.parquet"),
-            "--hits",
-            str(work / "hits.parquet"),
-            "--report",
-            str(work / "report.json"),
-            "--counts",
-            str(work / "decontam.counts.json"),
-        ]
+        "decontam",
+        inputs={"questions": str(work / "kept.parquet"), "benchmarks": list(benchmarks.values())},
+        outputs={
+            "questions": str(work / "clean.parquet"),
+            "hits": str(work / "hits.parquet"),
+            "report": str(work / "report.json"),
+            "counts": str(work / "decontam.counts.json"),
+        },
+        settings={"ngram": 13, "benchmarks": benchmarks},
+        execution=execution,
     )
     dropped = pl.read_parquet(work / "dropped.parquet")
     hits = set(pl.read_parquet(work / "hits.parquet")["question_id"])

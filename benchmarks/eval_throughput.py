@@ -22,6 +22,7 @@ from synthllm.eval_data import BENCHMARKS
 from synthllm.evaluate import load_problems, run
 from synthllm.grading import grade, parse_gold_math_verify
 from synthllm.llm import BackendSpec, Sampling, VLLMBackend
+from synthllm.settings import stage_settings
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -76,21 +77,35 @@ def main() -> None:
     ]
     sampling = Sampling(temperature=0.0, max_tokens=args.max_new_tokens)
 
+    # the four arguments of one evaluate job (rules/eval.smk); the engine's keys split into
+    # settings and execution by config/schema.yaml, as the workflow splits them
+    engine_settings, engine_execution = stage_settings(
+        {"evaluation": {"engine": engine}}, engine="evaluation.engine"
+    )
+    settings = {
+        "label": "bench",
+        "budget": 0,
+        "benchmarks": benchmarks,
+        "max_records": args.per_benchmark,
+        "seed": 0,
+        "system_prompt": SYSTEM,
+        "max_new_tokens": args.max_new_tokens,
+        "grade_timeout_s": 3.0,
+        **engine_settings,
+    }
+    execution = {"chunk_size": 256, "threads": 2, **engine_execution}
+
     def ours(out_dir: str) -> None:
+        out = Path(out_dir)
         run(
-            args.model,
-            "bench",
-            0,
-            None,
-            out_dir,
-            benchmarks,
-            args.per_benchmark,
-            0,
-            SYSTEM,
-            engine,
-            args.max_new_tokens,
-            256,
-            3.0,
+            inputs={"checkpoint": args.model, "benchmarks": list(benchmarks.values())},
+            outputs={
+                "predictions": str(out / "predictions.parquet"),
+                "settings": str(out / "settings.json"),
+                "counts": str(out / "counts.json"),
+            },
+            settings=settings,
+            execution=execution,
             open_backend_fn=lambda spec: SharedEngine(backend),
         )
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from synthllm.extract import extraction_request
-from synthllm.generation import final_status
+from synthllm.generation import completion_status
 from synthllm.level1 import level1_request
 from synthllm.level2 import level2_request
 from synthllm.llm import BackendSpec, Sampling, VLLMBackend
@@ -77,7 +77,7 @@ def main() -> None:
             ),
         }
         for stage, (completions, parse) in runs.items():
-            statuses = Counter(final_status(parse(c.text).status, c) for c in completions)
+            statuses = Counter(completion_status(parse(c.text).status, c) for c in completions)
             good = statuses["ok"] + statuses["not_suitable"]
             rate = good / len(completions) if completions else float("nan")
             print(f"{stage:8} {mode:11} {rate:7.0%}  {dict(statuses)} (n={len(completions)})")

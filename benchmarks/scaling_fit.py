@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
+from snakemake.utils import validate
 from synthllm.scaling import (
     LAWS,
     LOSSES,
-    FitSettings,
     bootstrap_params,
     fit_law,
     predict,
+    settings_from_config,
     theta_from_params,
 )
+from synthllm.settings import SCHEMA, stage_settings
+
+
+def default_fit():
+    """The fit settings of config/schema.yaml's defaults, as the workflow validates the config
+    and rules/scaling.smk hands key `scaling` to the stage."""
+    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
+    config["models"] = {"train": [{"label": "m", "model": "m"}]}
+    validate(config, str(SCHEMA), set_default=True)
+    settings, _ = stage_settings(config, "scaling")
+    return settings_from_config(settings).fit
 
 
 def main() -> None:
@@ -41,10 +54,11 @@ def main() -> None:
         f"{'law':<10} {'loss':<14} {'starts':>6} {'fit s':>8} {'refit ms':>9} {'stage s/model':>14}"
     )
     per_model = 0.0
+    default = default_fit()
     for law in LAWS:
         use = tokens > 0 if law == "power" else np.ones(tokens.size, bool)
         for loss in LOSSES:
-            settings = FitSettings(law=law, loss=loss)
+            settings = replace(default, law=law, loss=loss)
             t0 = time.perf_counter()
             for _ in range(args.repeats):
                 fit = fit_law(tokens[use], values[use], settings)

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+from snakemake.utils import validate  # noqa: E402
 from synthllm import train  # noqa: E402
+from synthllm.settings import SCHEMA, schema_node, split, stage_settings  # noqa: E402
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEVEN_M = {
@@ -34,6 +36,16 @@ SEVEN_M = {
     "num_attention_heads": 2,
     "num_key_value_heads": 2,
 }
+
+
+def schema_defaults(tokenizer: str, architecture: dict) -> dict:
+    """A config with every default of config/schema.yaml filled in, as the workflow validates
+    it, training one from-scratch model from `tokenizer`'s folder."""
+    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
+    model = {"label": "bench", "model": tokenizer, "init": "scratch"}
+    config["models"] = {"train": [{**model, "architecture": architecture}]}
+    validate(config, str(SCHEMA), set_default=True)
+    return config
 
 
 def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
@@ -147,38 +159,58 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
+    config = schema_defaults(args.tokenizer, json.loads(args.architecture_json))
+    # the base_model job's settings (rules/train.smk): the model's entry without its
+    # execution keys (nodes, gpus) and training overrides
+    model, _ = split(config["models"]["train"][0], schema_node("models.train")["items"])
+    model.pop("training", None)
+    # the settings of the train job (rules/train.smk): config key training, with this
+    # benchmark's batches, learning rate and one epoch; no checkpoint while timing
+    settings, execution = stage_settings(config, training="training")
+    settings["training"].update(
+        zero_stage=args.zero_stage,
+        precision=args.precision,
+        micro_batch_size=args.micro_batch,
+        global_batch_size=args.global_batch,
+        learning_rate=1e-3,
+        epochs=1,
+        max_seq_len=1024,
+    )
+    settings["system_prompt"] = SYSTEM
+    execution["training"]["checkpoint_every"] = 10**6
+    execution["threads"] = args.threads
+    training = train.TrainSettings.from_config(settings["training"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = train.TrainModel(
-            label="bench",
-            model=args.tokenizer,
-            init="scratch",
-            architecture=json.loads(args.architecture_json),
-        )
         base = tmp / "base"
-        counts = train.materialise_base(spec, base, tmp / "base.json")
+        counts = train.run_base_model(
+            inputs={},
+            outputs={"final": str(base), "counts": str(tmp / "base.json")},
+            settings={"model": model},
+            execution={"threads": args.threads},
+        )
         mix = tmp / "mix.parquet"
         mixture(mix, args.data, args.samples, AutoTokenizer.from_pretrained(base))
         # exactly `steps` steps: one epoch of steps x global batch samples
         n = min(args.samples, args.steps * args.global_batch)
-        settings = train.TrainSettings(
-            zero_stage=args.zero_stage,
-            precision=args.precision,
-            micro_batch_size=args.micro_batch,
-            global_batch_size=args.global_batch,
-            learning_rate=1e-3,
-            epochs=1,
-            checkpoint_every=10**6,
-            max_seq_len=1024,
-        )
         import pyarrow.parquet as pq
 
         pq.write_table(pq.read_table(mix).slice(0, n), mix)
         steps = train.steps_per_epoch(n, args.global_batch)
 
-        bare_tps, bare_cpu = bare_loop(base, mix, settings, steps)
-        train.run(str(mix), str(base), str(tmp / "ours"), settings, SYSTEM, threads=args.threads)
-        log = [json.loads(line) for line in (tmp / "ours" / "log.jsonl").read_text().splitlines()]
+        bare_tps, bare_cpu = bare_loop(base, mix, training, steps)
+        ours = tmp / "ours"
+        train.run(
+            inputs={"mixture": str(mix), "base": str(base)},
+            outputs={
+                "final": str(ours / "final"),
+                "counts": str(ours / "counts.json"),
+                "log": str(ours / "log.jsonl"),
+            },
+            settings=settings,
+            execution=execution,
+        )
+        log = [json.loads(line) for line in (ours / "log.jsonl").read_text().splitlines()]
         timed = log[1:]
         ours_tps = sum(e["tokens"] for e in timed) / sum(e["elapsed_s"] for e in timed)
         ours_cpu = sum(e["tokens"] for e in timed) / sum(e["cpu_s"] for e in timed)

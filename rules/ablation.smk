@@ -6,8 +6,7 @@
 
 rule ablation:
     input:
-        # functions, so that a config without the ablation's sets fails only when asked for it
-        lambda wildcards: [f for _, folder in ablation_runs() for f in eval_dir_files(folder)],
+        **eval_inputs(ablation_runs),
     output:
         table=report(
             f"{RESULTS}/ablation/table3.csv",
@@ -23,12 +22,14 @@ rule ablation:
     resources:
         **job_resources("ablation"),
     params:
-        runs=lambda wildcards: " ".join(f"{label}={folder}" for label, folder in ablation_runs()),
-        models=lambda wildcards: " ".join(experiment_models("ablation")),
-        sets=lambda wildcards: " ".join(ablation_sets()),
-        metric=config["ablation"]["metric"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "ablation",
+            metric="ablation.metric",
+            job=lambda wildcards: {
+                "runs": run_labels(ablation_runs),
+                "models": experiment_models("ablation"),
+                "sets": ablation_sets(),
+            },
+        ),
     shell:
-        "{params.synthllm} ablation-table --runs {params.runs} --models {params.models}"
-        " --sets {params.sets} --metric {params.metric} --csv {output.table}"
-        " --markdown {output.markdown} > {log} 2>&1"
+        STAGE_SHELL

@@ -5,7 +5,8 @@
 # augmentation.deduplicate; else only the answer-status filter), the decontamination,
 # SFT-pool and mixture rules, then training and evaluation (rules/experiments.smk) at every
 # count of augmentation.questions_per_doc x experiments.documents.
-# Target: `snakemake augmentation`.
+# Target: `snakemake augmentation`. The use-rules' params replace the original rules' by
+# name, so each override is all of the rule's stage_params, with the experiment's settings.
 
 
 use rule level1 as augmentation_seeds with:
@@ -17,7 +18,15 @@ use rule level1 as augmentation_seeds with:
     log:
         f"{RESULTS}/logs/augmentation/seeds.log",
     params:
-        max_docs="",
+        **stage_params(
+            "level1",
+            "generation.level1",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            job=lambda wildcards: {"max_docs": None},  # every experiment document
+        ),
 
 
 rule augmentation_expand:
@@ -40,24 +49,15 @@ rule augmentation_expand:
     resources:
         gpu=config["models"]["generator"]["gpus"],
     params:
-        model=model_json("generator"),
-        sampling=lambda wildcards: json.dumps(
-            config["augmentation"][wildcards.method]["sampling"], sort_keys=True
+        **stage_params(
+            "augmentation_expand",
+            model="models.generator",
+            structured="generation.structured",
+            chunk_size="generation.chunk_size",
+            job=augmentation_expand_job,
         ),
-        structured=structured_flag(),
-        target=augmentation_target_per_doc() * config["experiments"]["documents"],
-        personas=lambda wildcards: (
-            f"--personas {persona_file()} --persona-seed {config['augmentation']['persona']['seed']}"
-            if wildcards.method == "persona"
-            else ""
-        ),
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
     shell:
-        "{params.synthllm} augment --method {wildcards.method} --seeds {input.seeds}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
-        " --target {params.target} {params.personas} --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 use rule level2 as augmentation_level2 with:
@@ -70,8 +70,16 @@ use rule level2 as augmentation_level2 with:
     log:
         f"{RESULTS}/logs/augmentation/level2.log",
     params:
-        calls_per_doc=config["augmentation"]["level2"]["calls_per_doc"],
-        questions_per_doc=augmentation_target_per_doc(),
+        **stage_params(
+            "level2",
+            "generation.level2",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            calls_per_doc="augmentation.level2.calls_per_doc",
+            job=lambda wildcards: {"questions_per_doc": augmentation_target_per_doc()},
+        ),
 
 
 use rule concept_graph as augmentation_graph with:
@@ -86,8 +94,6 @@ use rule concept_graph as augmentation_graph with:
         counts=f"{AUGMENTED}/graph/subset-{{subset}}/counts.json",
     log:
         f"{RESULTS}/logs/augmentation/graph-{{subset}}.log",
-    params:
-        out_dir=lambda wildcards: f"{AUGMENTED}/graph/subset-{wildcards.subset}",
 
 
 use rule walks as augmentation_walks with:
@@ -101,13 +107,18 @@ use rule walks as augmentation_walks with:
     log:
         f"{RESULTS}/logs/augmentation/walks-{{subset}}.log",
     params:
-        graph_dir=lambda wildcards: f"{AUGMENTED}/graph/subset-{wildcards.subset}",
-        walks=json.dumps(
-            {
-                **{k: v for k, v in config["graph"]["walks"].items() if k != "seed"},
-                "epochs": config["augmentation"]["level3"]["walk_epochs"],
+        **stage_params(
+            "walks",
+            env="graph",
+            job=lambda wildcards: {
+                "subset": wildcards.subset,
+                "walks": {
+                    **config_settings("graph.walks"),
+                    "epochs": config["augmentation"]["level3"]["walk_epochs"],
+                },
             },
-            sort_keys=True,
+            eps="graph.eps",
+            references="graph.references",
         ),
 
 
@@ -121,21 +132,26 @@ use rule level3 as augmentation_level3 with:
     log:
         f"{RESULTS}/logs/augmentation/level3-{{shard}}.log",
     params:
-        calls_per_set=config["augmentation"]["level3"]["calls_per_set"],
-        questions_per_set=config["augmentation"]["level3"]["questions_per_set"],
-        max_sets="--max-sets "
-        + str(
-            math.ceil(
-                augmentation_target_per_doc()
-                * config["experiments"]["documents"]
-                / config["augmentation"]["level3"]["questions_per_set"]
-            )
+        **stage_params(
+            "level3",
+            "generation.level3",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            calls_per_set="augmentation.level3.calls_per_set",
+            questions_per_set="augmentation.level3.questions_per_set",
+            job=lambda wildcards: {
+                "shard": wildcards.shard,
+                "max_sets_per_shard": augmentation_level3_sets(),
+            },
         ),
 
 
 use rule answer as augmentation_answer with:
     input:
-        questions=augmentation_questions,
+        # a list, as the answer rule's (one question file per level)
+        questions=lambda wildcards: [augmentation_questions(wildcards)],
     output:
         answers=f"{AUGMENTED}/{{mixture}}/answers.parquet",
         counts=f"{AUGMENTED}/{{mixture}}/answers.counts.json",
@@ -167,11 +183,9 @@ rule augmentation_usable_answers:
     resources:
         **job_resources("augmentation_usable_answers"),
     params:
-        statuses=" ".join(config["dedup"]["answer_statuses"]),
-        synthllm=synthllm("main"),
+        **stage_params("augmentation_usable_answers", answer_statuses="dedup.answer_statuses"),
     shell:
-        "{params.synthllm} usable-answers --answers {input.answers} --answer-statuses {params.statuses}"
-        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 use rule decontam as augmentation_decontam with:
@@ -206,12 +220,12 @@ use rule mixture as augmentation_mixture with:
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/mixture-{{budget}}.log",
     params:
-        spec=json.dumps({"size_key": "experiments.documents x augmentation.questions_per_doc"}),
+        **stage_params("mixture", job=augmentation_mixture_job, seed="mixtures.seed"),
 
 
 rule augmentation:
     input:
-        lambda wildcards: [f for _, folder in augmentation_runs() for f in eval_dir_files(folder)],
+        **eval_inputs(augmentation_runs),
     output:
         fig6=report(
             f"{AUGMENTED}/fig6.png",
@@ -234,12 +248,14 @@ rule augmentation:
     resources:
         **job_resources("augmentation"),
     params:
-        runs=lambda wildcards: " ".join(f"{m}={folder}" for m, folder in augmentation_runs()),
-        models=lambda wildcards: " ".join(experiment_models("augmentation")),
-        methods=" ".join(augmentation_methods()),
-        metric=config["augmentation"]["metric"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "augmentation",
+            methods="augmentation.methods",
+            metric="augmentation.metric",
+            job=lambda wildcards: {
+                "runs": run_labels(augmentation_runs),
+                "models": experiment_models("augmentation"),
+            },
+        ),
     shell:
-        "{params.synthllm} augmentation-figure --runs {params.runs} --models {params.models}"
-        " --methods {params.methods} --metric {params.metric} --png {output.fig6}"
-        " --pdf {output.fig6_pdf} --csv {output.values} --markdown {output.markdown} > {log} 2>&1"
+        STAGE_SHELL

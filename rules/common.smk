@@ -1,6 +1,7 @@
 # Config validation, environment selection and input functions shared by every stage.
 import json
 import os
+import sys
 from glob import glob
 from pathlib import Path
 
@@ -12,9 +13,39 @@ RESULTS = config["results"]
 WORKFLOW_DIR = Path(workflow.basedir)
 
 
-def synthllm(kind):
-    """Shell prefix that runs `python -m synthllm` in the environment of a rule kind."""
-    return f"{python_env(kind)} -m synthllm"
+sys.path.insert(0, str(WORKFLOW_DIR / "workflow"))
+from synthllm.settings import schema_node, split
+from synthllm.settings import stage_settings as settings_of
+
+
+def stage_params(stage, *merge, env="main", job=None, command=None, **named):
+    """The params of a job of `synthllm <stage>` (see synthllm.stages): its settings, the
+    config keys in `merge` and `named` (synthllm.settings.stage_settings) plus what `job`
+    (a function of the wildcards) adds, and what only says how the job runs: the execution
+    knobs, the paths and the command (`command(wildcards, threads)`, default `python -m
+    synthllm <stage>` in the environment `env`). Only the settings are a rerun trigger:
+    Snakemake does not record a params function that takes threads, input or output."""
+    settings, execution = settings_of(config, *merge, **named)
+
+    def settings_json(wildcards):
+        return json.dumps({**settings, **(job(wildcards) if job else {})}, sort_keys=True)
+
+    return {
+        "settings": settings_json,
+        "execution": lambda wildcards, threads: json.dumps(
+            {**execution, "threads": threads}, sort_keys=True
+        ),
+        "inputs": lambda wildcards, input: json.dumps(dict(input.items())),
+        "outputs": lambda wildcards, output: json.dumps(dict(output.items())),
+        "command": command or (lambda wildcards, threads: f"{python_env(env)} -m synthllm {stage}"),
+    }
+
+
+# the shell of every stage rule: its command and its four JSON arguments (stage_params)
+STAGE_SHELL = (
+    "{params.command} --inputs {params.inputs:q} --outputs {params.outputs:q}"
+    " --settings {params.settings:q} --execution {params.execution:q} > {log} 2>&1"
+)
 
 
 def python_env(kind):
@@ -59,12 +90,6 @@ def corpus_shards():
 def reference_docs(wildcards):
     """The documents questions are generated from: the filtered shard (rules/filter.smk)."""
     return f"{RESULTS}/filter/docs/shard-{wildcards.shard}.parquet"
-
-
-def embedding_json():
-    """Config key models.embedding as an embed job's settings (`gpus` reruns nothing)."""
-    spec = {k: v for k, v in config["models"]["embedding"].items() if k != "gpus"}
-    return json.dumps(spec, sort_keys=True)
 
 
 def embedding_files():
@@ -114,35 +139,11 @@ def subset_ids():
     return [f"{i:03d}-of-{n:03d}" for i in range(n)]
 
 
-def graph_dir(wildcards):
-    return f"{RESULTS}/graph/subset-{wildcards.subset}"
-
-
 def all_reference_docs(wildcards):
     """The reference documents of every shard (Level-3 sets draw theirs from any shard)."""
     from types import SimpleNamespace
 
     return [reference_docs(SimpleNamespace(shard=s)) for s in shard_ids()]
-
-
-def model_json(role):
-    """The backend settings a job passes to synthllm; `gpus` is for the scheduler only, so
-    changing it does not rerun anything."""
-    spec = {k: v for k, v in config["models"][role].items() if k != "gpus"}
-    return json.dumps(spec, sort_keys=True)
-
-
-def sampling_json(stage):
-    return json.dumps(config["generation"][stage]["sampling"], sort_keys=True)
-
-
-def structured_flag():
-    return "--structured" if config["generation"]["structured"] else "--no-structured"
-
-
-def max_docs_flag():
-    n = config["generation"]["max_docs_per_shard"]
-    return "" if n is None else f"--max-docs {n}"
 
 
 def corpus_input_files():
@@ -166,11 +167,6 @@ def mixture_path(mixture, budget):
     return f"{RESULTS}/mixtures/{mixture}/{budget}.parquet"
 
 
-def chat_template_flag():
-    template = config["mixtures"]["chat_template"]
-    return "" if template is None else f"--chat-template {template}"
-
-
 def mixture_set_json(wildcards):
     """A set's levels and proportions, and the config key that sized it when that is not
     mixtures.sample_counts (mixture_size_key, rules/experiments_common.smk): the job names it
@@ -183,11 +179,6 @@ def mixture_set_json(wildcards):
     if size_key != "mixtures.sample_counts":
         spec["size_key"] = size_key
     return json.dumps(spec, sort_keys=True)
-
-
-def scaling_json():
-    """Config key scaling as the scaling job's settings (every key, defaults filled in)."""
-    return json.dumps(config["scaling"], sort_keys=True)
 
 
 def scaling_outputs():
@@ -207,33 +198,10 @@ def scaling_outputs():
     return [f"{RESULTS}/scaling/{n}" for n in names]
 
 
-def eval_data_args():
-    """The benchmark files, sample and chat format every evaluation job of a checkpoint uses."""
-    import shlex
-
-    evaluation = config["evaluation"]
-    sample = (
-        "" if evaluation["max_records"] is None else f" --max-records {evaluation['max_records']}"
-    )
-    benchmarks = json.dumps(evaluation["benchmarks"], sort_keys=True)
-    return (
-        f"--benchmarks-json {shlex.quote(benchmarks)}{sample} --seed {evaluation['seed']}"
-        f" --system-prompt {shlex.quote(config['chat']['system_prompt'])}"
-    )
-
-
 def eval_dirs():
     """Every checkpoint's eval folder: each model of config models.train at budget 0 (the
     base model) and at every training budget."""
     return [f"{RESULTS}/eval/{m}/{b}" for m in train_labels() for b in [0] + budgets()]
-
-
-def eval_summary_inputs(wildcards):
-    return [
-        f"{d}/{name}"
-        for d in eval_dirs()
-        for name in ("predictions.parquet", "settings.json", "nll.parquet")
-    ]
 
 
 def train_models():
@@ -250,39 +218,26 @@ def checkpoint_dir(model, budget):
     return f"{RESULTS}/train/{model}/{budget}/final"
 
 
-def train_model_json(wildcards):
-    """What materialises a base model (the launch resources left out: they rerun nothing)."""
-    spec = train_models()[wildcards.model]
-    return json.dumps(
-        {k: v for k, v in spec.items() if k not in ("nodes", "gpus", "training")}, sort_keys=True
-    )
-
-
-def training_json(wildcards):
-    """Config key training with the model's overrides, as the train job's settings."""
-    launch = ("cpu_processes", "threads")
-    settings = {k: v for k, v in config["training"].items() if k not in launch}
-    settings.update(train_models()[wildcards.model].get("training", {}))
-    return json.dumps(settings, sort_keys=True)
-
-
-def train_launcher(wildcards):
+def train_launcher(wildcards, threads):
     """torchrun around `synthllm train`: on CPU (gpus: 0) `training.cpu_processes` gloo
-    processes sharing the job's threads; on GPUs one process per GPU; on several nodes
-    `srun` starts one torchrun per node, meeting at the first node (c10d rendezvous), so
-    the rule carries the `mpi` resource and SLURM does not wrap it in `srun -n1`."""
+    processes sharing the job's threads (each takes threads / processes, synthllm.train);
+    on GPUs one process per GPU; on several nodes `srun` starts one torchrun per node,
+    meeting at the first node (c10d rendezvous), so the rule carries the `mpi` resource and
+    SLURM does not wrap it in `srun -n1`. A function of threads: not a rerun trigger."""
     spec = train_models()[wildcards.model]
     nodes, gpus = spec["nodes"], spec["gpus"]
     python = python_env("main")
     if gpus == 0:
         procs = config["training"]["cpu_processes"]
-        per_process = max(1, config["training"]["threads"] // procs)
         return (
             f"DS_ACCELERATOR=cpu {python} -m torch.distributed.run --standalone"
-            f" --nproc_per_node {procs} -m synthllm train --threads {per_process}"
+            f" --nproc_per_node {procs} -m synthllm train"
         )
     if nodes == 1:
-        return f"{python} -m torch.distributed.run --standalone --nproc_per_node {gpus} -m synthllm train"
+        return (
+            f"{python} -m torch.distributed.run --standalone --nproc_per_node {gpus}"
+            " -m synthllm train"
+        )
     head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
     return (
         f"srun --nodes {nodes} --ntasks-per-node 1 env {python} -m torch.distributed.run"
@@ -327,3 +282,47 @@ def check_resource_rules():
             f"config key resources.rules names {', '.join(unknown)}, not among "
             f"this workflow's rules ({', '.join(sorted(names))})"
         )
+
+
+# used by rules/mixtures.smk
+def mixture_job(wildcards):
+    """A mixture job's own settings: the set's name, size, levels and proportions (config
+    mixtures.sets; null when the set leaves them out) and the config key that sized it
+    (mixture_size_key, rules/experiments_common.smk), named when the pool is too small."""
+    spec = json.loads(mixture_set_json(wildcards))
+    return {
+        "name": wildcards.mixture,
+        "samples": int(wildcards.budget),
+        "levels": spec.get("levels"),
+        "proportions": spec.get("proportions"),
+        "size_key": mixture_size_key(wildcards),
+    }
+
+
+# used by rules/train.smk
+def train_model_settings(wildcards):
+    """The entry of config models.train whose label is the model wildcard, without what only
+    says how its jobs run (nodes, gpus: marked execution in the schema)."""
+    spec, _ = split(train_models()[wildcards.model], schema_node("models.train")["items"])
+    return spec
+
+
+def train_settings(wildcards):
+    """Config key training (its output-affecting keys) with the model's overrides."""
+    spec = train_model_settings(wildcards)
+    return {**settings_of(config, "training")[0], **spec.get("training", {})}
+
+
+# used by rules/eval.smk
+# the benchmark files, sample and chat format every evaluation job of a checkpoint uses
+EVAL_DATA = dict(
+    benchmarks="evaluation.benchmarks",
+    max_records="evaluation.max_records",
+    seed="evaluation.seed",
+    system_prompt="chat.system_prompt",
+)
+
+
+def eval_files(name):
+    """One file of every checkpoint's eval folder (eval_dirs), in order."""
+    return lambda wildcards: [f"{d}/{name}" for d in eval_dirs()]

@@ -4,7 +4,7 @@
 
 rule corpus:
     input:
-        corpus_input_files(),
+        files=corpus_input_files(),
     output:
         shards=corpus_shards(),
         counts=f"{RESULTS}/corpus/counts.json",
@@ -15,14 +15,6 @@ rule corpus:
     resources:
         **job_resources("corpus"),
     params:
-        sources=json.dumps(config["corpus"]["sources"]),
-        n_shards=config["corpus"]["n_shards"],
-        batch_size=config["corpus"]["batch_size"],
-        on_bad_record=config["corpus"]["on_bad_record"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
-        synthllm=synthllm("main"),
+        **stage_params("corpus", "corpus"),
     shell:
-        "{params.synthllm} corpus --sources-json {params.sources:q}"
-        " --n-shards {params.n_shards} --batch-size {params.batch_size}"
-        " --on-bad-record {params.on_bad_record}"
-        " --out-dir {params.out_dir} --counts {output.counts} 2> {log}"
+        STAGE_SHELL

@@ -13,9 +13,18 @@ use rule level1 as diversity_level1 with:
     log:
         f"{RESULTS}/logs/diversity/level1.log",
     params:
-        max_docs="",
-        calls_per_doc=config["diversity"]["calls_per_doc"],
-        questions_per_doc=config["diversity"]["questions_per_doc"],
+        # a use-rule's params replace the original's by name: all of stage_params, again
+        **stage_params(
+            "level1",
+            "generation.level1",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            calls_per_doc="diversity.calls_per_doc",
+            questions_per_doc="diversity.questions_per_doc",
+            job=lambda wildcards: {"max_docs": None},  # every experiment document
+        ),
 
 
 use rule level2 as diversity_level2 with:
@@ -28,8 +37,16 @@ use rule level2 as diversity_level2 with:
     log:
         f"{RESULTS}/logs/diversity/level2.log",
     params:
-        calls_per_doc=config["diversity"]["calls_per_doc"],
-        questions_per_doc=config["diversity"]["questions_per_doc"],
+        **stage_params(
+            "level2",
+            "generation.level2",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            calls_per_doc="diversity.calls_per_doc",
+            questions_per_doc="diversity.questions_per_doc",
+        ),
 
 
 rule diversity:
@@ -61,11 +78,6 @@ rule diversity:
     resources:
         **job_resources("diversity"),
     params:
-        embedding=json.dumps(config["diversity"]["embedding"], sort_keys=True),
-        bins=config["diversity"]["bins"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
-        synthllm=synthllm("main"),
+        **stage_params("diversity", embedding="diversity.embedding", bins="diversity.bins"),
     shell:
-        "{params.synthllm} diversity --level1 {input.level1} --level2 {input.level2}"
-        " --embedding-json {params.embedding:q} --bins {params.bins} --threads {threads}"
-        " --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

@@ -20,19 +20,17 @@ rule evaluate:
     resources:
         **job_resources("evaluate", config["evaluation"]["engine"]["gpus"]),
     params:
-        data=eval_data_args(),
-        engine=json.dumps(config["evaluation"]["engine"], sort_keys=True),
-        max_new_tokens=config["evaluation"]["max_new_tokens"],
-        chunk_size=config["evaluation"]["chunk_size"],
-        grade_timeout_s=config["evaluation"]["grade_timeout_s"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
-        synthllm=synthllm("main"),
+        **stage_params(
+            "evaluate",
+            **EVAL_DATA,
+            engine="evaluation.engine",  # backend, dtype, max_model_len; the rest: execution
+            max_new_tokens="evaluation.max_new_tokens",
+            grade_timeout_s="evaluation.grade_timeout_s",
+            chunk_size="evaluation.chunk_size",
+            job=lambda wildcards: {"label": wildcards.model, "budget": int(wildcards.budget)},
+        ),
     shell:
-        "{params.synthllm} evaluate --checkpoint {input.checkpoint} --label {wildcards.model}"
-        " --budget {wildcards.budget} --train-counts {input.train_counts} {params.data}"
-        " --engine-json {params.engine:q} --max-new-tokens {params.max_new_tokens}"
-        " --chunk-size {params.chunk_size} --grade-timeout-s {params.grade_timeout_s}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule eval_nll:
@@ -50,20 +48,20 @@ rule eval_nll:
     resources:
         **job_resources("eval_nll", min(1, config["evaluation"]["engine"]["gpus"])),
     params:
-        data=eval_data_args(),
-        batch_size=config["evaluation"]["nll"]["batch_size"],
-        max_tokens=config["evaluation"]["nll"]["max_tokens"],
-        dtype=config["evaluation"]["nll"]["dtype"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "eval_nll",
+            **EVAL_DATA,
+            nll="evaluation.nll",  # max_tokens, dtype; batch_size: execution
+        ),
     shell:
-        "{params.synthllm} eval-nll --checkpoint {input.checkpoint} {params.data}"
-        " --batch-size {params.batch_size} --max-tokens {params.max_tokens}"
-        " --dtype {params.dtype} --output {output.nll} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule eval_summary:
     input:
-        eval_summary_inputs,
+        predictions=eval_files("predictions.parquet"),
+        settings=eval_files("settings.json"),
+        nll=eval_files("nll.parquet"),
     output:
         summary=f"{RESULTS}/eval/summary.parquet",
         csv=report(
@@ -79,8 +77,6 @@ rule eval_summary:
     resources:
         **job_resources("eval_summary"),
     params:
-        eval_dirs=lambda wildcards: " ".join(eval_dirs()),
-        synthllm=synthllm("main"),
+        **stage_params("eval_summary"),
     shell:
-        "{params.synthllm} eval-summary --eval-dirs {params.eval_dirs} --output {output.summary}"
-        " --csv {output.csv} --markdown {output.markdown} > {log} 2>&1"
+        STAGE_SHELL

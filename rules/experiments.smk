@@ -2,7 +2,8 @@
 # fixed random documents of Figs. 5 and 6, and training and evaluation of a model on a set
 # other than the scaling ladder. The train and evaluation rules are the pipeline's own
 # (rules/train.smk, rules/eval.smk), reused under ablation/ and augmentation/ with the set
-# as a path element; the base model and its evaluation are the main chain's budget 0.
+# as a path element; the base model and its evaluation are the main chain's budget 0. Their
+# params (stage_params) are the main rules' own: the settings come from the wildcards.
 
 
 rule experiment_docs:
@@ -20,13 +21,9 @@ rule experiment_docs:
     resources:
         **job_resources("experiment_docs"),
     params:
-        documents=config["experiments"]["documents"],
-        seed=config["experiments"]["seed"],
-        synthllm=synthllm("main"),
+        **stage_params("experiment_docs", "experiments"),
     shell:
-        "{params.synthllm} experiment-docs --docs {input.docs} --extracted {input.extracted}"
-        " --documents {params.documents} --seed {params.seed} --output {output.docs}"
-        " --extract-output {output.extracted} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 use rule train as experiment_train with:

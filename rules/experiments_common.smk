@@ -42,9 +42,30 @@ def experiment_eval_dir(experiment, mixture, model, budget):
     return f"{RESULTS}/{experiment}/eval/{mixture}/{model}/{budget}"
 
 
-def eval_dir_files(folder):
-    """What synthllm.evaluate.summary_rows reads from an eval folder."""
-    return [f"{folder}/{name}" for name in ("predictions.parquet", "settings.json", "nll.parquet")]
+def eval_inputs(runs):
+    """The named inputs of a stage that reads the eval folders of `runs()` ((label, folder)
+    pairs): one file of each folder per name, in run order (synthllm.experiments.eval_runs).
+    Functions, so that a config without an experiment's sets fails only when asked for it."""
+    files = {
+        "predictions": "predictions.parquet",
+        "eval_settings": "settings.json",
+        "nll": "nll.parquet",
+    }
+    return {
+        name: lambda wildcards, file=file: [f"{folder}/{file}" for _, folder in runs()]
+        for name, file in files.items()
+    }
+
+
+def run_labels(runs):
+    """The labels of `runs()`, in order: the settings that go with eval_inputs."""
+    return [label for label, _ in runs()]
+
+
+def config_settings(key):
+    """The settings part of config key `key` (its execution knobs left out): a value of an
+    experiment's own config that replaces a main-chain stage's setting in a `job`."""
+    return settings_of(config, part=key)[0]["part"]
 
 
 def ablation_sets():
@@ -85,6 +106,39 @@ def augmentation_budgets():
     """The training sample counts: documents x questions per document (paper 50K ... 300K)."""
     documents = config["experiments"]["documents"]
     return sorted({documents * n for n in config["augmentation"]["questions_per_doc"]})
+
+
+def augmentation_expand_job(wildcards):
+    """An expansion job's own settings: its method, the method's sampling, the questions to
+    generate (documents x augmentation_target_per_doc) and, for persona, the draws' seed."""
+    method = wildcards.method
+    job = {
+        "method": method,
+        "sampling": config_settings(f"augmentation.{method}.sampling"),
+        "target": augmentation_target_per_doc() * config["experiments"]["documents"],
+    }
+    if method == "persona":
+        job["persona_seed"] = config["augmentation"]["persona"]["seed"]
+    return job
+
+
+def augmentation_level3_sets():
+    """Concept sets of the Level-3 job: enough for the target at questions_per_set each."""
+    level3 = config["augmentation"]["level3"]
+    target = augmentation_target_per_doc() * config["experiments"]["documents"]
+    return math.ceil(target / level3["questions_per_set"])
+
+
+def augmentation_mixture_job(wildcards):
+    """A method's nested subset: the whole pool's order (no levels, no proportions), sized
+    by documents x questions per document (augmentation_budgets)."""
+    return {
+        "name": wildcards.mixture,
+        "samples": int(wildcards.budget),
+        "levels": None,
+        "proportions": None,
+        "size_key": "experiments.documents x augmentation.questions_per_doc",
+    }
 
 
 def persona_file():

@@ -16,19 +16,14 @@ rule extract:
     resources:
         **job_resources("extract", config["models"]["generator"]["gpus"]),
     params:
-        model=model_json("generator"),
-        sampling=sampling_json("extract"),
-        structured=structured_flag(),
-        max_doc_chars=config["generation"]["max_doc_chars"],
-        max_docs=max_docs_flag(),
-        min_kcs=config["generation"]["extract"]["min_kcs"],
-        max_kcs=config["generation"]["extract"]["max_kcs"],
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "extract",
+            "generation.extract",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            max_docs="generation.max_docs_per_shard",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
-        "{params.synthllm} extract --docs {input.docs} --model-json {params.model:q}"
-        " --sampling-json {params.sampling:q} {params.structured}"
-        " --max-doc-chars {params.max_doc_chars} {params.max_docs}"
-        " --min-kcs {params.min_kcs} --max-kcs {params.max_kcs}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.extracted} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

@@ -20,11 +20,9 @@ rule embed:
     resources:
         **job_resources("embed", config["models"]["embedding"]["gpus"]),
     params:
-        model=embedding_json(),
-        synthllm=synthllm("main"),
+        **stage_params("embed", model="models.embedding"),
     shell:
-        "{params.synthllm} embed --docs {input.docs} --model-json {params.model:q}"
-        " --threads {threads} --output {output.embeddings} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule synthetic_docs:
@@ -41,19 +39,14 @@ rule synthetic_docs:
     resources:
         **job_resources("synthetic_docs", config["models"]["generator"]["gpus"]),
     params:
-        model=model_json("generator"),
-        sampling=json.dumps(config["filter"]["synthetic"]["sampling"], sort_keys=True),
-        kinds=config["filter"]["synthetic"]["kinds"],
-        documents=config["filter"]["synthetic"]["documents"],
-        min_chars=config["filter"]["synthetic"]["min_chars"],
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "synthetic_docs",
+            "filter.synthetic",
+            model="models.generator",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
-        "{params.synthllm} synthetic-docs --syllabus {input.syllabus} --kinds {params.kinds:q}"
-        " --documents {params.documents} --min-chars {params.min_chars}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.docs} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule embed_synthetic:
@@ -70,11 +63,9 @@ rule embed_synthetic:
     resources:
         **job_resources("embed_synthetic", config["models"]["embedding"]["gpus"]),
     params:
-        model=embedding_json(),
-        synthllm=synthllm("main"),
+        **stage_params("embed_synthetic", model="models.embedding"),
     shell:
-        "{params.synthllm} embed --docs {input.docs} --model-json {params.model:q}"
-        " --threads {threads} --output {output.embeddings} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule coldstart:
@@ -95,17 +86,14 @@ rule coldstart:
     resources:
         **job_resources("coldstart"),
     params:
-        settings=json.dumps(config["filter"]["coldstart"], sort_keys=True),
-        positive_sources=config["filter"]["positive_sources"],
-        seed=config["filter"]["seed"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "coldstart",
+            "filter.coldstart",
+            positive_sources="filter.positive_sources",
+            seed="filter.seed",
+        ),
     shell:
-        "{params.synthllm} coldstart --synthetic-docs {input.synthetic}"
-        " --synthetic-embeddings {input.synthetic_embeddings}"
-        " --shards {input.shards} --embeddings {input.embeddings}"
-        " --settings-json {params.settings:q} --positive-sources {params.positive_sources:q}"
-        " --seed {params.seed} --threads {threads}"
-        " --scores {output.scores} --model {output.model} --report {output.report} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule rate:
@@ -125,23 +113,20 @@ rule rate:
     resources:
         **job_resources("rate", config["models"]["rater"]["gpus"]),
     params:
-        model=model_json("rater"),
-        sampling=json.dumps(config["filter"]["finegrained"]["sampling"], sort_keys=True),
-        structured=structured_flag(),
-        reference_sample=config["filter"]["finegrained"]["reference_sample"],
-        random_sample=config["filter"]["finegrained"]["random_sample"],
-        max_doc_chars=config["filter"]["finegrained"]["max_doc_chars"],
-        seed=lambda wildcards: config["filter"]["seed"] + int(wildcards.iteration),
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "rate",
+            model="models.rater",
+            sampling="filter.finegrained.sampling",
+            structured="generation.structured",
+            reference_sample="filter.finegrained.reference_sample",
+            random_sample="filter.finegrained.random_sample",
+            max_doc_chars="filter.finegrained.max_doc_chars",
+            seed="filter.seed",
+            chunk_size="generation.chunk_size",
+            job=lambda wildcards: {"iteration": int(wildcards.iteration)},
+        ),
     shell:
-        "{params.synthllm} rate --previous-scores {input.previous_scores}"
-        " --previous-ratings {input.previous_ratings} --shards {input.shards}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
-        " --reference-sample {params.reference_sample} --random-sample {params.random_sample}"
-        " --max-doc-chars {params.max_doc_chars} --seed {params.seed}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.ratings} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule finegrained:
@@ -163,23 +148,17 @@ rule finegrained:
     resources:
         **job_resources("finegrained"),
     params:
-        settings=json.dumps(
-            {
-                k: v
-                for k, v in config["filter"]["finegrained"].items()
-                if k in ("threshold", "forest", "test_fraction")
-            },
-            sort_keys=True,
+        **stage_params(
+            "finegrained",
+            threshold="filter.finegrained.threshold",
+            forest="filter.finegrained.forest",
+            test_fraction="filter.finegrained.test_fraction",
+            positive_sources="filter.positive_sources",
+            seed="filter.seed",
+            job=lambda wildcards: {"iteration": int(wildcards.iteration)},
         ),
-        positive_sources=config["filter"]["positive_sources"],
-        seed=config["filter"]["seed"],
-        synthllm=synthllm("main"),
     shell:
-        "{params.synthllm} finegrained --iteration {wildcards.iteration}"
-        " --ratings {input.ratings} --shards {input.shards} --embeddings {input.embeddings}"
-        " --settings-json {params.settings:q} --positive-sources {params.positive_sources:q}"
-        " --seed {params.seed} --threads {threads}"
-        " --scores {output.scores} --model {output.model} --report {output.report} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule filter_docs:
@@ -196,10 +175,9 @@ rule filter_docs:
     resources:
         **job_resources("filter_docs"),
     params:
-        synthllm=synthllm("main"),
+        **stage_params("filter_docs"),
     shell:
-        "{params.synthllm} filter-docs --shard {input.shard} --scores {input.scores}"
-        " --output {output.docs} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule filter_report:
@@ -218,8 +196,6 @@ rule filter_report:
     resources:
         **job_resources("filter_report"),
     params:
-        synthllm=synthllm("main"),
+        **stage_params("filter_report"),
     shell:
-        "{params.synthllm} filter-report --reports {input.reports}"
-        " --rate-counts {input.rate_counts} --filter-counts {input.filter_counts}"
-        " --output {output.report} --markdown {output.markdown} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

@@ -20,12 +20,14 @@ rule concept_graph:
     resources:
         **job_resources("concept_graph"),
     params:
-        out_dir=graph_dir,
-        eps=config["graph"]["eps"],
-        synthllm=synthllm("graph"),
+        **stage_params(
+            "concept_graph",
+            env="graph",
+            job=lambda wildcards: {"subset": wildcards.subset},
+            eps="graph.eps",
+        ),
     shell:
-        "{params.synthllm} graph --extracted {input.extracted} --subset {wildcards.subset}"
-        " --eps {params.eps} --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule walks:
@@ -44,16 +46,13 @@ rule walks:
     resources:
         **job_resources("walks"),
     params:
-        graph_dir=graph_dir,
-        walks=json.dumps(
-            {k: v for k, v in config["graph"]["walks"].items() if k != "seed"}, sort_keys=True
+        **stage_params(
+            "walks",
+            env="graph",
+            job=lambda wildcards: {"subset": wildcards.subset},
+            walks="graph.walks",
+            eps="graph.eps",
+            references="graph.references",
         ),
-        eps=config["graph"]["eps"],
-        seed=config["graph"]["walks"]["seed"],
-        references=config["graph"]["references"],
-        synthllm=synthllm("graph"),
     shell:
-        "NUMBA_NUM_THREADS={threads} {params.synthllm} walks --graph-dir {params.graph_dir}"
-        " --walks-json {params.walks:q} --eps {params.eps} --seed {params.seed}"
-        " --references {params.references} --output {output.walks} --counts {output.counts}"
-        " > {log} 2>&1"
+        STAGE_SHELL

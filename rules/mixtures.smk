@@ -18,13 +18,9 @@ rule dedup:
     resources:
         **job_resources("dedup"),
     params:
-        near=json.dumps(config["dedup"]["near"], sort_keys=True),
-        statuses=" ".join(config["dedup"]["answer_statuses"]),
-        synthllm=synthllm("main"),
+        **stage_params("dedup", "dedup"),
     shell:
-        "NUMBA_NUM_THREADS={threads} {params.synthllm} dedup --answers {input.answers}"
-        " --near-json {params.near:q} --answer-statuses {params.statuses} --output {output.questions} --dropped {output.dropped}"
-        " --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule decontam:
@@ -44,14 +40,9 @@ rule decontam:
     resources:
         **job_resources("decontam"),
     params:
-        benchmarks=json.dumps(config["evaluation"]["benchmarks"], sort_keys=True),
-        ngram=config["decontam"]["ngram"],
-        synthllm=synthllm("main"),
+        **stage_params("decontam", "decontam", benchmarks="evaluation.benchmarks"),
     shell:
-        "NUMBA_NUM_THREADS={threads} {params.synthllm} decontam --questions {input.questions}"
-        " --benchmarks-json {params.benchmarks:q} --ngram {params.ngram}"
-        " --output {output.questions} --hits {output.hits} --report {output.report}"
-        " --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule sft_pool:
@@ -67,14 +58,14 @@ rule sft_pool:
     resources:
         **job_resources("sft_pool"),
     params:
-        tokenizer=config["mixtures"]["tokenizer"],
-        chat_template=chat_template_flag(),
-        system_prompt=config["chat"]["system_prompt"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "sft_pool",
+            tokenizer="mixtures.tokenizer",
+            chat_template="mixtures.chat_template",
+            system_prompt="chat.system_prompt",
+        ),
     shell:
-        "{params.synthllm} sft-pool --questions {input.questions} --tokenizer {params.tokenizer}"
-        " --system-prompt {params.system_prompt:q} {params.chat_template} --output {output.pool}"
-        " --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule mixture:
@@ -90,10 +81,6 @@ rule mixture:
     resources:
         **job_resources("mixture"),
     params:
-        spec=mixture_set_json,
-        seed=config["mixtures"]["seed"],
-        synthllm=synthllm("main"),
+        **stage_params("mixture", job=mixture_job, seed="mixtures.seed"),
     shell:
-        "{params.synthllm} mixture --pool {input.pool} --name {wildcards.mixture}"
-        " --set-json {params.spec:q} --samples {wildcards.budget} --seed {params.seed}"
-        " --output {output.samples} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

@@ -17,22 +17,17 @@ rule level1:
     resources:
         **job_resources("level1", config["models"]["generator"]["gpus"]),
     params:
-        model=model_json("generator"),
-        sampling=sampling_json("level1"),
-        structured=structured_flag(),
-        max_doc_chars=config["generation"]["max_doc_chars"],
-        max_docs=max_docs_flag(),
-        calls_per_doc=config["generation"]["level1"]["calls_per_doc"],
-        questions_per_doc=config["generation"]["level1"]["questions_per_doc"],
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "level1",
+            "generation.level1",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            max_docs="generation.max_docs_per_shard",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
-        "{params.synthllm} level1 --docs {input.docs} --model-json {params.model:q}"
-        " --sampling-json {params.sampling:q} {params.structured}"
-        " --max-doc-chars {params.max_doc_chars} {params.max_docs}"
-        " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule level2:
@@ -50,21 +45,16 @@ rule level2:
     resources:
         **job_resources("level2", config["models"]["generator"]["gpus"]),
     params:
-        model=model_json("generator"),
-        sampling=sampling_json("level2"),
-        structured=structured_flag(),
-        max_doc_chars=config["generation"]["max_doc_chars"],
-        calls_per_doc=config["generation"]["level2"]["calls_per_doc"],
-        questions_per_doc=config["generation"]["level2"]["questions_per_doc"],
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "level2",
+            "generation.level2",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
-        "{params.synthllm} level2 --docs {input.docs} --extracted {input.extracted}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
-        " --max-doc-chars {params.max_doc_chars}"
-        " --calls-per-doc {params.calls_per_doc} --questions-per-doc {params.questions_per_doc}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule level3:
@@ -82,26 +72,17 @@ rule level3:
     resources:
         **job_resources("level3", config["models"]["generator"]["gpus"]),
     params:
-        model=model_json("generator"),
-        sampling=sampling_json("level3"),
-        structured=structured_flag(),
-        max_doc_chars=config["generation"]["max_doc_chars"],
-        calls_per_set=config["generation"]["level3"]["calls_per_set"],
-        questions_per_set=config["generation"]["level3"]["questions_per_set"],
-        max_sets=(
-            ""
-            if config["generation"]["level3"]["max_sets_per_shard"] is None
-            else f"--max-sets {config['generation']['level3']['max_sets_per_shard']}"
+        **stage_params(
+            "level3",
+            "generation.level3",
+            model="models.generator",
+            structured="generation.structured",
+            max_doc_chars="generation.max_doc_chars",
+            chunk_size="generation.chunk_size",
+            job=lambda wildcards: {"shard": wildcards.shard},
         ),
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
     shell:
-        "{params.synthllm} level3 --walks {input.walks} --docs {input.docs} --shard {wildcards.shard}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q} {params.structured}"
-        " --max-doc-chars {params.max_doc_chars} {params.max_sets}"
-        " --calls-per-set {params.calls_per_set} --questions-per-set {params.questions_per_set}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.questions} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule answer:
@@ -121,12 +102,11 @@ rule answer:
     resources:
         **job_resources("answer", config["models"]["answerer"]["gpus"]),
     params:
-        model=model_json("answerer"),
-        sampling=sampling_json("answer"),
-        chunk_size=config["generation"]["chunk_size"],
-        synthllm=synthllm("main"),
+        **stage_params(
+            "answer",
+            "generation.answer",
+            model="models.answerer",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
-        "{params.synthllm} answer --questions {input.questions}"
-        " --model-json {params.model:q} --sampling-json {params.sampling:q}"
-        " --chunk-size {params.chunk_size}"
-        " --output {output.answers} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

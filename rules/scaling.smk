@@ -58,9 +58,6 @@ rule scaling:
     resources:
         **job_resources("scaling"),
     params:
-        settings=scaling_json(),
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
-        synthllm=synthllm("main"),
+        **stage_params("scaling", "scaling"),
     shell:
-        "{params.synthllm} scaling --summary {input.summary} --settings-json {params.settings:q}"
-        " --out-dir {params.out_dir} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL

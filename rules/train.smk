@@ -15,11 +15,16 @@ rule base_model:
     resources:
         **job_resources("base_model"),
     params:
-        model=train_model_json,
-        synthllm=synthllm("main"),
+        **stage_params(
+            "base_model",
+            job=lambda wildcards: {
+                "model": {
+                    k: v for k, v in train_model_settings(wildcards).items() if k != "training"
+                }
+            },
+        ),
     shell:
-        "{params.synthllm} base-model --model-json {params.model:q}"
-        " --out {output.final} --counts {output.counts} > {log} 2>&1"
+        STAGE_SHELL
 
 
 rule train:
@@ -50,11 +55,13 @@ rule train:
         tasks_per_gpu=0,
         mpi=lambda wildcards: "srun" if train_models()[wildcards.model]["nodes"] > 1 else "",
     params:
-        training=training_json,
-        system_prompt=config["chat"]["system_prompt"],
-        launcher=train_launcher,
-        out_dir=lambda wildcards, output: os.path.dirname(output.counts),
+        **stage_params(
+            "train",
+            # its execution keys (checkpoint cadence, peak_tflops) land in execution.training
+            training="training",
+            system_prompt="chat.system_prompt",
+            job=lambda wildcards: {"training": train_settings(wildcards)},
+            command=train_launcher,
+        ),
     shell:
-        "{params.launcher} --mixture {input.mixture} --base-model {input.base}"
-        " --out-dir {params.out_dir} --training-json {params.training:q}"
-        " --system-prompt {params.system_prompt:q} > {log} 2>&1"
+        STAGE_SHELL

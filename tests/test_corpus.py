@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +19,7 @@ from synthllm.corpus import (
     Source,
     build_shards,
     doc_id_of,
+    run,
     shard_name,
     shard_of,
 )
@@ -322,3 +325,57 @@ def test_real_shared_samples_read_cleanly(tmp_path):
     assert counts["per_source"]["edu"]["in"] == 150
     assert counts["per_source"]["legal"]["in"] == 300
     assert counts["out"] == read_shards(tmp_path / "out", 3).num_rows
+
+
+def stage_parts(tmp_path: Path, n_shards: int = 2) -> dict:
+    """The four arguments of the corpus job, as rules/corpus.smk builds them."""
+    out = tmp_path / "results" / "corpus"
+    files = [str(p) for p in sorted(tmp_path.glob("*.jsonl"))]
+    return {
+        "inputs": {"files": files},
+        "outputs": {
+            "shards": [str(out / shard_name(i, n_shards)) for i in range(n_shards)],
+            "counts": str(out / "counts.json"),
+        },
+        "settings": {
+            "sources": [{"name": "t", "glob": str(tmp_path / "*.jsonl")}],
+            "n_shards": n_shards,
+            "on_bad_record": "skip",
+        },
+        "execution": {"batch_size": 3, "threads": 1},
+    }
+
+
+def test_stage_writes_its_shards_beside_the_counts(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"doc {i}"} for i in range(7)], [b"{bad"])
+    parts = stage_parts(tmp_path)
+    counts = run(**parts)
+    assert all(Path(p).exists() for p in parts["outputs"]["shards"])
+    assert counts == json.loads(Path(parts["outputs"]["counts"]).read_text())
+    assert (counts["in"], counts["out"], counts["dropped"]) == (8, 7, {"bad_json": 1})
+    direct = build_shards(
+        [source(tmp_path, "*.jsonl")], tmp_path / "direct", 2, on_bad_record="skip", progress=False
+    )
+    assert direct["docs_per_shard"] == counts["docs_per_shard"]
+    assert read_shards(tmp_path / "direct", 2).equals(read_shards(tmp_path / "results/corpus", 2))
+
+
+def test_stage_command_line_and_its_errors(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    parts = stage_parts(tmp_path)
+
+    def synthllm(parts):
+        args = [f"--{name}={json.dumps(value)}" for name, value in parts.items()]
+        cmd = [sys.executable, "-m", "synthllm", "corpus", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    proc = synthllm(parts)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(Path(parts["outputs"]["counts"]).read_text())["out"] == 2
+    parts["settings"]["sources"][0]["glob"] = str(tmp_path / "none/*.jsonl")
+    proc = synthllm(parts)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "synthllm corpus: error: corpus.sources[0].glob: no file matches" in proc.stderr
+    del parts["execution"]["batch_size"]
+    proc = synthllm(parts)
+    assert proc.returncode == 2 and "--execution: no key 'batch_size'" in proc.stderr

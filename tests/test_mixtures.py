@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from synthllm import decontam
+from synthllm import dedup as dedup_stage
 from synthllm.chat import sft_messages
 from synthllm.decontam import benchmark_texts, decontaminate
 from synthllm.dedup import DedupError, NearDuplicates, dedup, minhash_signatures
@@ -315,40 +317,134 @@ def test_asking_more_than_the_pool_names_the_key():
         nested_subset(pool([1] * 30 + [2]), 10, 0, [1, 2])
 
 
+def synthllm(stage: str, **parts: dict) -> subprocess.CompletedProcess:
+    args = [f"--{name}={json.dumps(value)}" for name, value in parts.items()]
+    return subprocess.run(
+        [sys.executable, "-m", "synthllm", stage, *args], capture_output=True, text=True
+    )
+
+
+def mixture_settings(**changes) -> dict:
+    settings = {
+        "name": "all",
+        "samples": 8,
+        "seed": 0,
+        "levels": None,
+        "proportions": None,
+        "size_key": "mixtures.sample_counts",
+    }
+    return {**settings, **changes}
+
+
+def test_a_mixture_is_drawn_by_its_job_settings(tmp_path):
+    pool([1, 2, 3] * 10).write_parquet(tmp_path / "pool.parquet")
+    outputs = {"samples": str(tmp_path / "8.parquet"), "counts": str(tmp_path / "8.counts.json")}
+    proc = synthllm(
+        "mixture",
+        inputs={"pool": str(tmp_path / "pool.parquet")},
+        outputs=outputs,
+        settings=mixture_settings(name="l12", levels=[1, 2], proportions=[3, 1]),
+        execution={"threads": 1},
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads((tmp_path / "8.counts.json").read_text())
+    assert counts["mixture"] == "l12" and counts["per_level"] == {
+        "level1": 6,
+        "level2": 2,
+        "level3": 0,
+    }
+    expected = nested_subset(pool([1, 2, 3] * 10), 8, 0, [1, 2], [3, 1])
+    assert pl.read_parquet(tmp_path / "8.parquet").equals(expected)
+
+
 def test_an_experiment_mixture_names_the_experiments_key_and_writes_nothing(tmp_path):
-    """The rules pass the sizing key in the set's JSON (mixture_set_json); the CLI names it."""
+    """The rule passes the sizing key in the job's settings (mixture_job); the error names it."""
     pool([1] * 30 + [3] * 5).write_parquet(tmp_path / "pool.parquet")
     out = tmp_path / "level3" / "8.parquet"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synthllm",
-            "mixture",
-            "--pool",
-            str(tmp_path / "pool.parquet"),
-            "--name",
-            "level3",
-            "--set-json",
-            '{"levels": [3], "size_key": "ablation.samples"}',
-            "--samples",
-            "8",
-            "--seed",
-            "0",
-            "--output",
-            str(out),
-            "--counts",
-            str(tmp_path / "8.counts.json"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = synthllm(
+        "mixture",
+        inputs={"pool": str(tmp_path / "pool.parquet")},
+        outputs={"samples": str(out), "counts": str(tmp_path / "8.counts.json")},
+        settings=mixture_settings(name="level3", levels=[3], size_key="ablation.samples"),
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert (
         "config key ablation.samples: 8 level-3 samples asked for 8, the clean pool holds 5"
         in proc.stderr
     )
     assert not out.exists() and not (tmp_path / "8.counts.json").exists()
+
+
+@pytest.mark.parametrize(
+    "stage, parts, named",
+    [
+        ("dedup", {"settings": "{near: 1}"}, "--settings: not JSON"),
+        ("decontam", {"inputs": "[1, 2]"}, "--inputs: a JSON object is needed"),
+        ("mixture", {"settings": json.dumps({"seed": 0})}, "--settings: no key 'samples'"),
+        ("sft_pool", {}, "--settings: no key 'tokenizer'"),
+        ("mixture", {"inputs": "{}", "settings": json.dumps(mixture_settings())}, "no key 'pool'"),
+    ],
+)
+def test_bad_stage_arguments_exit_2_with_one_line_naming_them(tmp_path, stage, parts, named):
+    pool([1] * 10).write_parquet(tmp_path / "pool.parquet")
+    given = {
+        "inputs": json.dumps({"pool": str(tmp_path / "pool.parquet")}),
+        "outputs": json.dumps({"samples": str(tmp_path / "s.parquet")}),
+        "settings": "{}",
+        **parts,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthllm", stage]
+        + [f"--{name}={value}" for name, value in given.items()],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert named in proc.stderr and proc.stderr.startswith(f"synthllm {stage}: error:")
+
+
+def test_dedup_and_decontam_stages_read_their_settings(tmp_path):
+    table = samples(
+        ["What is 1 + 1?", "What is 1 + 1?", "Name a prime above 10.", "Why?"],
+        levels=[1, 2, 1, 1],
+        statuses=["ok", "ok", "ok", "truncated"],
+    )
+    table.write_parquet(tmp_path / "answers.parquet")
+    near = {"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0}
+    dedup_out = {
+        name: str(tmp_path / f"dedup-{name}.{ext}")
+        for name, ext in (("questions", "parquet"), ("dropped", "parquet"), ("counts", "json"))
+    }
+    counts = dedup_stage.run(
+        inputs={"answers": [str(tmp_path / "answers.parquet")]},
+        outputs=dedup_out,
+        settings={"near": near, "answer_statuses": ["ok"]},
+        execution={"threads": 1},
+    )
+    assert counts["dropped"] == {"answer_truncated": 1, "exact": 1}
+    assert counts["settings"] == near and counts["answer_statuses"] == ["ok"]
+    bench = tmp_path / "gsm8k.jsonl"
+    bench.write_text(
+        json.dumps({"question": "Name a prime above 10.", "answer": "11 is.\n#### 11"})
+    )
+    out = {
+        name: str(tmp_path / f"decontam-{name}.{ext}")
+        for name, ext in (
+            ("questions", "parquet"),
+            ("hits", "parquet"),
+            ("report", "json"),
+            ("counts", "json"),
+        )
+    }
+    counts = decontam.run(
+        inputs={"questions": dedup_out["questions"], "benchmarks": [str(bench)]},
+        outputs=out,
+        settings={"ngram": 13, "benchmarks": {"gsm8k": str(bench)}},
+        execution={"threads": 1},
+    )
+    assert (counts["in"], counts["out"], counts["dropped"]) == (2, 1, {"benchmark_gsm8k": 1})
+    assert json.loads(Path(out["report"]).read_text())["benchmark_files"] == {"gsm8k": str(bench)}
 
 
 @needs_tokenizer

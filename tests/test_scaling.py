@@ -3,21 +3,23 @@ rectified law against the power law on pre-learned data (Fig. 7), degenerate inp
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
+from snakemake.utils import validate
 from synthllm.scaling import (
     FIGURES,
     LOSSES,
     TABLES,
-    AnalysisSettings,
     FitSettings,
     ScalingError,
     analyse_model,
@@ -26,10 +28,34 @@ from synthllm.scaling import (
     load_points,
     param_intervals,
     predict,
+    settings_from_config,
     split_points,
     theta_from_params,
     tokens_to_margin,
 )
+from synthllm.settings import stage_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def schema_defaults() -> dict:
+    """The smallest config with every default of config/schema.yaml filled in, as the
+    workflow validates it."""
+    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
+    config["models"] = {"train": [{"label": "m", "model": "m"}]}
+    validate(config, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return config
+
+
+# the scaling stage's settings with the schema's defaults (rules/scaling.smk)
+SCALING, _ = stage_settings(schema_defaults(), "scaling")
+DEFAULT = settings_from_config(SCALING)
+
+
+def fit_settings(**changes) -> FitSettings:
+    """The default fit settings with some changed."""
+    return replace(DEFAULT.fit, **changes)
+
 
 # Table 1 of the paper (§5.4), predicted MATH error rate in percent at D tokens.
 TABLE1_TOKENS = np.array([10e9, 50e9, 250e9, 300e9, 1e12, 4e12])
@@ -52,7 +78,7 @@ def true_curve(tokens):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("model", sorted(TABLE1_ERROR))
 def test_rectified_law_reproduces_table1(model, loss):
-    fit = fit_law(TABLE1_TOKENS, TABLE1_ERROR[model], FitSettings(law="rectified", loss=loss))
+    fit = fit_law(TABLE1_TOKENS, TABLE1_ERROR[model], fit_settings(law="rectified", loss=loss))
     assert fit.status == "ok", fit.flags
     assert np.max(np.abs(fit.predict(TABLE1_TOKENS) - TABLE1_ERROR[model])) < 0.1
     # the refit sits in the meaningful region: an asymptote below every point, beta in (0, 1)
@@ -62,7 +88,7 @@ def test_rectified_law_reproduces_table1(model, loss):
 
 def test_table1_8b_initial_error_ratio_matches_the_text():
     """§5.2 quotes B / D_l = 56.3 for 8B; a refit of Table 1 alone lands within 5 %."""
-    fit = fit_law(TABLE1_TOKENS, TABLE1_ERROR["8B"], FitSettings(loss="least_squares"))
+    fit = fit_law(TABLE1_TOKENS, TABLE1_ERROR["8B"], fit_settings(loss="least_squares"))
     assert fit.params["B"] / fit.params["D_l"] == pytest.approx(56.3, rel=0.05)
 
 
@@ -71,7 +97,7 @@ def test_bootstrap_intervals_cover_true_parameters():
     (trial, parameter) pairs. Gaussian noise, so the matching least-squares loss."""
     rng = np.random.default_rng(0)
     tokens = np.concatenate([[0.0], np.geomspace(6e7, 7e9, 15)])
-    settings = FitSettings(loss="least_squares")
+    settings = fit_settings(loss="least_squares")
     covered = []
     for trial in range(10):
         values = true_curve(tokens) + rng.normal(0.0, 0.5, tokens.size)
@@ -89,7 +115,7 @@ def test_points_bootstrap_gives_intervals_around_the_fit():
     fit = fit_law(
         tokens,
         true_curve(tokens) + rng.normal(0, 0.3, tokens.size),
-        FitSettings(loss="least_squares"),
+        fit_settings(loss="least_squares"),
     )
     boot = bootstrap_params(fit, n=30, method="points", seed=0)
     intervals = param_intervals(fit, boot, confidence=0.9)
@@ -103,7 +129,7 @@ def test_power_law_is_worse_than_rectified_with_a_pre_learned_offset(loss):
     """Fig. 7: with the untrained model's offset in the data, the power law fits worse and
     mispredicts the held-out largest budget, the rectified law predicts it."""
     values = true_curve(TOKENS) + np.random.default_rng(2).normal(0, 0.3, TOKENS.size)
-    settings = AnalysisSettings(fit=FitSettings(loss=loss), bootstrap=30, held_out=1)
+    settings = replace(DEFAULT, fit=fit_settings(loss=loss), bootstrap=30, held_out=1)
     result = analyse_model("3B", BUDGETS, TOKENS, values, settings)
     rect, power = result["laws"]["rectified"], result["laws"]["power"]
     # the same trained points for both (the power law cannot use D = 0)
@@ -149,7 +175,7 @@ def test_held_out_split_takes_the_largest_trained_budgets():
 
 
 def test_fewer_points_than_parameters_is_flagged_not_fitted():
-    fit = fit_law(TOKENS[:3], true_curve(TOKENS[:3]))
+    fit = fit_law(TOKENS[:3], true_curve(TOKENS[:3]), DEFAULT.fit)
     assert fit.status == "no_fit" and fit.theta is None
     assert fit.flags == ["too_few_points: 3 points for 4 parameters"]
     with pytest.raises(ScalingError, match="no fitted curve"):
@@ -160,13 +186,13 @@ def test_fewer_points_than_parameters_is_flagged_not_fitted():
 
 def test_repeated_token_counts_do_not_count_as_points():
     tokens = np.array([1e8, 1e8, 1e9, 1e9, 1e10])
-    fit = fit_law(tokens, np.array([50.0, 51, 40, 41, 30]))
+    fit = fit_law(tokens, np.array([50.0, 51, 40, 41, 30]), DEFAULT.fit)
     assert fit.status == "no_fit"
     assert fit.flags[0].startswith("too_few_points: 3 distinct token counts")
 
 
 def test_exactly_as_many_points_as_parameters_fits_without_intervals():
-    fit = fit_law(TOKENS[:4], true_curve(TOKENS[:4]), FitSettings(loss="least_squares"))
+    fit = fit_law(TOKENS[:4], true_curve(TOKENS[:4]), fit_settings(loss="least_squares"))
     assert fit.theta is not None
     assert "no_intervals: 4 points for 4 parameters leave no residual" in fit.flags
     with pytest.raises(ScalingError, match="more points than"):
@@ -174,20 +200,20 @@ def test_exactly_as_many_points_as_parameters_fits_without_intervals():
 
 
 def test_flat_curve_is_flagged():
-    fit = fit_law(TOKENS, np.full(TOKENS.size, 42.0))
+    fit = fit_law(TOKENS, np.full(TOKENS.size, 42.0), DEFAULT.fit)
     assert fit.status == "no_fit" and fit.flags[0].startswith("flat:")
 
 
 def test_noise_without_trend_is_flagged():
     values = 50 + np.random.default_rng(0).normal(0, 0.5, TOKENS.size)
-    fit = fit_law(TOKENS, values, FitSettings(loss="least_squares"))
+    fit = fit_law(TOKENS, values, fit_settings(loss="least_squares"))
     assert fit.status == "flagged"
     assert any(f.startswith("no_trend: the curve falls by") for f in fit.flags), fit.flags
 
 
 def test_rising_curve_ends_on_a_bound_and_is_flagged():
     """A law that can only fall, fitted to a rising curve: never a silent 'ok'."""
-    fit = fit_law(TOKENS, np.linspace(30, 60, TOKENS.size), FitSettings(loss="least_squares"))
+    fit = fit_law(TOKENS, np.linspace(30, 60, TOKENS.size), fit_settings(loss="least_squares"))
     assert fit.status == "flagged"
     assert any(f.startswith("at_bound:") for f in fit.flags)
 
@@ -197,32 +223,32 @@ def test_non_finite_value_names_the_point(bad):
     values = true_curve(TOKENS)
     values[3] = bad
     with pytest.raises(ScalingError, match=r"point 3 \(tokens=243200000.0"):
-        fit_law(TOKENS, values)
+        fit_law(TOKENS, values, DEFAULT.fit)
 
 
 def test_negative_tokens_and_non_positive_log_loss_values_are_errors():
     with pytest.raises(ScalingError, match="point 1 has negative tokens"):
-        fit_law([0, -5, 10, 20, 30], [5, 4, 3, 2, 1])
+        fit_law([0, -5, 10, 20, 30], [5, 4, 3, 2, 1], DEFAULT.fit)
     with pytest.raises(ScalingError, match="point 4 .* huber_log loss needs positive values"):
-        fit_law([0, 5, 10, 20, 30], [5, 4, 3, 2, 0])
+        fit_law([0, 5, 10, 20, 30], [5, 4, 3, 2, 0], DEFAULT.fit)
 
 
 def test_power_law_refuses_the_untrained_point():
     with pytest.raises(ScalingError, match="power law cannot use D = 0"):
-        fit_law(TOKENS, true_curve(TOKENS), FitSettings(law="power"))
+        fit_law(TOKENS, true_curve(TOKENS), fit_settings(law="power"))
 
 
 def test_bad_settings_are_errors():
     with pytest.raises(ScalingError, match="law must be one of"):
-        FitSettings(law="chinchilla")
+        fit_settings(law="chinchilla")
     with pytest.raises(ScalingError, match="loss must be one of"):
-        FitSettings(loss="l1")
+        fit_settings(loss="l1")
     with pytest.raises(ScalingError, match="beta_bounds"):
-        FitSettings(beta_bounds=(0.0, 1.0))
+        fit_settings(beta_bounds=(0.0, 1.0))
 
 
 def test_settings_travel_with_the_result():
-    settings = FitSettings(loss="least_squares", huber_delta=0.01, beta_bounds=(0.05, 1.5))
+    settings = fit_settings(loss="least_squares", huber_delta=0.01, beta_bounds=(0.05, 1.5))
     fit = fit_law(TOKENS, true_curve(TOKENS), settings)
     saved = fit.to_dict()
     assert FitSettings.from_dict(saved["settings"]) == settings
@@ -231,7 +257,6 @@ def test_settings_travel_with_the_result():
 
 # --- the stage: summary.parquet in, fits, tables, figures and the report out ---
 
-ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = (
     ["fits.json", "counts.json"]
     + [f"{t}.{e}" for t in TABLES for e in ("csv", "md")]
@@ -277,31 +302,55 @@ def synthllm_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+OUTPUT_NAMES = {
+    "fits": "fits.json",
+    "fits_table": "fits.csv",
+    "fits_md": "fits.md",
+    "heldout_table": "heldout.csv",
+    "heldout_md": "heldout.md",
+    "extrapolation_table": "extrapolation.csv",
+    "extrapolation_md": "extrapolation.md",
+    "fig1": "fig1.png",
+    "fig1_pdf": "fig1.pdf",
+    "fig2": "fig2.png",
+    "fig2_pdf": "fig2.pdf",
+    "fig7": "fig7.png",
+    "fig7_pdf": "fig7.pdf",
+    "counts": "counts.json",
+}
+
+
+def scaling_cli(summary: Path, out: Path, settings: dict | str) -> subprocess.CompletedProcess:
+    """`synthllm scaling` as rules/scaling.smk runs it."""
+    return synthllm_cli(
+        "scaling",
+        "--inputs",
+        json.dumps({"summary": str(summary)}),
+        "--outputs",
+        json.dumps({name: str(out / file) for name, file in OUTPUT_NAMES.items()}),
+        "--settings",
+        settings if isinstance(settings, str) else json.dumps(settings),
+        "--execution",
+        json.dumps({"threads": 1}),
+    )
+
+
 def test_cli_fits_two_models_and_writes_every_output(tmp_path):
     summary = tmp_path / "summary.parquet"
     eight_b = {"B": 1.9e6, "D_l": 3.4e4, "beta": 0.515, "E": 16.2}
     write_summary(summary, {"3B": TRUE, "8B": eight_b}, BUDGETS)
     settings = {
+        **copy.deepcopy(SCALING),
         "metric": "accuracy",
         "benchmark": "math",
         "transform": "error",
         "loss": "least_squares",
-        "bootstrap": {"n": 20},
+        "bootstrap": {**SCALING["bootstrap"], "n": 20},
         "asymptote_margin": 1.0,
         "extrapolate_tokens": [1e10, 1e12],
     }
     out = tmp_path / "scaling"
-    proc = synthllm_cli(
-        "scaling",
-        "--summary",
-        str(summary),
-        "--settings-json",
-        json.dumps(settings),
-        "--out-dir",
-        str(out),
-        "--counts",
-        str(out / "counts.json"),
-    )
+    proc = scaling_cli(summary, out, settings)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
     counts = json.loads((out / "counts.json").read_text())
@@ -333,20 +382,28 @@ def test_cli_fits_two_models_and_writes_every_output(tmp_path):
 def test_cli_bad_selection_names_the_keys(tmp_path):
     summary = tmp_path / "summary.parquet"
     write_summary(summary, {"3B": TRUE}, BUDGETS)
-    proc = synthllm_cli(
-        "scaling",
-        "--summary",
-        str(summary),
-        "--settings-json",
-        json.dumps({"metric": "accuracy", "benchmark": "aime"}),
-        "--out-dir",
-        str(tmp_path / "out"),
-        "--counts",
-        str(tmp_path / "out/counts.json"),
-    )
+    settings = {**SCALING, "metric": "accuracy", "benchmark": "aime"}
+    proc = scaling_cli(summary, tmp_path / "out", settings)
     assert proc.returncode == 2
     assert "no rows with metric 'accuracy' and benchmark 'aime'" in proc.stderr
     assert "scaling.metric, scaling.benchmark" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ("{not json", "--settings: not JSON"),
+        ({k: v for k, v in SCALING.items() if k != "metric"}, "--settings: no key 'metric'"),
+    ],
+)
+def test_cli_malformed_or_incomplete_settings_is_one_line_and_exit_2(tmp_path, settings, message):
+    summary = tmp_path / "summary.parquet"
+    write_summary(summary, {"3B": TRUE}, BUDGETS)
+    proc = scaling_cli(summary, tmp_path / "out", settings)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synthllm scaling: error:"), proc.stderr
+    assert message in lines[0]
 
 
 def test_duplicate_points_are_an_error(tmp_path):

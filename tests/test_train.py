@@ -4,6 +4,7 @@ one of them SIGKILLed and resumed."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from snakemake.utils import validate
 from synthllm.chat import sft_messages
+from synthllm.settings import stage_settings
 from synthllm.train import (
     IGNORE,
     Row,
@@ -30,6 +33,7 @@ from synthllm.train import (
     pack,
     rank_micro_batches,
     read_mixture,
+    run_base_model,
     step_items,
     steps_per_epoch,
 )
@@ -52,6 +56,7 @@ TINY = {
     "model": str(TOKENIZER),
     "init": "scratch",
     "seed": 0,
+    "chat_template": None,
     "architecture": {
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -60,6 +65,20 @@ TINY = {
         "num_key_value_heads": 1,
     },
 }
+
+
+def schema_defaults() -> dict:
+    """The smallest config with every default of config/schema.yaml filled in, as the
+    workflow validates it."""
+    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
+    config["models"] = {"train": [copy.deepcopy(TINY)]}
+    validate(config, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return config
+
+
+# config key training split as rules/train.smk splits it: what changes the model, and the
+# execution keys (checkpoint cadence, peak_tflops, processes, threads)
+TRAINING, TRAINING_EXECUTION = stage_settings(schema_defaults(), "training")
 
 
 def gsm8k(n: int) -> list[dict]:
@@ -77,7 +96,12 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "final"
-    counts = materialise_base(TrainModel.from_config(TINY), out, out.parent / "counts.json")
+    counts = run_base_model(
+        inputs={},
+        outputs={"final": str(out), "counts": str(out.parent / "counts.json")},
+        settings={"model": TINY},
+        execution={"threads": 1},
+    )
     assert counts["tokens"] == 0 and counts["samples"] == 0
     return out
 
@@ -226,16 +250,19 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         ({"warmup_ratio": 1.0}, "training.warmup_ratio"),
         ({"learning_rate": 0}, "training.learning_rate"),
         ({"lr": 1e-5}, r"unknown setting\(s\) \['lr'\]"),
+        ({"checkpoint_every": 5}, r"unknown setting\(s\) \['checkpoint_every'\]"),
     ],
 )
 def test_bad_settings_name_the_key(cfg, message):
     with pytest.raises(TrainError, match=message):
-        TrainSettings.from_config(cfg)
+        TrainSettings.from_config({**TRAINING, **cfg})
 
 
 def test_bad_model_entries_name_the_key():
     with pytest.raises(TrainError, match="init"):
         TrainModel.from_config({**TINY, "init": "random"}, key="models.train[0]")
+    with pytest.raises(TrainError, match=r"models.train\[0\]: missing setting\(s\) \['seed'\]"):
+        TrainModel.from_config({k: v for k, v in TINY.items() if k != "seed"}, "models.train[0]")
     with pytest.raises(TrainError, match=r"models.train\[0\].architecture.*hidden_sizes"):
         TrainModel.from_config({**TINY, "architecture": {"hidden_sizes": 8}}, key="models.train[0]")
     bad_heads = {**TINY, "architecture": {**TINY["architecture"], "num_attention_heads": 3}}
@@ -257,6 +284,7 @@ def test_mixture_without_token_counts_is_refused(tmp_path):
 
 # 16 samples, global batch 4 (micro 1 x 2 accumulation x 2 processes), 2 epochs = 8 steps
 SETTINGS = {
+    **TRAINING,
     "zero_stage": 2,
     "micro_batch_size": 1,
     "global_batch_size": 4,
@@ -265,18 +293,32 @@ SETTINGS = {
     "learning_rate": 3e-3,
     "warmup_ratio": 0.25,
     "epochs": 2,
-    "checkpoint_every": 2,
-    "keep_checkpoints": 1,
     "seed": 3,
+}
+EXECUTION = {
+    # 2 threads for the job: 1 per process
+    "threads": 2,
+    "training": {**TRAINING_EXECUTION, "checkpoint_every": 2, "keep_checkpoints": 1},
 }
 
 
 def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Popen:
+    """`synthllm train` under torchrun, as rules/train.smk launches it on CPU."""
     env = {
         **os.environ,
         "DS_ACCELERATOR": "cpu",
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(ROOT / "workflow"),
+    }
+    parts = {
+        "inputs": {"mixture": str(mixture), "base": str(base)},
+        "outputs": {
+            "final": str(out / "final"),
+            "counts": str(out / "counts.json"),
+            "log": str(out / "log.jsonl"),
+        },
+        "settings": {"training": {**SETTINGS, **overrides}, "system_prompt": SYSTEM},
+        "execution": EXECUTION,
     }
     cmd = [
         sys.executable,
@@ -288,19 +330,7 @@ def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Po
         "-m",
         "synthllm",
         "train",
-        "--mixture",
-        str(mixture),
-        "--base-model",
-        str(base),
-        "--out-dir",
-        str(out),
-        "--training-json",
-        json.dumps({**SETTINGS, **overrides}),
-        "--system-prompt",
-        SYSTEM,
-        "--threads",
-        "1",
-    ]
+    ] + [arg for name, part in parts.items() for arg in (f"--{name}", json.dumps(part))]
     log = open(out.parent / f"{out.name}.log", "w")
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

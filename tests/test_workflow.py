@@ -256,6 +256,27 @@ def test_changing_one_key_of_a_stage_plans_that_stage_and_what_depends_on_it(tes
     assert planned_jobs(*configs, override(tmp, f"{stage}.yaml", **change)) == expected
 
 
+# knobs that change how jobs run, never what they write (config/schema.yaml execution: true)
+ENGINE = {"tensor_parallel_size": 2, "enforce_eager": False, "kv_cache_gib": 3, "batch_size": 7}
+EXECUTION_CHANGES = {
+    "generation": {
+        "models": {"generator": ENGINE, "answerer": ENGINE, "rater": ENGINE},
+        "generation": {"chunk_size": 5, "threads": 1},
+    },
+    "filter": {"models": {"embedding": {"batch_size": 3}}, "filter": {"threads": 1}},
+    "corpus": {"corpus": {"batch_size": 17}},
+    "evaluation": {"evaluation": {"engine": ENGINE, "chunk_size": 5, "nll": {"batch_size": 3}}},
+    "training": {"training": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3}},
+}
+
+
+@pytest.mark.parametrize("kind", list(EXECUTION_CHANGES))
+def test_changing_execution_knobs_plans_nothing(test_run, kind):
+    tmp, _, configs = test_run
+    change = override(tmp, f"execution-{kind}.yaml", **EXECUTION_CHANGES[kind])
+    assert planned_jobs(*configs, change) == {}
+
+
 def test_adding_a_budget_adds_only_its_mixture_training_evaluation_and_the_fit(test_run):
     tmp, _, configs = test_run
     more = override(tmp, "budgets.yaml", mixtures={"sample_counts": [16, 24, 32]})

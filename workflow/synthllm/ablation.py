@@ -15,10 +15,14 @@ Outputs (`ablation/`):
 
 from __future__ import annotations
 
+import logging
+
 from synthllm.eval_data import BENCHMARKS
 from synthllm.evaluate import METRICS
-from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
+from synthllm.experiments import ExperimentError, eval_runs, labelled_rows
 from synthllm.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [*BENCHMARKS, "average"]
 METRIC_NOTES = {
@@ -102,11 +106,16 @@ def write_csv(entries: list[dict], path: str) -> None:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def run(
-    runs: list[str], models: list[str], sets: list[str], metric: str, out_csv: str, out_md: str
-) -> list[dict]:
-    entries = wide(labelled_rows(parse_runs(runs)), models, sets)
-    write_csv(entries, out_csv)
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(markdown(entries, metric))
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> list[dict]:
+    """Table 3: inputs predictions, eval_settings, nll (one file of each eval folder per run,
+    synthllm.experiments.eval_runs), outputs table, markdown. Settings: the runs' labels
+    (each model's base, then its sets), the models and sets in table order (ablation.models
+    resolved, ablation.sets), ablation.metric as metric (rules/ablation.smk)."""
+    runs = eval_runs(settings["runs"], inputs)
+    entries = wide(labelled_rows(runs), settings["models"], settings["sets"])
+    write_csv(entries, outputs["table"])
+    text = markdown(entries, settings["metric"])
+    with atomic_path(outputs["markdown"]) as tmp:
+        tmp.write_text(text)
+    log.info("\n%s", text)
     return entries

@@ -14,11 +14,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthllm.generation import fingerprint, finish_stage, generate_resumable, provenance, render
-from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.generation import GenerationStage, completion_status, render
+from synthllm.llm import Completion, Request
 from synthllm.parsers import parse_answer
 
-TEMPLATE = "answer"
 SCHEMA = pa.schema(
     [
         ("question_id", pa.string()),
@@ -36,42 +35,36 @@ SCHEMA = pa.schema(
 )
 
 
-def run(
-    question_shards: list[str],
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    chunk_size: int,
-) -> dict:
-    qs = pa.concat_tables(
-        [
-            pq.read_table(p, columns=["question_id", "question", "level", "doc_ids"])
-            for p in question_shards
-        ]
-    ).to_pylist()
-    requests = [
-        Request([{"role": "user", "content": render(TEMPLATE, question=q["question"])}]) for q in qs
-    ]
-    fp = fingerprint(stage=TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc="answer"
-    )
-    prov = provenance(spec, TEMPLATE, sampling)
-    rows, statuses = [], {}
-    for q, c in zip(qs, completions):
-        parsed = parse_answer(c.text)
-        # an answer cut at max_tokens is kept but flagged: the paper does not verify answers
-        status = "truncated" if c.finish_reason == "length" else parsed.status
-        statuses[status] = statuses.get(status, 0) + 1
-        rows.append(
-            {
-                **q,
-                "answer": c.text,
-                "final_answer": parsed.fields.get("final_answer"),
-                "status": status,
-                "finish_reason": c.finish_reason,
-                **prov,
-            }
-        )
-    return finish_stage("answer", rows, SCHEMA, output, counts_path, len(qs), statuses, **facts)
+class Answer(GenerationStage):
+    """Settings: generation.answer, models.answerer (rules/questions.smk). An answer cut at
+    max_tokens is kept but flagged truncated: the paper does not verify answers."""
+
+    stage = template = "answer"
+    schema = SCHEMA
+    output = "answers"
+    model_key = "models.answerer"
+
+    def units(self) -> list[dict]:
+        columns = ["question_id", "question", "level", "doc_ids"]
+        shards = self.inputs["questions"]
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in shards]).to_pylist()
+
+    def request(self, q: dict) -> Request:
+        return Request([{"role": "user", "content": render("answer", question=q["question"])}])
+
+    def records(self, q: dict, completion: Completion) -> tuple[str, list[dict]]:
+        parsed = parse_answer(completion.text)
+        status = completion_status(parsed.status, completion, free_text=True)
+        row = {
+            **q,
+            "answer": completion.text,
+            "final_answer": parsed.fields.get("final_answer"),
+            "status": status,
+            "finish_reason": completion.finish_reason,
+            **self.provenance,
+        }
+        return status, [row]
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    return Answer(inputs=inputs, outputs=outputs, settings=settings, execution=execution).run()

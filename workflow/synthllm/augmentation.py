@@ -36,9 +36,9 @@ fig6.csv/.md the plotted values (every metric).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +47,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthllm import questions
-from synthllm.experiments import ExperimentError, labelled_rows, parse_runs
-from synthllm.generation import (
-    final_status,
-    fingerprint,
-    finish_stage,
-    generate_resumable,
-    provenance,
-    render,
-)
+from synthllm.experiments import ExperimentError, eval_runs, labelled_rows
+from synthllm.generation import GenerationStage, completion_status, render
 from synthllm.io import atomic_path, save_figure, write_counts, write_parquet_table
-from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.llm import Completion, Request
 from synthllm.parsers import Parsed, _clean, _json_object
+
+log = logging.getLogger(__name__)
 
 METHODS = ("rephrase", "persona")
 SCHEMA = pa.schema(
@@ -125,90 +120,98 @@ def persona_draws(n_personas: int, target: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_personas, size=target)
 
 
-def requests_for(
+def expansion_items(
     method: str,
     seeds: list[dict],
     target: int,
-    structured: bool,
     personas: list[str] | None = None,
     persona_seed: int = 0,
-) -> tuple[list[dict], list[Request]]:
-    """Items (seed, round, persona) and the generation request of each expanded question."""
+) -> list[dict]:
+    """The seed, round and persona (None for rephrase) of each expanded question."""
     plan = expansion_plan(len(seeds), target)
     draws = persona_draws(len(personas), target, persona_seed) if method == "persona" else None
-    items, requests = [], []
+    return [
+        {"seed": seeds[s], "round": rnd, "persona": None if draws is None else personas[draws[j]]}
+        for j, (s, rnd) in enumerate(plan)
+    ]
+
+
+def expansion_request(method: str, item: dict, structured: bool) -> Request:
+    """The generation request of one expanded question."""
+    values = {"question": item["seed"]["question"], "structured": structured}
+    if item["persona"] is not None:
+        values["persona"] = item["persona"]
     constraint = {"json": question_schema()} if structured else None
-    for j, (s, rnd) in enumerate(plan):
-        persona = personas[draws[j]] if draws is not None else None
-        values = {"question": seeds[s]["question"], "structured": structured}
-        if persona is not None:
-            values["persona"] = persona
-        items.append({"seed": seeds[s], "round": rnd, "persona": persona})
-        requests.append(
-            Request([{"role": "user", "content": render(method, **values)}], constraint)
-        )
-    return items, requests
+    return Request([{"role": "user", "content": render(method, **values)}], constraint)
 
 
-def run(
-    method: str,
-    seeds_path: str,
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    structured: bool,
-    target: int,
-    chunk_size: int,
-    personas_path: str | None = None,
-    persona_seed: int = 0,
-) -> dict:
-    if method not in METHODS:
-        raise ExperimentError(f"unknown augmentation method {method!r} (one of {METHODS})")
-    seeds = pq.read_table(seeds_path, columns=["question_id", "doc_ids", "question"]).to_pylist()
-    personas = load_personas(personas_path) if method == "persona" else None
-    items, requests = requests_for(method, seeds, target, structured, personas, persona_seed)
-    fp = fingerprint(stage=method, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc=method
-    )
-    prov = provenance(spec, method, sampling)
-    rows, statuses = [], Counter()
-    for item, c in zip(items, completions):
-        parsed = parse_question(c.text)
-        status = final_status(parsed.status, c)
-        statuses[status] += 1
+class Expand(GenerationStage):
+    """Rephrase or persona expansion of the seeds: inputs seeds (Level-1 questions), personas
+    (the persona file, a list: empty for rephrase), outputs questions, counts. Settings: the
+    job's method, augmentation.<method>.sampling as sampling, models.generator as model,
+    generation.structured as structured, the target question count (documents x the largest
+    augmentation.questions_per_doc x overgenerate), augmentation.persona.seed as
+    persona_seed (persona only) (rules/augmentation.smk)."""
+
+    schema = SCHEMA
+    output = "questions"
+
+    def __init__(self, *, inputs: dict, outputs: dict, settings: dict, execution: dict):
+        method = settings["method"]
+        if method not in METHODS:
+            raise ExperimentError(f"unknown augmentation method {method!r} (one of {METHODS})")
+        super().__init__(inputs=inputs, outputs=outputs, settings=settings, execution=execution)
+        self.stage = self.template = method  # counts, progress and prompt are the method's
+
+    def units(self) -> list[dict]:
+        s = self.settings
+        columns = ["question_id", "doc_ids", "question"]
+        self.seeds = pq.read_table(self.inputs["seeds"], columns=columns).to_pylist()
+        self.personas = None
+        if s["method"] == "persona":
+            if not self.inputs["personas"]:
+                raise ExperimentError(
+                    "config key augmentation.persona.file: the file does not exist (the "
+                    "persona method draws its personas from it)"
+                )
+            self.personas = load_personas(self.inputs["personas"][0])
+        persona_seed = s["persona_seed"] if s["method"] == "persona" else 0
+        return expansion_items(s["method"], self.seeds, s["target"], self.personas, persona_seed)
+
+    def request(self, item: dict) -> Request:
+        return expansion_request(self.settings["method"], item, self.settings["structured"])
+
+    def records(self, item: dict, completion: Completion) -> tuple[str, list[dict]]:
+        parsed = parse_question(completion.text)
+        status = completion_status(parsed.status, completion)
         if status != "ok":
-            continue
-        seed = item["seed"]
-        rows.append(
-            {
-                "question_id": f"{method}-{seed['question_id']}-r{item['round']}",
-                "level": 1,
-                "doc_ids": seed["doc_ids"],
-                "question": parsed.records[0]["question"],
-                "origin": method,
-                "school_level": None,
-                "concepts": [],
-                "call": item["round"],
-                **prov,
-                "seed_question_id": seed["question_id"],
-                "persona": item["persona"],
-            }
-        )
-    return finish_stage(
-        method,
-        rows,
-        SCHEMA,
-        output,
-        counts_path,
-        len(items),
-        statuses,
-        seeds=len(seeds),
-        personas=len(personas) if personas else None,
-        rounds=math.ceil(target / len(seeds)),
-        **facts,
-    )
+            return status, []
+        seed, method = item["seed"], self.settings["method"]
+        row = {
+            "question_id": f"{method}-{seed['question_id']}-r{item['round']}",
+            "level": 1,
+            "doc_ids": seed["doc_ids"],
+            "question": parsed.records[0]["question"],
+            "origin": method,
+            "school_level": None,
+            "concepts": [],
+            "call": item["round"],
+            **self.provenance,
+            "seed_question_id": seed["question_id"],
+            "persona": item["persona"],
+        }
+        return status, [row]
+
+    def counts(self, units, rows, statuses):
+        return statuses, {
+            "seeds": len(self.seeds),
+            "personas": len(self.personas) if self.personas else None,
+            "rounds": math.ceil(self.settings["target"] / len(self.seeds)),
+        }
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    return Expand(inputs=inputs, outputs=outputs, settings=settings, execution=execution).run()
 
 
 # --- answered questions without dedup -----------------------------------------------------
@@ -224,14 +227,17 @@ def usable_answers(
     return answers.filter(usable), {f"answer_{s}": int(n) for s, n in dropped.iter_rows()}
 
 
-def run_usable(answers_path: str, output: str, counts_path: str, statuses: tuple[str, ...]) -> dict:
+def run_usable(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """A method's pool before decontamination when augmentation.deduplicate is false: Fig. 6
-    counts generated samples (the paper's 50K-300K are 25-150 x 2,000), so duplicates stay."""
-    answers = pl.read_parquet(answers_path)
+    counts generated samples (the paper's 50K-300K are 25-150 x 2,000), so duplicates stay.
+    Inputs answers, outputs questions, counts. Settings: dedup.answer_statuses as
+    answer_statuses (rules/augmentation.smk)."""
+    statuses = tuple(settings["answer_statuses"])
+    answers = pl.read_parquet(inputs["answers"])
     kept, dropped = usable_answers(answers, statuses)
-    write_parquet_table(kept.to_arrow(), output)
+    write_parquet_table(kept.to_arrow(), outputs["questions"])
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "usable_answers",
         len(answers),
         len(kept),
@@ -286,19 +292,15 @@ def figure(
     plt.close(fig)
 
 
-def run_figure(
-    runs: list[str],
-    models: list[str],
-    methods: list[str],
-    metric: str,
-    png: str,
-    pdf: str,
-    out_csv: str,
-    out_md: str,
-) -> list[dict]:
-    """Fig. 6 and its values. `runs` items are "method=eval folder"."""
-    rows = labelled_rows(parse_runs(runs))
-    figure(rows, models, methods, metric, png, pdf)
+def run_figure(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> list[dict]:
+    """Fig. 6 and its values: inputs predictions, eval_settings, nll (one file of each eval
+    folder per run, synthllm.experiments.eval_runs), outputs fig6, fig6_pdf, values,
+    markdown. Settings: the runs' labels (their methods), the models (augmentation.models
+    resolved), augmentation.methods as methods, augmentation.metric as metric
+    (rules/augmentation.smk)."""
+    models, methods, metric = settings["models"], settings["methods"], settings["metric"]
+    rows = labelled_rows(eval_runs(settings["runs"], inputs))
+    figure(rows, models, methods, metric, outputs["fig6"], outputs["fig6_pdf"])
     keep = [r for r in rows if r["benchmark"] in ("math", "average")]
     keep.sort(
         key=lambda r: (
@@ -322,10 +324,12 @@ def run_figure(
         ]
         for r in keep
     ]
-    with atomic_path(out_csv) as tmp:
+    with atomic_path(outputs["values"]) as tmp:
         tmp.write_text("\n".join(",".join(x) for x in [header] + lines) + "\n")
-    with atomic_path(out_md) as tmp:
-        md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        md += ["| " + " | ".join(x) + " |" for x in lines if x[4] == metric]
-        tmp.write_text("\n".join(md) + f"\n\nmetric: {YLABEL[metric]}\n")
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(x) + " |" for x in lines if x[4] == metric]
+    text = "\n".join(md) + f"\n\nmetric: {YLABEL[metric]}\n"
+    with atomic_path(outputs["markdown"]) as tmp:
+        tmp.write_text(text)
+    log.info("\n%s", text)
     return keep

@@ -22,8 +22,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from synthllm.errors import SynthllmError
 
-class ConceptGraphError(Exception):
+
+class ConceptGraphError(SynthllmError):
     """Bad settings or inconsistent inputs of the Level-3 stages (graph, walks, level3)."""
 
 

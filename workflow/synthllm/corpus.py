@@ -34,6 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from synthllm.errors import SynthllmError
 from synthllm.io import atomic_dir, publish, write_counts
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ PRESETS = {
 }
 
 
-class CorpusError(Exception):
+class CorpusError(SynthllmError):
     """Bad input or bad configuration; the message names the file, record or config key."""
 
 
@@ -550,3 +551,20 @@ def build_shards(
         "dropped": dict(dropped),
         **extra,
     }
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Build the corpus shards beside outputs["counts"]. Settings: config key corpus
+    (sources, n_shards, on_bad_record); execution: corpus.batch_size (rules/corpus.smk).
+    The files the sources match are the rule's input (`files`); they are globbed here again."""
+    sources = [Source.from_config(i, entry) for i, entry in enumerate(settings["sources"])]
+    counts = build_shards(
+        sources,
+        Path(outputs["counts"]).parent,
+        n_shards=settings["n_shards"],
+        batch_size=execution["batch_size"],
+        on_bad_record=settings["on_bad_record"],
+        counts_path=outputs["counts"],
+    )
+    log.info("corpus: %d in, %d out, dropped %s", counts["in"], counts["out"], counts["dropped"])
+    return counts

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 from numba import njit, prange
 
+from synthllm.errors import SynthllmError
 from synthllm.eval_data import load_benchmark
 from synthllm.io import write_counts, write_json, write_parquet_table
 from synthllm.textkeys import WORD, gram_distinct_words, ngram_hashes, normal_form, word_hashes
@@ -45,7 +46,7 @@ HIT_SCHEMA = {
 CHECKED_FIELDS = ("question", "answer")
 
 
-class DecontamError(ValueError):
+class DecontamError(SynthllmError):
     pass
 
 
@@ -145,23 +146,19 @@ def decontaminate(
     return samples.filter(pl.Series(~contaminated)), hits.sort("question_id")
 
 
-def run(
-    questions: str,
-    benchmarks: dict[str, str],
-    output: str,
-    hits_path: str,
-    report_path: str,
-    counts_path: str,
-    ngram: int,
-) -> dict:
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The clean samples of inputs questions (the dedup stage's) into outputs questions,
+    hits, report, counts. Settings: decontam.ngram as ngram, evaluation.benchmarks (name ->
+    jsonl) as benchmarks (rules/mixtures.smk)."""
+    ngram, benchmarks = settings["ngram"], settings["benchmarks"]
     if ngram < 1:
         raise DecontamError(f"config key decontam.ngram: {ngram} < 1")
     started = time.monotonic()
-    samples = pl.read_parquet(questions)
+    samples = pl.read_parquet(inputs["questions"])
     bench = benchmark_texts(benchmarks)
     clean, hits = decontaminate(samples, bench, ngram)
-    write_parquet_table(clean.to_arrow(), output)
-    write_parquet_table(hits.to_arrow(), hits_path)
+    write_parquet_table(clean.to_arrow(), outputs["questions"])
+    write_parquet_table(hits.to_arrow(), outputs["hits"])
     per_benchmark = {
         name: {
             "records": int(bench.filter(pl.col("benchmark") == name)["benchmark_id"].n_unique()),
@@ -171,7 +168,7 @@ def run(
     }
     by_field = {f: int((hits["field"] == f).sum()) for f in CHECKED_FIELDS}
     write_json(
-        report_path,
+        outputs["report"],
         {
             "ngram": ngram,
             "samples": len(samples),
@@ -182,7 +179,7 @@ def run(
         },
     )
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "decontam",
         len(samples),
         len(clean),

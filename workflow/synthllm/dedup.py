@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from numba import njit, prange
 
+from synthllm.errors import SynthllmError
 from synthllm.io import StepLog, write_counts, write_parquet_table
 from synthllm.textkeys import (
     HASH_SEED,
@@ -54,7 +55,7 @@ DROPPED_SCHEMA = {
 }
 
 
-class DedupError(ValueError):
+class DedupError(SynthllmError):
     pass
 
 
@@ -301,21 +302,19 @@ def dedup(
 DEDUP_COLUMNS = ["question_id", "level", "question", "status"]
 
 
-def run(
-    answer_shards: list[str],
-    output: str,
-    dropped_path: str,
-    counts_path: str,
-    settings: NearDuplicates,
-    usable_statuses: tuple[str, ...] = ("ok",),
-) -> dict:
-    """Dedup reads only the columns it decides on; the kept rows, every column, are then
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Dedup of the answer shards (inputs answers) into outputs questions, dropped, counts.
+    Settings: config key dedup (near, answer_statuses) (rules/mixtures.smk).
+
+    Dedup reads only the columns it decides on; the kept rows, every column, are then
     streamed from the shards: at paper scale the answers alone are gigabytes."""
+    near = NearDuplicates(**settings["near"])
+    usable_statuses = tuple(settings["answer_statuses"])
     steps = StepLog("synthllm.dedup")
-    shards = pl.scan_parquet(answer_shards)
+    shards = pl.scan_parquet(inputs["answers"])
     counted_in = shards.group_by("level").len().collect()
     records_in = {int(lvl): int(n) for lvl, n in counted_in.iter_rows()}
-    kept, dropped = dedup(shards.select(DEDUP_COLUMNS).collect(), settings, steps, usable_statuses)
+    kept, dropped = dedup(shards.select(DEDUP_COLUMNS).collect(), near, steps, usable_statuses)
     kept_ids = kept.select("question_id")
     del kept
     steps("dedup")
@@ -324,8 +323,8 @@ def run(
         .sort(["level", "question_id"])
         .collect()
     )
-    write_parquet_table(rows.to_arrow(), output)
-    write_parquet_table(dropped.to_arrow(), dropped_path)
+    write_parquet_table(rows.to_arrow(), outputs["questions"])
+    write_parquet_table(dropped.to_arrow(), outputs["dropped"])
     steps("write")
     by_reason = dropped.group_by("reason").len().sort("reason")
     per_level = {
@@ -333,13 +332,13 @@ def run(
         for lvl in (1, 2, 3)
     }
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "dedup",
         sum(records_in.values()),
         len(rows),
         dict(zip(by_reason["reason"], by_reason["len"].to_list())),
         per_level=per_level,
-        settings=asdict(settings),
+        settings=asdict(near),
         answer_statuses=list(usable_statuses),
         seconds=steps.seconds(),
         steps=steps.steps,

@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from synthllm.errors import SynthllmError
 from synthllm.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ FINEWEB_EDU_ROWS_URL = "https://datasets-server.huggingface.co/rows"
 FINEWEB_EDU_DIR = "fineweb_edu_sample"
 
 
-class DemoCorpusError(Exception):
+class DemoCorpusError(SynthllmError):
     pass
 
 
@@ -81,3 +82,8 @@ def fill(dest: str | Path, shared: str | Path | None) -> str:
             "instead of resources/demo_corpus."
         ) from exc
     return f"demo corpus: FineWeb-Edu sample written to {target}"
+
+
+def main(dest: str, shared: str) -> None:
+    """`synthllm demo-corpus`: fill the embedded default's corpus folder."""
+    print(fill(dest, shared))

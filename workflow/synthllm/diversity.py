@@ -19,15 +19,16 @@ Outputs (`diversity/`):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from synthllm.io import atomic_path, save_figure, write_counts, write_parquet_table
+from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
 
+METHODS = ("level1", "level2")  # the question files compared, in output order
 PAIR_SCHEMA = {"method": pl.String, "doc_id": pl.String, "similarity": pl.Float32}
 NEAR_COPY = 0.9  # pairs at least this similar count as near copies in the summary
 
@@ -136,20 +137,17 @@ def load_questions(files: dict[str, str]) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def run(
-    files: dict[str, str],
-    embedding,
-    bins: int,
-    out_dir: str,
-    counts_path: str,
-    threads: int | None = None,
-) -> dict:
-    from synthllm.embed import Embedder
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Fig. 5: inputs level1, level2 (question files of the experiment documents), outputs
+    pairs, summary, summary_md, fig5, fig5_pdf, counts. Settings: diversity.embedding as
+    embedding, diversity.bins as bins (rules/diversity.smk)."""
+    import torch
 
-    if threads:
-        import torch
+    from synthllm.embed import Embedder, EmbeddingSpec
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(execution["threads"])
+    embedding = EmbeddingSpec.from_config(merged(settings, execution, "embedding"))
+    files = {method: inputs[method] for method in METHODS}
     questions = load_questions(files)
     vectors, truncated = Embedder(embedding).embed(
         questions["question"].to_list(), desc="questions"
@@ -168,20 +166,19 @@ def run(
         )
     pairs = pl.concat(frames)
     summary = summarize(pairs, questions)
-    out = Path(out_dir)
-    write_parquet_table(pairs.to_arrow(), out / "pairs.parquet")
-    with atomic_path(out / "summary.csv") as tmp:
+    write_parquet_table(pairs.to_arrow(), outputs["pairs"])
+    with atomic_path(outputs["summary"]) as tmp:
         summary.write_csv(tmp, float_precision=4)
-    with atomic_path(out / "summary.md") as tmp:
+    with atomic_path(outputs["summary_md"]) as tmp:
         tmp.write_text(markdown(summary))
-    figure(pairs, summary, bins, str(out / "fig5.png"), str(out / "fig5.pdf"))
+    figure(pairs, summary, settings["bins"], outputs["fig5"], outputs["fig5_pdf"])
     singles = {
         m: int((questions.filter(pl.col("method") == m).group_by("doc_id").len()["len"] < 2).sum())
         for m in files
     }
     log.info("\n%s", markdown(summary))
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "diversity",
         len(questions),
         len(questions),

@@ -24,14 +24,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from synthllm.errors import SynthllmError
 from synthllm.io import atomic_path, write_counts
+from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "package:"
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(SynthllmError):
     """A model that cannot be found or loaded, or input that cannot be embedded."""
 
 
@@ -139,14 +141,15 @@ class Embedder:
         return out, truncated
 
 
-def run(
-    docs: str, output: str, counts_path: str, spec: EmbeddingSpec, threads: int | None = None
-) -> dict:
-    """Embed the `text` column of a parquet file into `output` (.npy, rows in file order)."""
-    if threads:
-        import torch
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Embed the `text` column of inputs["docs"] (a corpus shard or the synthetic documents)
+    into outputs["embeddings"] (.npy, rows in file order). Settings: config key
+    models.embedding as `model` (its batch_size and gpus are execution) (rules/filter.smk)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(execution["threads"])
+    docs = inputs["docs"]
+    spec = EmbeddingSpec.from_config(merged(settings, execution, "model"))
     table = pq.read_table(docs, columns=["doc_id", "text"])
     texts = table.column("text").to_pylist()
     if any(t is None for t in texts):
@@ -157,11 +160,11 @@ def run(
     started = time.time()
     vectors, truncated = embedder.embed(texts, desc=f"embed {Path(docs).name}")
     embed_s = time.time() - started
-    with atomic_path(output) as tmp:
+    with atomic_path(outputs["embeddings"]) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, vectors)
-    return write_counts(
-        counts_path,
+    counts = write_counts(
+        outputs["counts"],
         "embed",
         len(texts),
         len(texts),
@@ -175,6 +178,13 @@ def run(
         embed_s=round(embed_s, 2),
         docs_per_s=round(len(texts) / embed_s, 1) if embed_s > 0 else None,
     )
+    log.info(
+        "embed: %d documents, %d truncated, %s docs/s",
+        counts["out"],
+        counts["truncated"],
+        counts["docs_per_s"],
+    )
+    return counts
 
 
 def load(path: str, n_rows: int, docs: str) -> np.ndarray:

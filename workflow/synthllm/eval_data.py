@@ -34,12 +34,14 @@ import random
 import re
 from pathlib import Path
 
+from synthllm.errors import SynthllmError
+
 BENCHMARKS = ("gsm8k", "math", "minerva_math", "olympiadbench", "college_math", "gaokao2023en")
 # MATH-500 is the same format as MATH with an `answer` field; it can stand in for `math`
 ALIASES = {"math500": "math"}
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(SynthllmError):
     """A benchmark file that is missing or has a record without the fields its rule needs."""
 
 

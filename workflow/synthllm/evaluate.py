@@ -13,7 +13,7 @@ resumes from `predictions.parquet.progress.jsonl`. Writes into the checkpoint's 
   and seed, engine start-up and generation seconds;
 - `counts.json`: problems in and out, accuracy per benchmark under both graders.
 
-`nll` (synthllm eval-nll): per-token negative log-likelihood of each benchmark's reference
+`run_nll` (synthllm eval_nll): per-token negative log-likelihood of each benchmark's reference
 solution under the checkpoint, teacher-forced with transformers: the prompt is the same chat
 conversation, the target the assistant turn (up to and including the template's end-of-turn
 tokens); prompt and padding tokens are masked. Benchmarks without reference solutions
@@ -22,7 +22,7 @@ tokens); prompt and padding tokens are masked. Benchmarks without reference solu
 scored), truncated (bool), nll_sum (float64, nats); the benchmark figure is
 sum(nll_sum) / sum(tokens).
 
-`summarize` (synthllm eval-summary): `eval/summary.parquet` in long format (model, budget,
+`run_summary` (synthllm eval_summary): `eval/summary.parquet` in long format (model, budget,
 tokens, benchmark incl. `average` = mean of the six, metric accuracy | accuracy_harness | nll,
 value; accuracy in percent), plus `summary.csv` and `summary.md` (one row per model, budget
 and metric, one column per benchmark).
@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from synthllm.chat import prompt_messages, sft_messages
+from synthllm.errors import SynthllmError
 from synthllm.eval_data import BENCHMARKS, load_benchmark
 from synthllm.generation import fingerprint, generate_resumable, progress_path
 from synthllm.grading import grade, parse_gold_math_verify
@@ -86,7 +87,7 @@ SUMMARY_SCHEMA = pa.schema(
 METRICS = ("accuracy", "accuracy_harness", "nll")
 
 
-class EvaluationError(Exception):
+class EvaluationError(SynthllmError):
     """Bad evaluation input; the message names the file or config key."""
 
 
@@ -121,28 +122,24 @@ def train_tokens(train_counts: str | None) -> int:
 
 
 def run(
-    checkpoint: str,
-    label: str,
-    budget: int,
-    train_counts: str | None,
-    out_dir: str,
-    benchmarks: dict[str, str],
-    max_records: int | None,
-    seed: int,
-    system_prompt: str,
-    engine: dict,
-    max_new_tokens: int,
-    chunk_size: int,
-    grade_timeout_s: float,
-    open_backend_fn=None,
+    *, inputs: dict, outputs: dict, settings: dict, execution: dict, open_backend_fn=None
 ) -> dict:
-    """Evaluate one checkpoint; `open_backend_fn(spec)` (default synthllm.llm.open_backend)
-    lets a benchmark share one engine between runs."""
+    """Generate and grade one checkpoint (`inputs["checkpoint"]`; D from the optional
+    `inputs["train_counts"]`) into `outputs` predictions, settings and counts. Settings:
+    label and budget (the job's wildcards), config keys evaluation.benchmarks, max_records,
+    seed, max_new_tokens, grade_timeout_s, the output-affecting part of evaluation.engine
+    (`engine`) and chat.system_prompt; execution: evaluation.chunk_size and the engine's
+    execution keys (rules/eval.smk). `open_backend_fn(spec)` (default
+    synthllm.llm.open_backend) lets a benchmark share one engine between runs."""
     from synthllm.llm import BackendSpec, Request, Sampling, open_backend
+    from synthllm.settings import merged
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(benchmarks, max_records, seed)
+    checkpoint, train_counts = inputs["checkpoint"], inputs.get("train_counts")
+    label, budget = settings["label"], settings["budget"]
+    benchmarks, system_prompt = settings["benchmarks"], settings["system_prompt"]
+    max_new_tokens, grade_timeout_s = settings["max_new_tokens"], settings["grade_timeout_s"]
+    engine = dict(sorted(merged(settings, execution, "engine").items()))
+    problems = load_problems(benchmarks, settings["max_records"], settings["seed"])
     spec = BackendSpec.from_config(
         "evaluation.engine",
         {**{k: v for k, v in engine.items() if k != "gpus"}, "model": checkpoint},
@@ -150,15 +147,24 @@ def run(
     sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=max_new_tokens, seed=0)
     messages = [prompt_messages(p["question"], system_prompt) for p in problems]
     requests = [Request(m) for m in messages]
-    predictions = out / "predictions.parquet"
-    fp = fingerprint(stage="evaluate", spec=spec, sampling=sampling, requests=requests)
+    predictions = Path(outputs["predictions"])
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    # what changes the completions: the checkpoint, the engine's output-affecting settings,
+    # the sampling and the prompts (never the execution knobs)
+    fp = fingerprint(
+        stage="evaluate",
+        model=checkpoint,
+        engine=settings["engine"],
+        sampling=sampling,
+        requests=requests,
+    )
     completions, facts = generate_resumable(
         requests,
         spec,
         sampling,
         predictions,
         fp,
-        chunk_size,
+        execution["chunk_size"],
         desc=f"evaluate {label}/{budget}",
         open_backend_fn=open_backend_fn or open_backend,
     )
@@ -183,7 +189,7 @@ def run(
             }
         )
     accuracy = accuracy_table(rows)
-    settings = {
+    record = {
         "model": label,
         "budget": budget,
         "tokens": train_tokens(train_counts),
@@ -191,19 +197,27 @@ def run(
         "system_prompt": system_prompt,
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens, "n": 1},
         "engine": engine,
-        "max_records": max_records,
-        "seed": seed,
+        "max_records": settings["max_records"],
+        "seed": settings["seed"],
         "benchmarks": {
             name: {"path": path, "sha256": _sha256(path)} for name, path in benchmarks.items()
         },
         **facts,
     }
-    write_json(out / "settings.json", settings)
+    write_json(outputs["settings"], record)
     write_parquet(rows, PREDICTIONS_SCHEMA, predictions)
     counts = write_counts(
-        out / "counts.json", "evaluate", len(problems), len(rows), {}, accuracy=accuracy, **facts
+        outputs["counts"], "evaluate", len(problems), len(rows), {}, accuracy=accuracy, **facts
     )
     progress_path(predictions).unlink(missing_ok=True)
+    for name, row in accuracy.items():
+        log.info(
+            "%s: accuracy %.1f %% (harness %.1f %%) of %d",
+            name,
+            row["accuracy"],
+            row["accuracy_harness"],
+            row["n"],
+        )
     return counts
 
 
@@ -258,22 +272,18 @@ def encode_for_nll(
     return ids, prompt_len, kind, len(full) - (len(prompt) - prompt_len) > max_tokens
 
 
-def nll(
-    checkpoint: str,
-    out_path: str,
-    benchmarks: dict[str, str],
-    max_records: int | None,
-    seed: int,
-    system_prompt: str,
-    batch_size: int,
-    max_tokens: int,
-    dtype: str,
-    counts_path: str,
-) -> dict:
+def run_nll(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Per-token NLL of the reference solutions under `inputs["checkpoint"]` into
+    `outputs["nll"]` and `outputs["counts"]`. Settings: config keys evaluation.benchmarks,
+    max_records, seed, evaluation.nll (`nll`: max_tokens, dtype) and chat.system_prompt;
+    execution: evaluation.nll.batch_size (rules/eval.smk)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    problems = load_problems(benchmarks, max_records, seed)
+    checkpoint, system_prompt = inputs["checkpoint"], settings["system_prompt"]
+    max_tokens, dtype = settings["nll"]["max_tokens"], settings["nll"]["dtype"]
+    batch_size = execution["nll"]["batch_size"]
+    problems = load_problems(settings["benchmarks"], settings["max_records"], settings["seed"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype))
@@ -317,9 +327,9 @@ def nll(
                 "nll_sum": results[i],
             }
         )
-    write_parquet(rows, NLL_SCHEMA, out_path)
-    return write_counts(
-        counts_path,
+    write_parquet(rows, NLL_SCHEMA, outputs["nll"])
+    counts = write_counts(
+        outputs["counts"],
         "eval_nll",
         len(problems),
         len(rows),
@@ -327,6 +337,9 @@ def nll(
         nll=nll_table(rows),
         truncated=sum(r["truncated"] for r in rows),
     )
+    for name, value in counts["nll"].items():
+        log.info("%s: %.4f nats per token", name, value)
+    return counts
 
 
 def nll_table(rows: list[dict]) -> dict[str, float]:
@@ -376,10 +389,15 @@ def summary_rows(eval_dir: str) -> list[dict]:
     return rows
 
 
-def summarize(eval_dirs: list[str], out_parquet: str, out_csv: str, out_md: str) -> list[dict]:
+def run_summary(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> None:
+    """Accuracy and NLL of every checkpoint's eval folder (the folders of
+    `inputs["predictions"]`, in order) as `outputs` summary (long format), csv and markdown.
+    No settings (rules/eval.smk)."""
+    eval_dirs = list(dict.fromkeys(str(Path(p).parent) for p in inputs["predictions"]))
     rows = [r for d in eval_dirs for r in summary_rows(d)]
     rows.sort(key=lambda r: (r["model"], r["budget"], METRICS.index(r["metric"])))
-    write_parquet(rows, SUMMARY_SCHEMA, out_parquet)
+    write_parquet(rows, SUMMARY_SCHEMA, outputs["summary"])
+    out_csv, out_md = outputs["csv"], outputs["markdown"]
     columns = list(BENCHMARKS) + ["average"]
     wide: dict[tuple, dict] = {}
     for r in rows:
@@ -404,4 +422,5 @@ def summarize(eval_dirs: list[str], out_parquet: str, out_csv: str, out_md: str)
             "average: mean of the six benchmarks.\n"
         )
         tmp.write_text("\n".join(md) + "\n" + note)
-    return rows
+    print(Path(out_md).read_text())
+    log.info("summary: %d rows", len(rows))

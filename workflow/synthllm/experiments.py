@@ -2,9 +2,10 @@
 documents of Fig. 5 and Fig. 6, and the evaluation results of checkpoints trained outside the
 scaling ladder, keyed by the set they were trained on.
 
-`synthllm experiment-docs`: `documents` reference documents drawn at random (seeded) from the
-filtered shards, among those whose topic and concept extraction succeeded, so that Level-1,
-Level-2, Level-3 and the augmentation baselines all start from the same documents. Writes
+`synthllm experiment_docs` (run_docs): `documents` reference documents drawn at random
+(seeded) from the filtered shards, among those whose topic and concept extraction succeeded,
+so that Level-1, Level-2, Level-3 and the augmentation baselines all start from the same
+documents. Writes
 
     experiments/docs.parquet     the filtered shards' columns, rows of the drawn documents,
                                  in doc_id order
@@ -15,17 +16,21 @@ Level-2, Level-3 and the augmentation baselines all start from the same document
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from synthllm.errors import SynthllmError
 from synthllm.evaluate import summary_rows
 from synthllm.io import write_counts, write_parquet_table
 
+log = logging.getLogger(__name__)
 
-class ExperimentError(ValueError):
+
+class ExperimentError(SynthllmError):
     """Bad experiment input; the message names the file or config key."""
 
 
@@ -45,18 +50,15 @@ def draw_documents(
     return sorted(pool[i] for i in picked)
 
 
-def run_docs(
-    doc_shards: list[str],
-    extract_shards: list[str],
-    documents: int,
-    seed: int,
-    docs_out: str,
-    extract_out: str,
-    counts_path: str,
-) -> dict:
+def run_docs(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The experiment documents: inputs docs and extracted (every filtered and every extract
+    shard), outputs docs, extracted, counts. Settings: experiments.documents as documents,
+    experiments.seed as seed (rules/experiments.smk)."""
+    doc_shards, extract_shards = inputs["docs"], inputs["extracted"]
+    seed = settings["seed"]
     extracted = pl.concat([pl.read_parquet(p) for p in extract_shards], how="vertical_relaxed")
     usable = extracted.filter(pl.col("status") == "ok")
-    chosen = draw_documents(usable["doc_id"].to_list(), documents, seed)
+    chosen = draw_documents(usable["doc_id"].to_list(), settings["documents"], seed)
     docs = pl.concat([pl.read_parquet(p) for p in doc_shards], how="vertical_relaxed")
     docs = docs.filter(pl.col("doc_id").is_in(chosen)).unique("doc_id", keep="first").sort("doc_id")
     if len(docs) != len(chosen):
@@ -64,13 +66,14 @@ def run_docs(
         raise ExperimentError(
             f"documents {missing[:5]} have an extraction but are in none of {doc_shards}"
         )
-    write_parquet_table(docs.to_arrow(), docs_out)
+    write_parquet_table(docs.to_arrow(), outputs["docs"])
     write_parquet_table(
-        usable.filter(pl.col("doc_id").is_in(chosen)).sort("doc_id").to_arrow(), extract_out
+        usable.filter(pl.col("doc_id").is_in(chosen)).sort("doc_id").to_arrow(),
+        outputs["extracted"],
     )
     n_usable = usable["doc_id"].n_unique()
-    return write_counts(
-        counts_path,
+    counts = write_counts(
+        outputs["counts"],
         "experiment_docs",
         n_usable,
         len(chosen),
@@ -78,6 +81,8 @@ def run_docs(
         seed=seed,
         without_usable_extraction=len(extracted) - len(usable),
     )
+    log.info("experiment documents: %d of %d", counts["out"], counts["in"])
+    return counts
 
 
 def per_document_target(count_per_doc: int, overgenerate: float) -> int:
@@ -97,12 +102,31 @@ def labelled_rows(runs: list[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def parse_runs(items: list[str]) -> list[tuple[str, str]]:
-    """`label=folder` command-line items as (label, folder) pairs."""
+# the files of one eval folder (synthllm.evaluate.summary_rows), by input name
+EVAL_INPUTS = {
+    "predictions": "predictions.parquet",
+    "eval_settings": "settings.json",
+    "nll": "nll.parquet",
+}
+
+
+def eval_runs(labels: list[str], inputs: dict) -> list[tuple[str, str]]:
+    """(label, eval folder) of each run: the i-th label names the folder of the i-th file
+    of every input of EVAL_INPUTS (one list each, one file per run)."""
+    files = {name: list(inputs[name]) for name in EVAL_INPUTS}
+    for name, paths in files.items():
+        if len(paths) != len(labels):
+            raise ExperimentError(
+                f"input {name}: {len(paths)} files for {len(labels)} runs {labels}"
+            )
     runs = []
-    for item in items:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            raise ExperimentError(f"--runs item {item!r}: expected label=eval_folder")
-        runs.append((label, folder))
+    for i, label in enumerate(labels):
+        folder = Path(files["eval_settings"][i]).parent
+        for name, file in EVAL_INPUTS.items():
+            if Path(files[name][i]) != folder / file:
+                raise ExperimentError(
+                    f"input {name}: {files[name][i]} is not {folder / file} (run {label!r}: "
+                    "an eval folder's files are read together)"
+                )
+        runs.append((label, str(folder)))
     return runs

@@ -16,18 +16,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthllm.generation import (
-    final_status,
-    fingerprint,
-    finish_stage,
-    generate_resumable,
-    provenance,
-    render,
-)
-from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.generation import GenerationStage, completion_status, render
+from synthllm.llm import Completion, Request
 from synthllm.parsers import extraction_schema, parse_extraction
 
-TEMPLATE = "extract"
 TOPICS = pa.list_(pa.struct([("name", pa.string()), ("key_concepts", pa.list_(pa.string()))]))
 SCHEMA = pa.schema(
     [
@@ -46,57 +38,45 @@ SCHEMA = pa.schema(
 
 
 def extraction_request(text: str, structured: bool, min_kcs: int, max_kcs: int) -> Request:
-    prompt = render(TEMPLATE, text=text, structured=structured, min_kcs=min_kcs, max_kcs=max_kcs)
+    prompt = render("extract", text=text, structured=structured, min_kcs=min_kcs, max_kcs=max_kcs)
     constraint = {"json": extraction_schema(min_kcs, max_kcs)} if structured else None
     return Request([{"role": "user", "content": prompt}], constraint)
 
 
-def run(
-    corpus_shard: str,
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    structured: bool,
-    max_doc_chars: int,
-    min_kcs: int,
-    max_kcs: int,
-    chunk_size: int,
-    max_docs: int | None = None,
-) -> dict:
-    docs = pq.read_table(corpus_shard, columns=["doc_id", "text"]).to_pylist()[:max_docs]
-    requests = [
-        extraction_request(d["text"][:max_doc_chars], structured, min_kcs, max_kcs) for d in docs
-    ]
-    fp = fingerprint(stage=TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc="extract"
-    )
-    prov = provenance(spec, TEMPLATE, sampling)
-    rows, statuses = [], {}
-    for doc, c in zip(docs, completions):
-        parsed = parse_extraction(c.text)
-        status = final_status(parsed.status, c)
-        statuses[status] = statuses.get(status, 0) + 1
-        rows.append(
-            {
-                "doc_id": doc["doc_id"],
-                **parsed.fields,
-                "topics": parsed.records if status == "ok" else [],
-                "status": status,
-                "completion": c.text,
-                "finish_reason": c.finish_reason,
-                **prov,
-            }
-        )
-    return finish_stage(
-        "extract",
-        rows,
-        SCHEMA,
-        output,
-        counts_path,
-        len(docs),
-        statuses,
-        structured=structured,
-        **facts,
-    )
+class Extract(GenerationStage):
+    """Settings: generation.extract, models.generator, generation.{structured, max_doc_chars,
+    max_docs_per_shard as max_docs} (rules/extract.smk)."""
+
+    stage = template = "extract"
+    schema = SCHEMA
+    output = "extracted"
+
+    def units(self) -> list[dict]:
+        docs = pq.read_table(self.inputs["docs"], columns=["doc_id", "text"]).to_pylist()
+        return docs[: self.settings["max_docs"]]
+
+    def request(self, doc: dict) -> Request:
+        s = self.settings
+        text = doc["text"][: s["max_doc_chars"]]
+        return extraction_request(text, s["structured"], s["min_kcs"], s["max_kcs"])
+
+    def records(self, doc: dict, completion: Completion) -> tuple[str, list[dict]]:
+        parsed = parse_extraction(completion.text)
+        status = completion_status(parsed.status, completion)
+        row = {
+            "doc_id": doc["doc_id"],
+            **parsed.fields,
+            "topics": parsed.records if status == "ok" else [],
+            "status": status,
+            "completion": completion.text,
+            "finish_reason": completion.finish_reason,
+            **self.provenance,
+        }
+        return status, [row]
+
+    def counts(self, units, rows, statuses):
+        return statuses, {"structured": self.settings["structured"]}
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    return Extract(inputs=inputs, outputs=outputs, settings=settings, execution=execution).run()

@@ -1,26 +1,23 @@
 """Document filtering (paper §4.1, Fig. 3): a cold-start classifier, then T rounds of a
 fine-grained one, both random forests on document embeddings (synthllm.embed).
 
-1. `synthetic`: the generator LLM writes synthetic mathematics documents (blog posts, exam
-   papers, textbook sections) from a syllabus (resources/syllabus/mathematics.yaml,
-   discipline -> subject -> topic, shaped like GLAN's).
-   Schema (`filter/synthetic/docs.parquet`): doc_id, text, kind, subject, topic, level,
-   status (ok | truncated | empty), finish_reason, model, template_hash, seed.
-   ok and truncated documents are positives (a document cut at max_tokens is still one).
+1. `synthetic_docs` (synthllm.synthetic_docs): the generator LLM writes synthetic
+   mathematics documents from a syllabus; ok and truncated ones are the positives.
 2. `coldstart`: a random-forest classifier, the synthetic documents' embeddings as
    positives and a random corpus sample's as negatives; applied to every shard it gives
    P(math). D0 = documents with P >= coldstart.threshold.
-3. For t = 1..T, `rate`: the rater LLM scores D(t-1) (a sample of it) plus a fresh random
-   corpus sample 1-10 (prompts/rate.j2); `finegrained`: a random-forest regressor on
+3. For t = 1..T, `rate` (synthllm.rate): the rater LLM scores D(t-1) (a sample of it) plus a
+   fresh random corpus sample 1-10; `finegrained`: a random-forest regressor on
    (embedding, rating) of every rating so far, applied to every shard. D(t) = documents
    scoring above finegrained.threshold.
-   Ratings schema (`filter/iter-{t}/ratings.parquet`): doc_id, shard, row, origin
-   (reference | random), rating (float, null unless ok), status (ok | unparsable |
+   Ratings schema (`filter/iter-{t}/ratings.parquet`, RATINGS_SCHEMA): doc_id, shard, row,
+   origin (reference | random), rating (float, null unless ok), status (ok | unparsable |
    out_of_range | truncated), completion, finish_reason, model, template_hash, seed.
 Scores schema (`filter/iter-{t}/scores.parquet`, t = 0 is the cold start): doc_id, shard,
 row (the document's row in its corpus shard and embeddings), score (float64), kept (bool).
-4. `filter_docs` per shard: the corpus columns of the documents kept by the last iteration
-   plus `scores` (list<float64>, one per iteration 0..T) and `score` (the last).
+4. `filter_docs` (synthllm.filter_docs) per shard: the corpus columns of the documents kept
+   by the last iteration plus their scores; `filter_report` (synthllm.filter_report): the
+   sizes and checks of every iteration.
 
 Samples are drawn with numpy's default_rng from `filter.seed` (+ the iteration), forests
 are seeded by their own `forest.seed`; both are recorded in every report.
@@ -28,7 +25,6 @@ are seeded by their own `forest.seed`; both are recorded in every report.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -38,34 +34,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from synthllm.embed import load as load_embeddings
-from synthllm.generation import fingerprint, finish_stage, generate_resumable, provenance, render
-from synthllm.io import atomic_path, write_counts, write_json, write_parquet, write_parquet_table
-from synthllm.llm import BackendSpec, Completion, Request, Sampling
+from synthllm.errors import SynthllmError
+from synthllm.io import atomic_path, write_json, write_parquet_table
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_TEMPLATE = "synthetic_doc"
-RATE_TEMPLATE = "rate"
-RATING_REGEX = r"Rating: (10|[1-9])"
-
-SYNTHETIC_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("text", pa.string()),
-        ("kind", pa.string()),
-        ("subject", pa.string()),
-        ("topic", pa.string()),
-        ("level", pa.string()),
-        ("status", pa.string()),
-        ("finish_reason", pa.string()),
-        ("model", pa.string()),
-        ("template_hash", pa.string()),
-        ("seed", pa.int64()),
-    ]
-)
 RATINGS_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -92,7 +67,7 @@ SCORES_SCHEMA = pa.schema(
 )
 
 
-class FilterError(Exception):
+class FilterError(SynthllmError):
     """Bad input or settings of a filtering job; the message names the file or config key."""
 
 
@@ -115,105 +90,6 @@ class Forest:
             "random_state": self.seed,
             "n_jobs": threads,
         }
-
-
-# ---------------------------------------------------------------- syllabus and synthetic docs
-
-
-def load_syllabus(path: str) -> list[dict]:
-    """(discipline, subject, level, topic) of every topic of a syllabus file, in file order."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise FilterError(
-            f"config key filter.synthetic.syllabus: cannot read {path}: {exc}"
-        ) from exc
-    topics = []
-    try:
-        for s in data["subjects"]:
-            for topic in s["topics"]:
-                topics.append(
-                    {
-                        "discipline": data["discipline"],
-                        "subject": s["name"],
-                        "level": s["level"],
-                        "topic": str(topic),
-                    }
-                )
-    except (KeyError, TypeError) as exc:
-        raise FilterError(
-            f"{path}: expected discipline and subjects (name, level, topics): missing {exc}"
-        ) from exc
-    if not topics:
-        raise FilterError(f"{path}: no topics")
-    return topics
-
-
-def synthetic_plan(topics: list[dict], kinds: list[str], n: int, seed: int) -> list[dict]:
-    """n (topic, kind) pairs: every topic x kind pair once in a seeded order before any repeats."""
-    pairs = [{**t, "kind": k} for t in topics for k in kinds]
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    return [pairs[order[i % len(pairs)]] for i in range(n)]
-
-
-def synthetic_status(c: Completion, min_chars: int) -> str:
-    if len(c.text.strip()) < min_chars:
-        return "empty"
-    return "truncated" if c.finish_reason == "length" else "ok"
-
-
-def run_synthetic(
-    syllabus: str,
-    kinds: list[str],
-    n_docs: int,
-    min_chars: int,
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    chunk_size: int,
-) -> dict:
-    from synthllm.corpus import doc_id_of
-
-    plan = synthetic_plan(load_syllabus(syllabus), kinds, n_docs, sampling.seed)
-    requests = [
-        Request([{"role": "user", "content": render(SYNTHETIC_TEMPLATE, **p)}]) for p in plan
-    ]
-    fp = fingerprint(stage=SYNTHETIC_TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc="synthetic docs"
-    )
-    prov = provenance(spec, SYNTHETIC_TEMPLATE, sampling)
-    rows, statuses = [], {}
-    for p, c in zip(plan, completions):
-        status = synthetic_status(c, min_chars)
-        statuses[status] = statuses.get(status, 0) + 1
-        rows.append(
-            {
-                "doc_id": doc_id_of(c.text.strip() or f"{p}"),
-                "text": c.text.strip(),
-                "kind": p["kind"],
-                "subject": p["subject"],
-                "topic": p["topic"],
-                "level": p["level"],
-                "status": status,
-                "finish_reason": c.finish_reason,
-                **prov,
-            }
-        )
-    # every row is written (the classifier reads ok and truncated ones); empty ones are dropped
-    usable = {k: v for k, v in statuses.items() if k != "empty"}
-    return finish_stage(
-        "synthetic_docs",
-        rows,
-        SYNTHETIC_SCHEMA,
-        output,
-        counts_path,
-        len(plan),
-        {"ok": sum(usable.values()), "empty": statuses.get("empty", 0)},
-        by_status=statuses,
-        **facts,
-    )
 
 
 # ---------------------------------------------------------------- corpus index and samples
@@ -261,6 +137,10 @@ def gather_embeddings(
         rows.extend(((s, r), np.asarray(vectors[r])) for ss, r in pairs if ss == s)
     found = dict(rows)
     return np.stack([found[p] for p in pairs])
+
+
+def load_scores(path: str) -> pa.Table:
+    return pq.read_table(path, schema=SCORES_SCHEMA)
 
 
 # ---------------------------------------------------------------- the forests (pure)
@@ -351,143 +231,6 @@ def heldout_classification(
     return {"n_train": len(x_tr), "n_test": len(x_te), **precision_recall(kept, y_te)}
 
 
-# ---------------------------------------------------------------- ratings
-
-
-def rating_request(text: str, structured: bool) -> Request:
-    constraint = {"regex": RATING_REGEX} if structured else None
-    return Request([{"role": "user", "content": render(RATE_TEMPLATE, text=text)}], constraint)
-
-
-_RATING_PATTERNS = (
-    re.compile(r"rating\W{0,5}(\d+(?:\.\d+)?)", re.IGNORECASE),
-    re.compile(r"(\d+(?:\.\d+)?)\s*(?:/|out of)\s*10\b", re.IGNORECASE),
-    re.compile(r"^\W*(\d+(?:\.\d+)?)\W*$"),
-)
-
-
-def parse_rating(text: str) -> tuple[float | None, str]:
-    """(rating, status): the number after "Rating", before "/10" or "out of 10", or a
-    completion that is only a number. status ok | out_of_range (outside 1-10) | unparsable."""
-    for pattern in _RATING_PATTERNS:
-        found = pattern.findall(text.strip())
-        if found:
-            value = float(found[-1])
-            return (value, "ok") if 1 <= value <= 10 else (None, "out_of_range")
-    return None, "unparsable"
-
-
-def load_scores(path: str) -> pa.Table:
-    return pq.read_table(path, schema=SCORES_SCHEMA)
-
-
-def rate_sample(
-    previous_scores: str,
-    shards: list[str],
-    n_reference: int,
-    n_random: int,
-    seed: int,
-    already_rated: set[str],
-) -> list[dict]:
-    """D(t-1) (up to n_reference documents) plus n_random other random corpus documents,
-    none rated before: (doc_id, shard index, row, origin)."""
-    rng = np.random.default_rng(seed)
-    scores = load_scores(previous_scores).to_pylist()
-    index = {shard_name_of(s): i for i, s in enumerate(shards)}
-    reference = [r for r in scores if r["kept"] and r["doc_id"] not in already_rated]
-    picked = rng.choice(len(reference), size=min(n_reference, len(reference)), replace=False)
-    chosen = [
-        {
-            "doc_id": reference[i]["doc_id"],
-            "s": index[reference[i]["shard"]],
-            "row": reference[i]["row"],
-            "origin": "reference",
-        }
-        for i in sorted(picked)
-    ]
-    rated_pairs = {(index[r["shard"]], r["row"]) for r in scores if r["doc_id"] in already_rated}
-    exclude = {(c["s"], c["row"]) for c in chosen} | rated_pairs
-    for s, row in sample_rows(shard_sizes(shards), n_random, rng, exclude):
-        chosen.append({"doc_id": None, "s": s, "row": row, "origin": "random"})
-    return chosen
-
-
-def run_rate(
-    previous_scores: str,
-    previous_ratings: list[str],
-    shards: list[str],
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    structured: bool,
-    n_reference: int,
-    n_random: int,
-    seed: int,
-    max_doc_chars: int,
-    chunk_size: int,
-) -> dict:
-    already = set()
-    for path in previous_ratings:
-        already |= set(pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist())
-    chosen = rate_sample(previous_scores, shards, n_reference, n_random, seed, already)
-    texts = {}
-    for s in sorted({c["s"] for c in chosen}):
-        table = pq.read_table(shards[s], columns=["doc_id", "text"]).to_pylist()
-        for c in chosen:
-            if c["s"] == s:
-                c["doc_id"], texts[(s, c["row"])] = (
-                    table[c["row"]]["doc_id"],
-                    table[c["row"]]["text"],
-                )
-    requests = [
-        rating_request(texts[(c["s"], c["row"])][:max_doc_chars], structured) for c in chosen
-    ]
-    fp = fingerprint(stage=RATE_TEMPLATE, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc="rate"
-    )
-    prov = provenance(spec, RATE_TEMPLATE, sampling)
-    rows, statuses = [], {}
-    for c, comp in zip(chosen, completions):
-        rating, status = parse_rating(comp.text)
-        if status != "ok" and comp.finish_reason == "length":
-            status = "truncated"
-        statuses[status] = statuses.get(status, 0) + 1
-        rows.append(
-            {
-                "doc_id": c["doc_id"],
-                "shard": shard_name_of(shards[c["s"]]),
-                "row": c["row"],
-                "origin": c["origin"],
-                "rating": rating,
-                "status": status,
-                "completion": comp.text,
-                "finish_reason": comp.finish_reason,
-                **prov,
-            }
-        )
-    histogram = {str(k): sum(1 for r in rows if r["rating"] == k) for k in range(1, 11)}
-    # every row is written (unusable ratings stay visible); only ok ones train the regressor
-    write_parquet(rows, RATINGS_SCHEMA, output)
-    from synthllm.generation import progress_path
-
-    progress_path(output).unlink(missing_ok=True)
-    dropped = {k: v for k, v in statuses.items() if k != "ok"}
-    return write_counts(
-        counts_path,
-        "rate",
-        len(rows),
-        statuses.get("ok", 0),
-        dropped,
-        origins={o: sum(1 for c in chosen if c["origin"] == o) for o in ("reference", "random")},
-        histogram=histogram,
-        seed=seed,
-        structured=structured,
-        **facts,
-    )
-
-
 # ---------------------------------------------------------------- applying a model to the corpus
 
 
@@ -544,35 +287,30 @@ def _save_model(model, path: str) -> None:
         joblib.dump(model, tmp)
 
 
-def run_coldstart(
-    synthetic_docs: str,
-    synthetic_embeddings: str,
-    shards: list[str],
-    embeddings: list[str],
-    scores_out: str,
-    model_out: str,
-    report_out: str,
-    n_negatives: int,
-    threshold: float,
-    forest: Forest,
-    seed: int,
-    test_fraction: float,
-    positive_sources: list[str],
-    threads: int = 1,
-) -> dict:
+def run_coldstart(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The cold-start classifier D0: synthetic documents against a random corpus sample.
+    Settings: filter.coldstart (negatives, threshold, test_fraction, forest), filter.seed as
+    seed, filter.positive_sources as positive_sources (rules/filter.smk)."""
+    shards, embeddings = inputs["shards"], inputs["embeddings"]
     if len(shards) != len(embeddings):
         raise FilterError("coldstart: one embeddings file per shard is needed")
+    threads = execution["threads"]
+    forest, seed, threshold = Forest(**settings["forest"]), settings["seed"], settings["threshold"]
     started = time.time()
-    status = pq.read_table(synthetic_docs, columns=["status"]).column("status").to_pylist()
-    vectors = load_embeddings(synthetic_embeddings, len(status), synthetic_docs)
+    synthetic = inputs["synthetic"]
+    status = pq.read_table(synthetic, columns=["status"]).column("status").to_pylist()
+    vectors = load_embeddings(inputs["synthetic_embeddings"], len(status), synthetic)
     positives = vectors[[i for i, s in enumerate(status) if s in ("ok", "truncated")]]
     sizes = shard_sizes(shards)
     negatives = gather_embeddings(
-        sample_rows(sizes, n_negatives, np.random.default_rng(seed)), shards, embeddings, sizes
+        sample_rows(sizes, settings["negatives"], np.random.default_rng(seed)),
+        shards,
+        embeddings,
+        sizes,
     )
     heldout = (
         heldout_classification(
-            positives, negatives, forest, test_fraction, seed, threshold, threads
+            positives, negatives, forest, settings["test_fraction"], seed, threshold, threads
         )
         if min(len(positives), len(negatives)) >= 4
         else None
@@ -581,8 +319,8 @@ def run_coldstart(
     scores = score_corpus(
         lambda x: positive_probability(model, x), shards, embeddings, lambda p: p >= threshold
     )
-    write_parquet_table(scores, scores_out)
-    _save_model(model, model_out)
+    write_parquet_table(scores, outputs["scores"])
+    _save_model(model, outputs["model"])
     kept = int(pc_sum(scores.column("kept")))
     report = {
         "iteration": 0,
@@ -595,10 +333,11 @@ def run_coldstart(
         "documents": scores.num_rows,
         "kept": kept,
         "heldout_synthetic_vs_sample": heldout,
-        "labelled": labelled_check(scores, shards, positive_sources),
+        "labelled": labelled_check(scores, shards, settings["positive_sources"]),
         "seconds": round(time.time() - started, 2),
     }
-    write_json(report_out, report)
+    write_json(outputs["report"], report)
+    log.info("coldstart: D0 has %d of %d documents", report["kept"], report["documents"])
     return report
 
 
@@ -608,25 +347,17 @@ def pc_sum(column) -> int:
     return pc.sum(column).as_py() or 0
 
 
-def run_finegrained(
-    iteration: int,
-    ratings: list[str],
-    shards: list[str],
-    embeddings: list[str],
-    scores_out: str,
-    model_out: str,
-    report_out: str,
-    threshold: float,
-    forest: Forest,
-    test_fraction: float,
-    seed: int,
-    positive_sources: list[str],
-    threads: int = 1,
-) -> dict:
-    """Regressor on every ok rating of iterations 1..t (a document rated twice: the latest)."""
+def run_finegrained(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The regressor D(t) on every ok rating of iterations 1..t (a document rated twice: the
+    latest). Settings: filter.finegrained.{threshold, forest, test_fraction}, filter.seed as
+    seed, filter.positive_sources as positive_sources, and the iteration (rules/filter.smk)."""
+    shards, embeddings = inputs["shards"], inputs["embeddings"]
+    threads = execution["threads"]
+    forest, seed, threshold = Forest(**settings["forest"]), settings["seed"], settings["threshold"]
+    iteration = settings["iteration"]
     started = time.time()
     rated: dict[str, dict] = {}
-    for path in ratings:
+    for path in inputs["ratings"]:
         for r in pq.read_table(path, schema=RATINGS_SCHEMA).to_pylist():
             if r["status"] == "ok":
                 rated[r["doc_id"]] = r
@@ -635,11 +366,11 @@ def run_finegrained(
     sizes = shard_sizes(shards)
     x = gather_embeddings([(index[r["shard"]], r["row"]) for r in items], shards, embeddings, sizes)
     y = np.array([r["rating"] for r in items], dtype=float)
-    heldout = heldout_regression(x, y, forest, test_fraction, seed, threads)
+    heldout = heldout_regression(x, y, forest, settings["test_fraction"], seed, threads)
     model = train_regressor(x, y, forest, threads)
     scores = score_corpus(model.predict, shards, embeddings, lambda s: s > threshold)
-    write_parquet_table(scores, scores_out)
-    _save_model(model, model_out)
+    write_parquet_table(scores, outputs["scores"])
+    _save_model(model, outputs["model"])
     report = {
         "iteration": iteration,
         "regressor": "RandomForestRegressor",
@@ -651,114 +382,15 @@ def run_finegrained(
         "documents": scores.num_rows,
         "kept": int(pc_sum(scores.column("kept"))),
         "heldout": heldout,
-        "labelled": labelled_check(scores, shards, positive_sources),
+        "labelled": labelled_check(scores, shards, settings["positive_sources"]),
         "seconds": round(time.time() - started, 2),
     }
-    write_json(report_out, report)
-    return report
-
-
-# ---------------------------------------------------------------- the filtered shards and the report
-
-
-def run_filter_docs(shard: str, scores: list[str], output: str, counts_path: str) -> dict:
-    """The documents of `shard` kept by the last iteration, with the scores of every iteration."""
-    name = shard_name_of(shard)
-    table = pq.read_table(shard)
-    per_iteration, kept = [], None
-    for path in scores:
-        s = _shard_scores(path, name)
-        if s.num_rows != table.num_rows:
-            raise FilterError(
-                f"{path}: {s.num_rows} scores for shard {name}, which has "
-                f"{table.num_rows} documents"
-            )
-        per_iteration.append(s.column("score").to_numpy())
-        kept = s.column("kept").to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(kept)
-    out = table.take(pa.array(rows, pa.int64()))
-    matrix = np.stack(per_iteration, axis=1)[rows] if len(rows) else np.zeros((0, len(scores)))
-    out = out.append_column(
-        "scores", pa.array([list(map(float, m)) for m in matrix], pa.list_(pa.float64()))
-    )
-    out = out.append_column("score", pa.array(matrix[:, -1] if len(rows) else [], pa.float64()))
-    write_parquet_table(out, output)
-    return write_counts(
-        counts_path,
-        "filter_docs",
-        table.num_rows,
-        len(rows),
-        {"below_threshold": table.num_rows - len(rows)},
-        iterations=len(scores) - 1,
-    )
-
-
-def _shard_scores(path: str, name: str) -> pa.Table:
-    import pyarrow.compute as pc
-
-    t = load_scores(path)
-    t = t.filter(pc.equal(t.column("shard"), name))
-    return t.sort_by("row")
-
-
-def run_report(
-    reports: list[str],
-    rate_counts: list[str],
-    filter_counts: list[str],
-    output: str,
-    markdown: str,
-    counts_path: str,
-) -> dict:
-    iterations = [json.loads(Path(p).read_text()) for p in reports]
-    rates = [json.loads(Path(p).read_text()) for p in rate_counts]
-    for it, rate in zip(iterations[1:], rates):
-        it["rated"] = {
-            "in": rate["in"],
-            "ok": rate["out"],
-            "dropped": rate["dropped"],
-            "histogram": rate["histogram"],
-            "origins": rate["origins"],
-        }
-    docs_in = sum(json.loads(Path(p).read_text())["in"] for p in filter_counts)
-    docs_out = sum(json.loads(Path(p).read_text())["out"] for p in filter_counts)
-    report = {"documents": docs_in, "kept": docs_out, "iterations": iterations}
-    write_json(output, report)
-    lines = [
-        "# Document filtering",
-        "",
-        f"{docs_out} of {docs_in} corpus documents kept.",
-        "",
-        "| iteration | model | trained on | kept | held-out | labelled precision | labelled recall |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for it in iterations:
-        lab = it.get("labelled") or {}
-        if it["iteration"] == 0:
-            trained = f"{it['positives']} synthetic + {it['negatives']} corpus"
-            h = it.get("heldout_synthetic_vs_sample") or {}
-            held = f"P {_fmt(h.get('precision'))} R {_fmt(h.get('recall'))}"
-        else:
-            trained = f"{it['ratings']} ratings"
-            held = f"MAE {_fmt(it['heldout']['mae'])} R2 {_fmt(it['heldout']['r2'])}"
-        lines.append(
-            f"| {it['iteration']} | {it.get('classifier') or it.get('regressor')} | "
-            f"{trained} | {it['kept']} | {held} | {_fmt(lab.get('precision'))} | "
-            f"{_fmt(lab.get('recall'))} |"
-        )
-    for it in iterations[1:]:
-        hist = it["rating_histogram"]
-        lines += [
-            "",
-            f"Ratings of iteration {it['iteration']} (1-10): "
-            + ", ".join(f"{k}: {v}" for k, v in hist.items() if v),
-        ]
-    with atomic_path(markdown) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    write_counts(
-        counts_path, "filter_report", docs_in, docs_out, {"below_threshold": docs_in - docs_out}
+    write_json(outputs["report"], report)
+    log.info(
+        "finegrained %d: D%d has %d of %d documents",
+        iteration,
+        iteration,
+        report["kept"],
+        report["documents"],
     )
     return report
-
-
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.3f}"

@@ -17,14 +17,18 @@ import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pyarrow as pa
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from tqdm import tqdm
 
 from synthllm.io import write_counts, write_parquet
 from synthllm.llm import BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +158,20 @@ def generate_resumable(
     return [done[i] for i in range(len(requests))], facts
 
 
-def final_status(parsed_status: str, completion: Completion) -> str:
-    """A parse that failed on a completion cut at max_tokens is reported as truncated."""
-    if parsed_status in ("malformed", "empty") and completion.finish_reason == "length":
-        return "truncated"
-    return parsed_status
+# a structured reply that did not parse: cut at max_tokens, it is truncated, not wrong
+INCOMPLETE = ("empty", "malformed", "unparsable", "out_of_range")
+
+
+def completion_status(parsed_status: str, completion: Completion, free_text: bool = False) -> str:
+    """The one definition of `truncated`. A completion cut at max_tokens is truncated when
+    what it should hold is not all there: free text (an answer, a document) whenever it has
+    any text, a structured reply when it did not parse (INCOMPLETE). A reply that parsed in
+    full, or the model's own verdict (Level-1's not_suitable), stands."""
+    if completion.finish_reason != "length":
+        return parsed_status
+    if free_text:
+        return parsed_status if parsed_status == "empty" else "truncated"
+    return "truncated" if parsed_status in INCOMPLETE else parsed_status
 
 
 def provenance(spec: BackendSpec, template: str, sampling: Sampling) -> dict:
@@ -184,3 +197,76 @@ def finish_stage(
     counts = write_counts(counts_path, stage, n_in, ok, statuses, **extra)
     progress_path(output).unlink(missing_ok=True)
     return counts
+
+
+class GenerationStage(ABC):
+    """The loop every generation stage shares, after NeMo-Skills' GenerationTask: a stage
+    names its units (documents, concept sets, questions) and fills three hooks; the base
+    renders the requests, generates resumably with a fingerprint of the settings that change
+    outputs (never the execution knobs), gives every completion its status, and writes the
+    records and counts.
+
+    Class attributes: `stage` (counts and progress), `template` (prompt, provenance),
+    `schema` (the output parquet), `output` (the outputs key of that parquet), `model_key`
+    (the config key of its backend, for messages).
+    """
+
+    stage: str
+    template: str
+    schema: pa.Schema
+    output: str
+    model_key = "models.generator"
+
+    def __init__(self, *, inputs: dict, outputs: dict, settings: dict, execution: dict):
+        self.inputs, self.outputs = inputs, outputs
+        self.settings, self.execution = settings, execution
+        self.spec = BackendSpec.from_config(self.model_key, merged(settings, execution, "model"))
+        self.sampling = Sampling(**settings["sampling"])
+
+    @abstractmethod
+    def units(self) -> list:
+        """What each request is about, in output order."""
+
+    @abstractmethod
+    def request(self, unit) -> Request:
+        """The chat request of one unit."""
+
+    @abstractmethod
+    def records(self, unit, completion: Completion) -> tuple[str, list[dict]]:
+        """A completion's status (through completion_status) and its output rows."""
+
+    def counts(self, units: list, rows: list[dict], statuses: Counter) -> tuple[Counter, dict]:
+        """The statuses the counts report (ok = out, the rest dropped) and extra counts."""
+        return statuses, {}
+
+    def run(self) -> dict:
+        units = self.units()
+        requests = [self.request(u) for u in units]
+        fp = fingerprint(stage=self.stage, settings=self.settings, requests=requests)
+        completions, facts = generate_resumable(
+            requests,
+            self.spec,
+            self.sampling,
+            self.outputs[self.output],
+            fp,
+            self.execution["chunk_size"],
+            desc=self.stage,
+        )
+        self.provenance = provenance(self.spec, self.template, self.sampling)
+        rows, statuses = [], Counter()
+        for unit, completion in zip(units, completions):
+            status, unit_rows = self.records(unit, completion)
+            statuses[status] += 1
+            rows.extend(unit_rows)
+        reported, extra = self.counts(units, rows, statuses)
+        return finish_stage(
+            self.stage,
+            rows,
+            self.schema,
+            self.outputs[self.output],
+            self.outputs["counts"],
+            len(units),
+            reported,
+            **extra,
+            **facts,
+        )

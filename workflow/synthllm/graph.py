@@ -52,7 +52,7 @@ import polars as pl
 import scipy.sparse as sp
 from numba import njit, prange
 
-from synthllm.concepts import clean_label, concept_key
+from synthllm.concepts import ConceptGraphError, clean_label, concept_key
 from synthllm.io import StepLog, atomic_path, write_counts, write_json, write_parquet_table
 
 log = logging.getLogger("synthllm.graph")
@@ -520,16 +520,31 @@ def read_extractions(paths: list[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def run(
-    extract_shards: list[str],
-    out_dir: str,
-    counts_path: str,
-    subset: int,
-    n_subsets: int,
-    eps: float,
-) -> dict:
+# the outputs of `build`, by their names in the rule: all in one folder
+OUTPUT_FILES = {
+    "graph": "graph.gt",
+    "sampler": "sampler.npz",
+    "nodes": "nodes.parquet",
+    "docs": "docs.parquet",
+    "report": "report.json",
+    "counts": "counts.json",
+}
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The concept graph of one subset: inputs `extracted` (every extract shard), outputs
+    OUTPUT_FILES in one folder. Settings: graph.eps as eps, and the job's subset (e.g.
+    000-of-001) (rules/graph.smk)."""
+    out_dir = Path(outputs["counts"]).parent
+    for name, file in OUTPUT_FILES.items():
+        if Path(outputs[name]) != out_dir / file:
+            raise ConceptGraphError(
+                f"output {name}: {outputs[name]} is not {out_dir / file} (the graph's files "
+                "share one folder)"
+            )
+    subset, n_subsets = (int(x) for x in settings["subset"].split("-of-"))
     name = f"{subset:03d}-of-{n_subsets:03d}"
-    extracted = read_extractions(extract_shards)
+    extracted = read_extractions(inputs["extracted"])
     mine = extracted.filter(
         pl.col("doc_id").map_elements(
             lambda d: subset_of(d, n_subsets) == subset, return_dtype=pl.Boolean
@@ -539,9 +554,9 @@ def run(
     pairs = [concept_pairs(mine.filter(pl.col("status") == "ok"))]
     del extracted, mine
     # popped, so that build holds the only reference and can free the strings
-    report = build(pairs.pop(), out_dir, eps, name)
-    return write_counts(
-        counts_path,
+    report = build(pairs.pop(), out_dir, settings["eps"], name)
+    counts = write_counts(
+        outputs["counts"],
         "graph",
         n_in,
         report["documents"],
@@ -551,3 +566,5 @@ def run(
         key_concepts=report["nodes"]["key_concept"],
         edges=report["edges"],
     )
+    log.info("graph: %s", counts)
+    return counts

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from synthllm import questions
 from synthllm.generation import render
-from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.llm import Request
 from synthllm.parsers import level2_schema, parse_level2
-
-TEMPLATE = "level2"
+from synthllm.questions import QuestionStage
 
 
 def concept_list(topics: list[dict]) -> str:
@@ -21,48 +19,42 @@ def concept_list(topics: list[dict]) -> str:
 
 
 def level2_request(text: str, topics: list[dict], structured: bool) -> Request:
-    prompt = render(TEMPLATE, text=text, concepts=concept_list(topics), structured=structured)
+    prompt = render("level2", text=text, concepts=concept_list(topics), structured=structured)
     return Request(
         [{"role": "user", "content": prompt}], {"json": level2_schema()} if structured else None
     )
 
 
-def run(
-    docs_shard: str,
-    extract_shard: str,
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    structured: bool,
-    max_doc_chars: int,
-    calls_per_doc: int,
-    questions_per_doc: int,
-    chunk_size: int,
-) -> dict:
-    texts = dict(zip(*pq.read_table(docs_shard, columns=["doc_id", "text"]).to_pydict().values()))
-    extracted = pq.read_table(extract_shard, columns=["doc_id", "topics", "status"]).to_pylist()
-    usable = [e for e in extracted if e["status"] == "ok"]
-    items = [
-        {"unit": e["doc_id"], "doc_ids": [e["doc_id"]], "call": call, "topics": e["topics"]}
-        for e in usable
-        for call in range(calls_per_doc)
-    ]
-    requests = [
-        level2_request(texts[it["unit"]][:max_doc_chars], it["topics"], structured) for it in items
-    ]
-    return questions.generate(
-        2,
-        TEMPLATE,
-        items,
-        requests,
-        parse_level2,
-        spec,
-        sampling,
-        output,
-        counts_path,
-        questions_per_doc,
-        chunk_size,
-        structured=structured,
-        documents_without_concepts=len(extracted) - len(usable),
-    )
+class Level2(QuestionStage):
+    """Settings: generation.level2, models.generator, generation.{structured, max_doc_chars}
+    (rules/questions.smk). Documents whose extraction failed have no concepts to recombine."""
+
+    stage = template = "level2"
+    level = 2
+    cap = "questions_per_doc"
+    parse = staticmethod(parse_level2)
+
+    def units(self) -> list[dict]:
+        docs = pq.read_table(self.inputs["docs"], columns=["doc_id", "text"]).to_pydict()
+        self.texts = dict(zip(*docs.values()))
+        columns = ["doc_id", "topics", "status"]
+        extracted = pq.read_table(self.inputs["extracted"], columns=columns).to_pylist()
+        usable = [e for e in extracted if e["status"] == "ok"]
+        self.without_concepts = len(extracted) - len(usable)
+        return [
+            {"unit": e["doc_id"], "doc_ids": [e["doc_id"]], "call": call, "topics": e["topics"]}
+            for e in usable
+            for call in range(self.settings["calls_per_doc"])
+        ]
+
+    def request(self, item: dict) -> Request:
+        text = self.texts[item["unit"]][: self.settings["max_doc_chars"]]
+        return level2_request(text, item["topics"], self.settings["structured"])
+
+    @property
+    def extra(self) -> dict:
+        return {"documents_without_concepts": self.without_concepts}
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    return Level2(inputs=inputs, outputs=outputs, settings=settings, execution=execution).run()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from synthllm import questions
 from synthllm.concepts import ConceptGraphError
 from synthllm.generation import render
-from synthllm.llm import BackendSpec, Request, Sampling
+from synthllm.llm import Request
 from synthllm.parsers import level2_schema, parse_level2
+from synthllm.questions import QuestionStage
 
-TEMPLATE = "level3"
 MAX_QUESTIONS_PER_CALL = 3
 
 
@@ -50,7 +49,7 @@ def level3_request(
     topics: list[str], key_concepts: list[str], references: list[str], structured: bool
 ) -> Request:
     prompt = render(
-        TEMPLATE,
+        "level3",
         topics="; ".join(topics),
         key_concepts="; ".join(key_concepts),
         references=references,
@@ -62,50 +61,43 @@ def level3_request(
     )
 
 
-def run(
-    walk_files: list[str],
-    doc_shards: list[str],
-    shard: int,
-    n_shards: int,
-    output: str,
-    counts_path: str,
-    spec: BackendSpec,
-    sampling: Sampling,
-    structured: bool,
-    max_doc_chars: int,
-    calls_per_set: int,
-    questions_per_set: int,
-    chunk_size: int,
-    max_sets: int | None = None,
-) -> dict:
-    sets = shard_sets(walk_files, shard, n_shards, max_sets).to_dicts()
-    texts = reference_texts(doc_shards, {d for s in sets for d in s["ref_doc_ids"]})
-    items = [
-        {"unit": s["set_id"], "doc_ids": s["ref_doc_ids"], "call": call, "set": s}
-        for s in sets
-        for call in range(calls_per_set)
-    ]
-    requests = [
-        level3_request(
-            it["set"]["topics"],
-            it["set"]["key_concepts"],
-            [texts[d][:max_doc_chars] for d in it["doc_ids"]],
-            structured,
+class Level3(QuestionStage):
+    """Settings: generation.level3, models.generator, generation.{structured, max_doc_chars},
+    and the job's shard (rules/questions.smk)."""
+
+    stage = template = "level3"
+    level = 3
+    cap = "questions_per_set"
+    parse = staticmethod(parse_level2)
+
+    def units(self) -> list[dict]:
+        shard, n_shards = (int(x) for x in self.settings["shard"].split("-of-"))
+        max_sets = self.settings["max_sets_per_shard"]
+        sets = shard_sets(self.inputs["walks"], shard, n_shards, max_sets).to_dicts()
+        self.n_sets = len(sets)
+        self.texts = reference_texts(
+            self.inputs["docs"], {d for s in sets for d in s["ref_doc_ids"]}
         )
-        for it in items
-    ]
-    return questions.generate(
-        3,
-        TEMPLATE,
-        items,
-        requests,
-        parse_level2,
-        spec,
-        sampling,
-        output,
-        counts_path,
-        questions_per_set,
-        chunk_size,
-        structured=structured,
-        concept_sets=len(sets),
-    )
+        return [
+            {"unit": s["set_id"], "doc_ids": s["ref_doc_ids"], "call": call, "set": s}
+            for s in sets
+            for call in range(self.settings["calls_per_set"])
+        ]
+
+    def request(self, item: dict) -> Request:
+        references = [self.texts[d][: self.settings["max_doc_chars"]] for d in item["doc_ids"]]
+        concept_set = item["set"]
+        return level3_request(
+            concept_set["topics"],
+            concept_set["key_concepts"],
+            references,
+            self.settings["structured"],
+        )
+
+    @property
+    def extra(self) -> dict:
+        return {"concept_sets": self.n_sets}
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    return Level3(inputs=inputs, outputs=outputs, settings=settings, execution=execution).run()

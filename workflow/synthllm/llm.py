@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthllm.errors import SynthllmError
+
 log = logging.getLogger(__name__)
 
 
-class BackendError(Exception):
+class BackendError(SynthllmError):
     """A backend that cannot start or answer; the message names the config key and the cause."""
 
 
@@ -68,7 +70,8 @@ class BackendSpec:
 
     @classmethod
     def from_config(cls, key: str, entry: dict) -> BackendSpec:
-        return cls(key=key, **entry)
+        """A spec from a config entry; its `gpus` is the scheduler's (job_resources)."""
+        return cls(key=key, **{k: v for k, v in entry.items() if k != "gpus"})
 
 
 def open_backend(spec: BackendSpec):

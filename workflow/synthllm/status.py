@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from synthllm.errors import SynthllmError
+
 
 def collect(results: str | Path) -> list[dict]:
     """All counts files under a results folder (`counts.json`, `<shard>.counts.json`), in
@@ -49,3 +51,15 @@ def table(rows: list[dict]) -> str:
             + line[4]
         )
     return "\n".join(out)
+
+
+def main(results: str) -> None:
+    """`synthllm status [results]`: the counts table of a results folder."""
+    rows = collect(results)
+    if not rows:
+        raise StatusError(f"no counts.json under {results}: nothing has run there yet")
+    print(table(rows))
+
+
+class StatusError(SynthllmError):
+    """A results folder with nothing to report."""

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthllm.errors import SynthllmError
+
 log = logging.getLogger("synthllm.train")
 
 IGNORE = -100
@@ -55,33 +57,33 @@ LOSS_ON = ("answer", "all")
 PRECISIONS = ("fp32", "bf16")
 
 
-class TrainError(ValueError):
+class TrainError(SynthllmError):
     """Bad training input or settings; the message names the file or config key."""
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Config key `training` (one field per key; see config/schema.yaml)."""
+    """The output-affecting keys of config key `training`, with the model's overrides (one
+    field per key; config/schema.yaml holds their defaults and ranges). The execution keys
+    (checkpoint cadence, peak_tflops, processes, threads) are not here: they change no
+    output and no checkpoint's fingerprint."""
 
-    zero_stage: int = 2
-    precision: str = "fp32"
-    micro_batch_size: int = 4
-    global_batch_size: int = 16
-    gradient_checkpointing: bool = False
-    max_seq_len: int = 1024
-    packing: bool = False
-    loss_on: str = "answer"
-    learning_rate: float = 1e-5
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    adam_betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    epochs: int = 3
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 1
-    seed: int = 0
-    peak_tflops: float | None = None
+    zero_stage: int
+    precision: str
+    micro_batch_size: int
+    global_batch_size: int
+    gradient_checkpointing: bool
+    max_seq_len: int
+    packing: bool
+    loss_on: str
+    learning_rate: float
+    warmup_ratio: float
+    weight_decay: float
+    adam_betas: tuple
+    adam_eps: float
+    max_grad_norm: float
+    epochs: int
+    seed: int
 
     @classmethod
     def from_config(cls, cfg: dict, key: str = "training") -> TrainSettings:
@@ -89,6 +91,9 @@ class TrainSettings:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise TrainError(f"config key {key}: unknown setting(s) {unknown}")
+        missing = sorted(known - set(cfg))
+        if missing:
+            raise TrainError(f"config key {key}: missing setting(s) {missing}")
         values = dict(cfg)
         if "adam_betas" in values:
             values["adam_betas"] = tuple(values["adam_betas"])
@@ -113,8 +118,6 @@ class TrainSettings:
                 "must be two numbers in [0, 1)",
             ),
             (self.epochs >= 1, "epochs", "must be >= 1"),
-            (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
-            (self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -351,10 +354,10 @@ def _read_log(path: Path, upto: int) -> list[dict]:
     return [e for e in entries if e["step"] <= upto]
 
 
-def _peak_flops(s: TrainSettings, device_type: str) -> float | None:
+def _peak_flops(peak_tflops: float | None, device_type: str) -> float | None:
     """Peak FLOP/s of one accelerator: the config's, else None (no MFU on CPUs)."""
-    if s.peak_tflops:
-        return s.peak_tflops * 1e12
+    if peak_tflops:
+        return peak_tflops * 1e12
     if device_type != "cuda":
         return None
     import torch
@@ -364,17 +367,14 @@ def _peak_flops(s: TrainSettings, device_type: str) -> float | None:
     return next((v for k, v in dense_bf16.items() if k in name), None)
 
 
-def run(
-    mixture: str,
-    base_model: str,
-    out_dir: str,
-    settings: TrainSettings,
-    system_prompt: str,
-    threads: int | None = None,
-) -> dict | None:
-    """Fine-tune `base_model` (an HF folder, e.g. `train/{model}/0/final`) on `mixture`,
-    writing `final/`, `counts.json` and `log.jsonl` under `out_dir`. Run under torchrun
-    (or alone, as a world of one). Returns the counts on rank 0."""
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict | None:
+    """Fine-tune `inputs["base"]` (an HF folder, e.g. `train/{model}/0/final`) on
+    `inputs["mixture"]`, writing `final/`, `counts.json` and `log.jsonl` into the folder of
+    `outputs["counts"]`. Run under torchrun (or alone, as a world of one). Settings: config
+    key training with the model's overrides (`training`) and chat.system_prompt
+    (`system_prompt`); execution: training.checkpoint_every, keep_checkpoints, peak_tflops
+    and the job's threads, shared by the processes of a node (rules/train.smk). Returns the
+    counts on rank 0."""
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -382,8 +382,12 @@ def run(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _die_with_launcher()
-    if threads:
-        torch.set_num_threads(threads)
+    mixture, base_model = inputs["mixture"], inputs["base"]
+    system_prompt = settings["system_prompt"]
+    training = TrainSettings.from_config(settings["training"])
+    cadence = execution["training"]
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, execution["threads"] // per_node))
     for name, default in (
         ("RANK", "0"),
         ("LOCAL_RANK", "0"),
@@ -394,10 +398,10 @@ def run(
         os.environ.setdefault(name, default)  # without torchrun: a world of one
     deepspeed.init_distributed(dist_backend=_backend(), auto_mpi_discovery=False)
     rank, world = dist.get_rank(), dist.get_world_size()
-    out = Path(out_dir)
+    out = Path(outputs["counts"]).parent
     ckpt_dir = out / "checkpoints"
     progress_log = ckpt_dir / "log.jsonl"
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(training.seed)
 
     questions, answers, mixture_tokens = read_mixture(mixture)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -411,38 +415,38 @@ def run(
         zip(questions, answers), total=len(questions), desc="tokenize", disable=rank != 0
     ):
         ids, labels, cut = encode_sample(
-            tokenizer, q, a, system_prompt, settings.loss_on, settings.max_seq_len
+            tokenizer, q, a, system_prompt, training.loss_on, training.max_seq_len
         )
         encoded.append((ids, labels))
         truncated += cut
     rows = (
-        pack(encoded, settings.max_seq_len)
-        if settings.packing
+        pack(encoded, training.max_seq_len)
+        if training.packing
         else [Row(ids, labels, [len(ids)]) for ids, labels in encoded]
     )
 
     accumulation = gradient_accumulation(
-        settings.global_batch_size, settings.micro_batch_size, world
+        training.global_batch_size, training.micro_batch_size, world
     )
-    per_epoch = steps_per_epoch(len(rows), settings.global_batch_size)
-    total_steps = per_epoch * settings.epochs
-    warmup = int(settings.warmup_ratio * total_steps)
-    ds_config = deepspeed_config(settings, accumulation)
+    per_epoch = steps_per_epoch(len(rows), training.global_batch_size)
+    total_steps = per_epoch * training.epochs
+    warmup = int(training.warmup_ratio * total_steps)
+    ds_config = deepspeed_config(training, accumulation)
 
-    dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if training.precision == "bf16" else torch.float32
     hf_zero3 = None
-    if settings.zero_stage == 3:
+    if training.zero_stage == 3:
         # keeps from_pretrained partitioning the weights as it loads (zero.Init)
         from transformers.integrations import HfDeepSpeedConfig
 
         hf_zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must stay alive)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.config.use_cache = False
-    if settings.gradient_checkpointing:
+    if training.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     n_params = (
         sum(p.numel() for p in model.parameters())
-        if settings.zero_stage != 3
+        if training.zero_stage != 3
         else sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     )
 
@@ -456,7 +460,7 @@ def run(
     )
     del hf_zero3
 
-    fingerprint = settings.fingerprint(
+    fingerprint = training.fingerprint(
         _file_digest(mixture),
         str(world),
         system_prompt,
@@ -469,14 +473,16 @@ def run(
         with open(progress_log, "w") as f:
             f.writelines(json.dumps(e) + "\n" for e in history)
 
-    peak = _peak_flops(settings, engine.device.type if hasattr(engine.device, "type") else "cpu")
+    peak = _peak_flops(
+        cadence["peak_tflops"], engine.device.type if hasattr(engine.device, "type") else "cpu"
+    )
     device = engine.device
     t_run = time.perf_counter()
     trained_tokens = 0
     bar = tqdm(total=total_steps, initial=start, desc="train", disable=rank != 0)
     for step in range(start, total_steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        epoch, items = step_items(len(rows), settings.global_batch_size, step, settings.seed)
+        epoch, items = step_items(len(rows), training.global_batch_size, step, training.seed)
         step_label_tokens = sum(sum(1 for x in rows[i].labels if x != IGNORE) for i in items)
         step_tokens = sum(len(rows[i].input_ids) for i in items)
         # Loss of a micro-batch = its token-loss sum / the step's label tokens, times the
@@ -485,7 +491,7 @@ def run(
         scale = accumulation * world / max(1, step_label_tokens)
         lr = engine.get_lr()[0]
         local_sum = torch.zeros((), dtype=torch.float64)
-        for slot in rank_micro_batches(items, rank, world, settings.micro_batch_size, accumulation):
+        for slot in rank_micro_batches(items, rank, world, training.micro_batch_size, accumulation):
             weight = 1.0 if slot else 0.0
             batch = collate([rows[i] for i in (slot or [int(items[0])])], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -525,12 +531,12 @@ def run(
                 f.write(json.dumps(entry) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-        if done % settings.checkpoint_every == 0 and done < total_steps:
-            _save_checkpoint(engine, ckpt_dir, done, fingerprint, settings.keep_checkpoints, rank)
+        if done % cadence["checkpoint_every"] == 0 and done < total_steps:
+            _save_checkpoint(engine, ckpt_dir, done, fingerprint, cadence["keep_checkpoints"], rank)
     bar.close()
     wall = time.perf_counter() - t_run
 
-    _save_final(engine, tokenizer, out, settings, rank)
+    _save_final(engine, tokenizer, out, training, rank)
     if rank == 0:
         entries = _read_log(progress_log, total_steps)
         shutil.copyfile(progress_log, out / "log.jsonl")
@@ -546,13 +552,13 @@ def run(
             tokens=mixture_tokens,
             rows=len(rows),
             truncated_samples=truncated,
-            epochs=settings.epochs,
+            epochs=training.epochs,
             steps=total_steps,
             resumed_from_step=start,
             world_size=world,
             gradient_accumulation=accumulation,
-            global_batch_size=settings.global_batch_size,
-            micro_batch_size=settings.micro_batch_size,
+            global_batch_size=training.global_batch_size,
+            micro_batch_size=training.micro_batch_size,
             parameters=n_params,
             final_loss=entries[-1]["loss"] if entries else None,
             tokens_per_s=(trained_tokens / wall) if wall > 0 and trained_tokens else None,
@@ -666,7 +672,7 @@ ARCHITECTURE_KEYS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainModel:
     """One entry of config key `models.train`: a base model to fine-tune.
 
@@ -678,14 +684,17 @@ class TrainModel:
 
     label: str
     model: str
-    init: str = "pretrained"
-    architecture: dict | None = None
-    seed: int = 0
-    chat_template: str | None = None
+    init: str
+    architecture: dict | None = None  # init scratch only; the schema has no default
+    seed: int
+    chat_template: str | None
 
     @classmethod
     def from_config(cls, cfg: dict, key: str = "models.train[]") -> TrainModel:
         names = {f.name for f in fields(cls)}
+        missing = sorted(n for n in names - set(cfg) if n != "architecture")
+        if missing:
+            raise TrainError(f"config key {key}: missing setting(s) {missing}")
         spec = cls(**{k: v for k, v in cfg.items() if k in names})
         if spec.init not in ("pretrained", "scratch"):
             raise TrainError(
@@ -772,3 +781,14 @@ def materialise_base(
         init=spec.init,
         model=spec.model,
     )
+
+
+def run_base_model(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """Budget 0: the untrained base model of one entry of config key models.train (settings
+    `model`: that entry without its launch layout and training overrides) as the HF folder
+    `outputs["final"]`, with `outputs["counts"]` (rules/train.smk)."""
+    key = f"models.train[label={settings['model']['label']}]"
+    spec = TrainModel.from_config(settings["model"], key)
+    counts = materialise_base(spec, outputs["final"], outputs["counts"], key)
+    log.info("base model %s: %d parameters", spec.label, counts["parameters"])
+    return counts

@@ -51,7 +51,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -308,21 +307,23 @@ def top_k_jaccard(
     )
 
 
-def run(
-    graph_dir: str, output: str, counts_path: str, settings: WalkSettings, references: int
-) -> dict:
-    graph = Path(graph_dir)
-    with np.load(graph / "sampler.npz") as z:
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
+    """The concept sets of one subset and their reference documents: inputs sampler, nodes,
+    docs (synthllm.graph), outputs walks, counts. Settings: graph.walks as walks, graph.eps
+    as eps, graph.references as references, and the job's subset (rules/graph.smk)."""
+    walk_settings = WalkSettings(**settings["walks"], eps=settings["eps"])
+    references = settings["references"]
+    with np.load(inputs["sampler"]) as z:
         arrays = {name: z[name] for name in z.files}
-    nodes = pl.read_parquet(graph / "nodes.parquet")
-    docs = pl.read_parquet(graph / "docs.parquet")
-    subset = graph.name.removeprefix("subset-")
+    nodes = pl.read_parquet(inputs["nodes"])
+    docs = pl.read_parquet(inputs["docs"])
+    subset = settings["subset"]
     n_topics = int(arrays["n_topics"])
-    walks = sample(arrays, settings)
+    walks = sample(arrays, walk_settings)
     n_in = len(walks["complete"])
     keep = walks["outcome"] == _OK
     dead_ends = keep & ~walks["complete"]
-    if settings.dead_end == "drop":
+    if walk_settings.dead_end == "drop":
         keep &= walks["complete"]
     # global vertex ids: topics keep theirs, KC j is vertex n_topics + j
     topic_nodes = [row[row >= 0] for row in walks["topics"][keep]]
@@ -334,6 +335,7 @@ def run(
         arrays["node_docs"],
         np.diff(arrays["doc_indptr"]),
         references,
+        execution["threads"],
     )
     label = np.array(nodes.get_column("label").to_list(), dtype=object)
     doc_ids = np.array(docs.get_column("doc_id").to_list(), dtype=object)
@@ -364,9 +366,9 @@ def run(
             "ref_jaccard": pl.List(pl.Float64),
         },
     )
-    write_parquet_table(table.to_arrow(), output)
+    write_parquet_table(table.to_arrow(), outputs["walks"])
     dropped = {"no_key_concept": int((walks["outcome"] == _NO_KEY_CONCEPT).sum())}
-    if settings.dead_end == "drop":
+    if walk_settings.dead_end == "drop":
         dropped["dead_end"] = int(dead_ends.sum())
     sizes = [len(q) for q in queries]
     log.info(
@@ -378,13 +380,13 @@ def run(
         dropped,
     )
     return write_counts(
-        counts_path,
+        outputs["counts"],
         "walks",
         n_in,
         len(queries),
         dropped,
         subset=subset,
-        settings=asdict(settings),
+        settings=asdict(walk_settings),
         references=references,
         ended_early=int(dead_ends.sum()),
         mean_concepts_per_set=round(float(np.mean(sizes)), 3) if sizes else None,
