@@ -14,15 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 from snakemake.utils import validate
-from synthllm.scaling import (
-    LAWS,
-    LOSSES,
-    bootstrap_params,
-    fit_law,
-    predict,
-    settings_from_config,
-    theta_from_params,
-)
+from synthllm.scaling.analysis import settings_from_config
+from synthllm.scaling.bootstrap import bootstrap_params
+from synthllm.scaling.fit import LOSSES, fit_law
+from synthllm.scaling.laws import LAWS, predict, theta_from_params
 from synthllm.settings import SCHEMA, stage_settings
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from snakemake.utils import validate  # noqa: E402
-from synthllm import train  # noqa: E402
+from synthllm import base_model, train, train_data, train_settings  # noqa: E402
 from synthllm.settings import SCHEMA, schema_node, split, stage_settings  # noqa: E402
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -56,7 +56,7 @@ def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
     with open(data) as f:
         records = [json.loads(next(f)) for _ in range(n)]
     tokens = [
-        len(train.chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
+        len(train_data.chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
         for r in records
     ]
     pq.write_table(
@@ -71,18 +71,20 @@ def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
     )
 
 
-def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tuple[float, float]:
+def bare_loop(
+    base: Path, mix: Path, s: train_settings.TrainSettings, steps: int
+) -> tuple[float, float]:
     """Plain PyTorch: the trainer's batches, loss and schedule without DeepSpeed.
     Tokens per wall second and per CPU second, after the first step."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    questions, answers, _ = train.read_mixture(mix)
+    questions, answers, _ = train_data.read_mixture(mix)
     rows = [
-        train.Row(ids, labels, [len(ids)])
+        train_data.Row(ids, labels, [len(ids)])
         for ids, labels, _ in (
-            train.encode_sample(tokenizer, q, a, SYSTEM, s.loss_on, s.max_seq_len)
+            train_data.encode_sample(tokenizer, q, a, SYSTEM, s.loss_on, s.max_seq_len)
             for q, a in zip(questions, answers)
         )
     ]
@@ -97,19 +99,23 @@ def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tupl
         eps=s.adam_eps,
         weight_decay=s.weight_decay,
     )
-    accumulation = train.gradient_accumulation(s.global_batch_size, s.micro_batch_size, 1)
-    total = train.steps_per_epoch(len(rows), s.global_batch_size) * s.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: train.linear_schedule(k, total, 0))
+    accumulation = train_settings.gradient_accumulation(s.global_batch_size, s.micro_batch_size, 1)
+    total = train_data.steps_per_epoch(len(rows), s.global_batch_size) * s.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: train_settings.linear_schedule(k, total, 0)
+    )
     tokens, t_start, c_start = 0, None, None
     for step in range(steps):
         if step == 1:
             t_start, c_start = time.perf_counter(), time.process_time()
-        _, items = train.step_items(len(rows), s.global_batch_size, step, s.seed)
-        n_labels = sum(sum(1 for x in rows[i].labels if x != train.IGNORE) for i in items)
-        for slot in train.rank_micro_batches(items, 0, 1, s.micro_batch_size, accumulation):
+        _, items = train_data.step_items(len(rows), s.global_batch_size, step, s.seed)
+        n_labels = sum(sum(1 for x in rows[i].labels if x != train_data.IGNORE) for i in items)
+        for slot in train_data.rank_micro_batches(items, 0, 1, s.micro_batch_size, accumulation):
             batch = {
                 k: v.to(device)
-                for k, v in train.collate([rows[i] for i in slot], tokenizer.pad_token_id).items()
+                for k, v in train_data.collate(
+                    [rows[i] for i in slot], tokenizer.pad_token_id
+                ).items()
             }
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
@@ -117,7 +123,7 @@ def bare_loop(base: Path, mix: Path, s: train.TrainSettings, steps: int) -> tupl
                 torch.nn.functional.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.size(-1)),
                     labels[:, 1:].reshape(-1),
-                    ignore_index=train.IGNORE,
+                    ignore_index=train_data.IGNORE,
                     reduction="sum",
                 )
                 / n_labels
@@ -151,7 +157,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--global-batch", type=int, default=16)
     ap.add_argument("--zero-stage", type=int, default=2)
-    ap.add_argument("--precision", default="fp32", choices=train.PRECISIONS)
+    ap.add_argument("--precision", default="fp32", choices=train_settings.PRECISIONS)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
@@ -179,11 +185,11 @@ def main() -> None:
     settings["system_prompt"] = SYSTEM
     execution["training"]["checkpoint_every"] = 10**6
     execution["threads"] = args.threads
-    training = train.TrainSettings.from_config(settings["training"])
+    training = train_settings.TrainSettings.from_config(settings["training"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = tmp / "base"
-        counts = train.run_base_model(
+        counts = base_model.run_base_model(
             inputs={},
             outputs={"final": str(base), "counts": str(tmp / "base.json")},
             settings={"model": model},
@@ -196,7 +202,7 @@ def main() -> None:
         import pyarrow.parquet as pq
 
         pq.write_table(pq.read_table(mix).slice(0, n), mix)
-        steps = train.steps_per_epoch(n, args.global_batch)
+        steps = train_data.steps_per_epoch(n, args.global_batch)
 
         bare_tps, bare_cpu = bare_loop(base, mix, training, steps)
         ours = tmp / "ours"

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from functools import cache
 from glob import glob
 from pathlib import Path
 
@@ -24,11 +25,21 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
     (a function of the wildcards) adds, and what only says how the job runs: the execution
     knobs, the paths and the command (`command(wildcards, threads)`, default `python -m
     synthllm <stage>` in the environment `env`). Only the settings are a rerun trigger:
-    Snakemake does not record a params function that takes threads, input or output."""
+    Snakemake does not record a params function that takes threads, input or output.
+    Snakemake calls these functions for every job when it plans: what does not depend on
+    the job (the settings of a rule without `job`, python_env) is computed once."""
     settings, execution = settings_of(config, *merge, **named)
 
-    def settings_json(wildcards):
-        return json.dumps({**settings, **(job(wildcards) if job else {})}, sort_keys=True)
+    if job is None:
+        rule_settings = json.dumps(settings, sort_keys=True)
+
+        def settings_json(wildcards):
+            return rule_settings
+
+    else:
+
+        def settings_json(wildcards):
+            return json.dumps({**settings, **job(wildcards)}, sort_keys=True)
 
     return {
         "settings": settings_json,
@@ -48,6 +59,7 @@ STAGE_SHELL = (
 )
 
 
+@cache  # the same for every job of a kind
 def python_env(kind):
     """Shell prefix that runs the Python of a rule kind with this workflow's package.
 
@@ -87,9 +99,9 @@ def corpus_shards():
     return [f"{RESULTS}/corpus/shard-{s}.parquet" for s in shard_ids()]
 
 
-def reference_docs(wildcards):
-    """The documents questions are generated from: the filtered shard (rules/filter.smk)."""
-    return f"{RESULTS}/filter/docs/shard-{wildcards.shard}.parquet"
+# the documents questions are generated from: the filtered shard (rules/filter.smk); a
+# pattern, not an input function, so that Snakemake does not call a function per job
+REFERENCE_DOCS = f"{RESULTS}/filter/docs/shard-{{shard}}.parquet"
 
 
 def embedding_files():
@@ -139,11 +151,11 @@ def subset_ids():
     return [f"{i:03d}-of-{n:03d}" for i in range(n)]
 
 
-def all_reference_docs(wildcards):
-    """The reference documents of every shard (Level-3 sets draw theirs from any shard)."""
-    from types import SimpleNamespace
-
-    return [reference_docs(SimpleNamespace(shard=s)) for s in shard_ids()]
+def all_reference_docs():
+    """The reference documents of every shard (Level-3 sets draw theirs from any shard): a
+    list, not an input function; Snakemake would make and check every one of its files as
+    an input function's result, for each of the (n_shards) jobs that read them all."""
+    return expand(REFERENCE_DOCS, shard=shard_ids())
 
 
 def corpus_input_files():
@@ -263,13 +275,17 @@ def job_resources(rule, gpus=0):
     `gpus` (a number, or a function of the wildcards) with the config's GPU type."""
     spec = {**config["resources"]["default"], **config["resources"]["rules"].get(rule, {})}
     gpu_model = config["resources"]["gpu_model"] or ""
-    gpus_of = gpus if callable(gpus) else (lambda wildcards: gpus)
+    # the SLURM plugin writes --gpus=<model>:<n> when a model is named: only for GPU jobs;
+    # a value, not a function, when gpus is one (Snakemake calls a function for every job)
+    if callable(gpus):
+        model = lambda wildcards: gpu_model if gpus(wildcards) else ""
+    else:
+        model = gpu_model if gpus else ""
     return {
         "mem_mb": lambda wildcards, attempt: spec["mem_mb"] * attempt,
         "runtime": lambda wildcards, attempt: spec["runtime"] * attempt,
-        "gpu": gpus_of,
-        # the SLURM plugin writes --gpus=<model>:<n> when a model is named: only for GPU jobs
-        "gpu_model": lambda wildcards: gpu_model if gpus_of(wildcards) else "",
+        "gpu": gpus,
+        "gpu_model": model,
     }
 
 
@@ -325,4 +341,4 @@ EVAL_DATA = dict(
 
 def eval_files(name):
     """One file of every checkpoint's eval folder (eval_dirs), in order."""
-    return lambda wildcards: [f"{d}/{name}" for d in eval_dirs()]
+    return [f"{d}/{name}" for d in eval_dirs()]

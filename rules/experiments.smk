@@ -8,7 +8,7 @@
 
 rule experiment_docs:
     input:
-        docs=all_reference_docs,
+        docs=all_reference_docs(),
         extracted=expand(f"{RESULTS}/extract/shard-{{shard}}.parquet", shard=shard_ids()),
     output:
         docs=experiment_docs(),

@@ -4,7 +4,7 @@
 
 rule extract:
     input:
-        docs=reference_docs,
+        docs=REFERENCE_DOCS,
     output:
         extracted=f"{RESULTS}/extract/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/extract/shard-{{shard}}.counts.json",

@@ -1,7 +1,7 @@
 # Stage 2: document filtering (paper §4.1, Fig. 3). Embeddings per corpus shard; synthetic
 # math documents from the syllabus as the cold-start positives; a cold-start random forest
 # gives D0; T rounds of LLM ratings and a random-forest regressor give D1..DT; the kept
-# documents of every shard are what the generation stages read (reference_docs).
+# documents of every shard are what the generation stages read (REFERENCE_DOCS).
 # A forest seed is part of its job's settings: changing it refits that forest (and what
 # follows) and is recorded in the iteration's report.
 

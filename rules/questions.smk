@@ -5,7 +5,7 @@
 
 rule level1:
     input:
-        docs=reference_docs,
+        docs=REFERENCE_DOCS,
     output:
         questions=f"{RESULTS}/level1/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level1/shard-{{shard}}.counts.json",
@@ -32,7 +32,7 @@ rule level1:
 
 rule level2:
     input:
-        docs=reference_docs,
+        docs=REFERENCE_DOCS,
         extracted=f"{RESULTS}/extract/shard-{{shard}}.parquet",
     output:
         questions=f"{RESULTS}/level2/shard-{{shard}}.parquet",
@@ -60,7 +60,7 @@ rule level2:
 rule level3:
     input:
         walks=expand(f"{RESULTS}/walks/subset-{{subset}}.parquet", subset=subset_ids()),
-        docs=all_reference_docs,
+        docs=all_reference_docs(),
     output:
         questions=f"{RESULTS}/level3/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level3/shard-{{shard}}.counts.json",

@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthllm.corpus import (
     SCHEMA,
-    CorpusError,
-    Source,
     build_shards,
     doc_id_of,
     run,
     shard_name,
     shard_of,
 )
+from synthllm.corpus_sources import CorpusError, Source
 
 PINNED_ID = "b2f42041bf160d7a"  # blake2b-64 of the text below
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
@@ -274,6 +273,36 @@ def test_bad_file_fails_or_is_skipped(tmp_path, case):
     assert counts["files_skipped"] == {reason: 1} and counts["out"] == 1
 
 
+def test_skip_mode_fails_when_too_much_is_bad_and_writes_nothing(tmp_path):
+    """A wrong text column under on_bad_record skip: every record is bad, so nothing is kept;
+    a few bad records above corpus.max_skipped_share fail too; below it they are skipped."""
+    write_jsonl(tmp_path / "a.jsonl", [{"body": f"doc {i}"} for i in range(5)])
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError, match="no document kept of 5 records in 1 files"):
+        build_shards([source(tmp_path, "*.jsonl")], out, 2, on_bad_record="skip", progress=False)
+    assert_nothing_written(out)
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"doc {i}"} for i in range(9)], [b"{bad"])
+    with pytest.raises(CorpusError, match="1 of 10 records were bad.*max_skipped_share 0.05"):
+        build_shards(
+            [source(tmp_path, "*.jsonl")],
+            out,
+            2,
+            on_bad_record="skip",
+            progress=False,
+            max_skipped_share=0.05,
+        )
+    assert_nothing_written(out)
+    counts = build_shards(
+        [source(tmp_path, "*.jsonl")],
+        out,
+        2,
+        on_bad_record="skip",
+        progress=False,
+        max_skipped_share=0.1,
+    )
+    assert (counts["out"], counts["dropped"]) == (9, {"bad_json": 1})
+
+
 def test_a_failed_rerun_leaves_earlier_shards_intact(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "first"}])
     out = tmp_path / "out"
@@ -341,6 +370,7 @@ def stage_parts(tmp_path: Path, n_shards: int = 2) -> dict:
             "sources": [{"name": "t", "glob": str(tmp_path / "*.jsonl")}],
             "n_shards": n_shards,
             "on_bad_record": "skip",
+            "max_skipped_share": 0.2,
         },
         "execution": {"batch_size": 3, "threads": 1},
     }

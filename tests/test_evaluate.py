@@ -11,7 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from synthllm.eval_data import BENCHMARKS
-from synthllm.evaluate import encode_for_nll, load_problems, run, run_nll, run_summary
+from synthllm.eval_nll import encode_for_nll, run_nll
+from synthllm.eval_summary import run_summary
+from synthllm.evaluate import load_problems, run
 from synthllm.grading import grade
 from synthllm.io import write_json, write_parquet
 
@@ -79,7 +81,8 @@ def _eval_dir(
     nll_per_token: float,
 ) -> str:
     """An eval folder graded from hand-written completions (one problem per benchmark)."""
-    from synthllm.evaluate import NLL_SCHEMA, PREDICTIONS_SCHEMA
+    from synthllm.eval_nll import NLL_SCHEMA
+    from synthllm.evaluate import PREDICTIONS_SCHEMA
 
     rows, nll_rows = [], []
     for name in BENCHMARKS:

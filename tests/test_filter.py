@@ -16,7 +16,8 @@ import pytest
 import yaml
 from synthllm import embed, filter_docs, filter_report, generation, rate, synthetic_docs
 from synthllm import filter as filtering
-from synthllm.corpus import Source, build_shards
+from synthllm.corpus import build_shards
+from synthllm.corpus_sources import Source
 from synthllm.llm import Completion
 
 ROOT = Path(__file__).resolve().parents[1]

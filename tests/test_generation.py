@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from synthllm.corpus import Source, build_shards, shard_name
+from synthllm.corpus import build_shards, shard_name
+from synthllm.corpus_sources import Source
 from synthllm.generation import ProgressLog, progress_path
 from synthllm.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synthllm.answer_extraction import extract_answer, normalize_gold, strip_string
 from synthllm.eval_data import BENCHMARKS, load_benchmark
 from synthllm.grading import (
-    extract_answer,
     grade,
     grade_harness,
     grade_math_verify,
     math_equal,
-    normalize_gold,
     parse_gold_math_verify,
-    strip_string,
 )
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"

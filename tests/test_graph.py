@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
-from synthllm import graph, walks
+from synthllm import graph, graph_arrays, walks
 from synthllm.concepts import ConceptGraphError, clean_label, concept_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +91,14 @@ def random_extraction(rng: np.random.Generator, n_docs: int, n_topics: int, n_kc
 def test_cooccurrence_counts_match_brute_force():
     rng = np.random.default_rng(3)
     docs = random_extraction(rng, 60, 8, 25)
-    nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
+    nodes, doc_table, doc, node = graph_arrays.index_concepts(
+        graph_arrays.concept_pairs(extraction(docs))
+    )
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    counts = graph.cooccurrence(
-        graph.incidence_csr(doc, node, doc_table.height, nodes.height), n_topics, nodes.height
+    counts = graph_arrays.cooccurrence(
+        graph_arrays.incidence_csr(doc, node, doc_table.height, nodes.height),
+        n_topics,
+        nodes.height,
     )
     id_of = {(k, key): i for i, k, key in nodes.select("node", "kind", "key").iter_rows()}
     expected = {"tt": {}, "tk": {}, "kk": {}}
@@ -121,8 +125,8 @@ def star_arrays(counts: list[int], eps: float) -> dict[str, np.ndarray]:
     tk = sp.identity(n, dtype=np.int64, format="csr")
     kk = sp.csr_matrix(np.ones((n, n), np.int64) - np.eye(n, dtype=np.int64))
     doc = np.arange(n, dtype=np.int32)
-    return graph.sampler_arrays(
-        {"tt": tt.tocsr(), "tk": tk, "kk": kk}, graph.incidence_csr(doc, doc, n, n), n
+    return graph_arrays.sampler_arrays(
+        {"tt": tt.tocsr(), "tk": tk, "kk": kk}, graph_arrays.incidence_csr(doc, doc, n, n), n
     )
 
 
@@ -186,11 +190,13 @@ def test_dead_ends_stop_the_walk_and_kc_start_is_honoured():
 def test_walks_are_reproducible_for_a_seed():
     rng = np.random.default_rng(0)
     docs = random_extraction(rng, 80, 10, 30)
-    nodes, doc_table, doc, node = graph.index_concepts(graph.concept_pairs(extraction(docs)))
+    nodes, doc_table, doc, node = graph_arrays.index_concepts(
+        graph_arrays.concept_pairs(extraction(docs))
+    )
     n_topics = int((nodes.get_column("kind") == "topic").sum())
-    incidence = graph.incidence_csr(doc, node, doc_table.height, nodes.height)
-    arrays = graph.sampler_arrays(
-        graph.cooccurrence(incidence, n_topics, nodes.height), incidence, n_topics
+    incidence = graph_arrays.incidence_csr(doc, node, doc_table.height, nodes.height)
+    arrays = graph_arrays.sampler_arrays(
+        graph_arrays.cooccurrence(incidence, n_topics, nodes.height), incidence, n_topics
     )
     a = walks.sample(arrays, walks.WalkSettings(seed=7))
     b = walks.sample(arrays, walks.WalkSettings(seed=7))

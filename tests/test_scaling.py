@@ -16,23 +16,12 @@ import polars as pl
 import pytest
 import yaml
 from snakemake.utils import validate
-from synthllm.scaling import (
-    FIGURES,
-    LOSSES,
-    TABLES,
-    FitSettings,
-    ScalingError,
-    analyse_model,
-    bootstrap_params,
-    fit_law,
-    load_points,
-    param_intervals,
-    predict,
-    settings_from_config,
-    split_points,
-    theta_from_params,
-    tokens_to_margin,
-)
+from synthllm.scaling.analysis import analyse_model, load_points, settings_from_config, split_points
+from synthllm.scaling.bootstrap import bootstrap_params, param_intervals
+from synthllm.scaling.figures import FIGURES
+from synthllm.scaling.fit import LOSSES, FitSettings, fit_law
+from synthllm.scaling.laws import ScalingError, predict, theta_from_params, tokens_to_margin
+from synthllm.scaling.tables import TABLES
 from synthllm.settings import stage_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,26 +16,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from snakemake.utils import validate
+from synthllm.base_model import TrainModel, materialise_base, run_base_model
 from synthllm.chat import sft_messages
 from synthllm.settings import stage_settings
-from synthllm.train import (
+from synthllm.train_data import (
     IGNORE,
     Row,
-    TrainError,
-    TrainModel,
-    TrainSettings,
     chat_ids,
     collate,
     encode_sample,
-    gradient_accumulation,
-    linear_schedule,
-    materialise_base,
     pack,
     rank_micro_batches,
     read_mixture,
-    run_base_model,
     step_items,
     steps_per_epoch,
+)
+from synthllm.train_settings import (
+    TrainError,
+    TrainSettings,
+    gradient_accumulation,
+    linear_schedule,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

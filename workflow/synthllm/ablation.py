@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from synthllm.eval_data import BENCHMARKS
-from synthllm.evaluate import METRICS
+from synthllm.eval_summary import METRICS
 from synthllm.experiments import ExperimentError, eval_runs, labelled_rows
 from synthllm.io import atomic_path
 

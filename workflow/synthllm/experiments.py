@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from synthllm.errors import SynthllmError
-from synthllm.evaluate import summary_rows
+from synthllm.eval_summary import summary_rows
 from synthllm.io import write_counts, write_parquet_table
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def per_document_target(count_per_doc: int, overgenerate: float) -> int:
 
 
 def labelled_rows(runs: list[tuple[str, str]]) -> list[dict]:
-    """Long-format evaluation rows (synthllm.evaluate.summary_rows) of each (label, eval
+    """Long-format evaluation rows (synthllm.eval_summary.summary_rows) of each (label, eval
     folder), with the label as the `set` column."""
     rows = []
     for label, folder in runs:
@@ -102,7 +102,7 @@ def labelled_rows(runs: list[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-# the files of one eval folder (synthllm.evaluate.summary_rows), by input name
+# the files of one eval folder (synthllm.eval_summary.summary_rows), by input name
 EVAL_INPUTS = {
     "predictions": "predictions.parquet",
     "eval_settings": "settings.json",

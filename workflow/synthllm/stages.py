@@ -54,14 +54,14 @@ STAGES = (
     Command("sft_pool", "synthllm.mixtures:run_pool", "SFT records with exact token counts"),
     Command("mixture", "synthllm.mixtures:run_subset", "one nested subset of the SFT pool"),
     # 7 train
-    Command("base_model", "synthllm.train:run_base_model", "budget 0: the untrained base"),
+    Command("base_model", "synthllm.base_model:run_base_model", "budget 0: the untrained base"),
     Command("train", "synthllm.train:run", "fine-tune one model on one mixture (DeepSpeed)"),
     # 8 evaluate
     Command("evaluate", "synthllm.evaluate:run", "generate and grade on the benchmarks"),
-    Command("eval_nll", "synthllm.evaluate:run_nll", "per-token NLL of reference solutions"),
-    Command("eval_summary", "synthllm.evaluate:run_summary", "every checkpoint, one table"),
+    Command("eval_nll", "synthllm.eval_nll:run_nll", "per-token NLL of reference solutions"),
+    Command("eval_summary", "synthllm.eval_summary:run_summary", "every checkpoint, one table"),
     # 9 scaling
-    Command("scaling", "synthllm.scaling:run", "scaling-law fits, tables and figures"),
+    Command("scaling", "synthllm.scaling.stage:run", "scaling-law fits, tables and figures"),
     # the paper's other experiments
     Command("experiment_docs", "synthllm.experiments:run_docs", "the documents of Figs. 5-6"),
     Command("diversity", "synthllm.diversity:run", "within-document similarity (Fig. 5)"),
