@@ -13,20 +13,17 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from snakemake.utils import validate
 from synthllm.scaling.analysis import settings_from_config
 from synthllm.scaling.bootstrap import bootstrap_params
 from synthllm.scaling.fit import LOSSES, fit_law
 from synthllm.scaling.laws import LAWS, predict, theta_from_params
-from synthllm.settings import SCHEMA, stage_settings
+from synthllm.settings import schema_defaults, stage_settings
 
 
 def default_fit():
     """The fit settings of config/schema.yaml's defaults, as the workflow validates the config
     and rules/scaling.smk hands key `scaling` to the stage."""
-    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
-    config["models"] = {"train": [{"label": "m", "model": "m"}]}
-    validate(config, str(SCHEMA), set_default=True)
+    config = schema_defaults(models={"train": [{"label": "m", "model": "m"}]})
     settings, _ = stage_settings(config, "scaling")
     return settings_from_config(settings).fit
 

@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from snakemake.utils import validate  # noqa: E402
 from synthllm import base_model, train, train_data, train_settings  # noqa: E402
-from synthllm.settings import SCHEMA, schema_node, split, stage_settings  # noqa: E402
+from synthllm.settings import schema_defaults, schema_node, split, stage_settings  # noqa: E402
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEVEN_M = {
@@ -38,14 +37,11 @@ SEVEN_M = {
 }
 
 
-def schema_defaults(tokenizer: str, architecture: dict) -> dict:
-    """A config with every default of config/schema.yaml filled in, as the workflow validates
-    it, training one from-scratch model from `tokenizer`'s folder."""
-    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
+def bench_config(tokenizer: str, architecture: dict) -> dict:
+    """A config with every schema default, training one from-scratch model from
+    `tokenizer`'s folder."""
     model = {"label": "bench", "model": tokenizer, "init": "scratch"}
-    config["models"] = {"train": [{**model, "architecture": architecture}]}
-    validate(config, str(SCHEMA), set_default=True)
-    return config
+    return schema_defaults(models={"train": [{**model, "architecture": architecture}]})
 
 
 def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
@@ -165,7 +161,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
-    config = schema_defaults(args.tokenizer, json.loads(args.architecture_json))
+    config = bench_config(args.tokenizer, json.loads(args.architecture_json))
     # the base_model job's settings (rules/train.smk): the model's entry without its
     # execution keys (nodes, gpus) and training overrides
     model, _ = split(config["models"]["train"][0], schema_node("models.train")["items"])

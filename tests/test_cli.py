@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from synthllm.cli import build_parser
 from synthllm.stages import STAGES
 
 
@@ -55,12 +54,3 @@ def test_a_missing_settings_part_is_named():
     )
     assert proc.returncode == 2, proc.stderr
     assert "synthllm level1: error: the stage's settings have no part 'model'" in proc.stderr
-
-
-def test_every_stage_takes_the_four_arguments():
-    parser = build_parser()
-    for command in STAGES:
-        args = parser.parse_args(
-            [command.name, "--inputs", "{}", "--outputs", "{}", "--settings", "{}"]
-        )
-        assert args.execution == "{}"

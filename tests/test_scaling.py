@@ -15,29 +15,21 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from snakemake.utils import validate
 from synthllm.scaling.analysis import analyse_model, load_points, settings_from_config, split_points
 from synthllm.scaling.bootstrap import bootstrap_params, param_intervals
 from synthllm.scaling.figures import FIGURES
 from synthllm.scaling.fit import LOSSES, FitSettings, fit_law
 from synthllm.scaling.laws import ScalingError, predict, theta_from_params, tokens_to_margin
 from synthllm.scaling.tables import TABLES
-from synthllm.settings import stage_settings
+from synthllm.settings import schema_defaults, stage_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def schema_defaults() -> dict:
-    """The smallest config with every default of config/schema.yaml filled in, as the
-    workflow validates it."""
-    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
-    config["models"] = {"train": [{"label": "m", "model": "m"}]}
-    validate(config, str(ROOT / "config" / "schema.yaml"), set_default=True)
-    return config
-
-
 # the scaling stage's settings with the schema's defaults (rules/scaling.smk)
-SCALING, _ = stage_settings(schema_defaults(), "scaling")
+SCALING, _ = stage_settings(
+    schema_defaults(models={"train": [{"label": "m", "model": "m"}]}), "scaling"
+)
 DEFAULT = settings_from_config(SCALING)
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from snakemake.utils import validate
 from synthllm.base_model import TrainModel, materialise_base, run_base_model
 from synthllm.chat import sft_messages
-from synthllm.settings import stage_settings
+from synthllm.settings import schema_defaults, stage_settings
 from synthllm.train_data import (
     IGNORE,
     Row,
@@ -67,18 +66,11 @@ TINY = {
 }
 
 
-def schema_defaults() -> dict:
-    """The smallest config with every default of config/schema.yaml filled in, as the
-    workflow validates it."""
-    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}}
-    config["models"] = {"train": [copy.deepcopy(TINY)]}
-    validate(config, str(ROOT / "config" / "schema.yaml"), set_default=True)
-    return config
-
-
 # config key training split as rules/train.smk splits it: what changes the model, and the
 # execution keys (checkpoint cadence, peak_tflops, processes, threads)
-TRAINING, TRAINING_EXECUTION = stage_settings(schema_defaults(), "training")
+TRAINING, TRAINING_EXECUTION = stage_settings(
+    schema_defaults(models={"train": [copy.deepcopy(TINY)]}), "training"
+)
 
 
 def gsm8k(n: int) -> list[dict]:

@@ -80,7 +80,7 @@ def split(value, node: dict) -> tuple:
     if isinstance(value, list) and isinstance(node.get("items"), dict):
         parts = [split(item, node["items"]) for item in value]
         if any(e is not _MISSING for _, e in parts):
-            return [s for s, _ in parts], [e for _, e in parts]
+            return [s for s, _ in parts], [{} if e is _MISSING else e for _, e in parts]
     return value, _MISSING
 
 
@@ -118,3 +118,14 @@ def merged(settings: dict, execution: dict, name: str) -> dict:
     if name not in settings and name not in execution:
         raise SettingsError(f"the stage's settings have no part {name!r}")
     return {**settings.get(name, {}), **execution.get(name, {})}
+
+
+def schema_defaults(**keys) -> dict:
+    """The smallest valid config with `keys` (e.g. models=...) and every other default of the
+    schema filled in, as the workflow validates it: for tests and benchmarks that build a
+    stage's settings without a config file."""
+    from snakemake.utils import validate
+
+    config = {"results": "results", "corpus": {"sources": [{"name": "x", "glob": "x"}]}, **keys}
+    validate(config, str(SCHEMA), set_default=True)
+    return config
