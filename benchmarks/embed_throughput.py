@@ -42,7 +42,9 @@ def main() -> None:
     ]
     texts = texts[: args.max_docs]
     ours = Embedder(
-        EmbeddingSpec(model=args.model, max_tokens=args.max_tokens, batch_size=args.batch_size)
+        EmbeddingSpec.from_config(
+            {"model": args.model, "max_tokens": args.max_tokens, "batch_size": args.batch_size}
+        )
     )
     from sentence_transformers import SentenceTransformer
 

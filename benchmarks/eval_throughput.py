@@ -64,7 +64,9 @@ def main() -> None:
         "enforce_eager": True,
         "kv_cache_gib": 2,
     }
-    backend = VLLMBackend(BackendSpec(key="evaluation.engine", model=args.model, **engine))
+    backend = VLLMBackend(
+        BackendSpec.from_config("evaluation.engine", {**engine, "model": args.model})
+    )
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm
     tokenizer = llm.get_tokenizer()
@@ -75,9 +77,10 @@ def main() -> None:
         )
         for p in problems
     ]
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_new_tokens)
+    # evaluate.run's sampling, for the bare path
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=args.max_new_tokens, seed=0)
 
-    # the four arguments of one evaluate job (rules/eval.smk); the engine's keys split into
+    # the four arguments of one evaluate job (rules/11_evaluate.smk); the engine's keys split into
     # settings and execution by config/schema.yaml, as the workflow splits them
     engine_settings, engine_execution = stage_settings(
         {"evaluation": {"engine": engine}}, engine="evaluation.engine"

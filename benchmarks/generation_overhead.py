@@ -16,6 +16,7 @@ import time
 
 from synthllm.llm import BackendSpec, Request, Sampling, VLLMBackend
 from synthllm.parsers import level2_schema
+from synthllm.settings import schema_default
 
 TOPICS = [
     "circles",
@@ -42,7 +43,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    spec = BackendSpec(key="models.generator", backend="vllm", model=args.model, dtype=args.dtype)
+    spec = BackendSpec.from_config(
+        "models.generator", {"backend": "vllm", "model": args.model, "dtype": args.dtype}
+    )
     backend = VLLMBackend(spec)
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm
@@ -62,7 +65,13 @@ def main() -> None:
         tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
         for m in messages
     ]
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    sampling = Sampling(
+        **{
+            **schema_default("generation.level2.sampling"),
+            "temperature": 0.0,
+            "max_tokens": args.max_tokens,
+        }
+    )
     positions = list(range(args.prompts))
 
     def ours() -> int:

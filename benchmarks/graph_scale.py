@@ -31,6 +31,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from synthllm import graph, walks  # noqa: E402
+from synthllm.settings import schema_default  # noqa: E402
 
 GIB = 2**30
 
@@ -109,10 +110,10 @@ def our_stage(
     """The stage's own code: graph.build (index, counts, sampler arrays, graph-tool graph,
     report; its steps are logged), then walks and top-2 Jaccard from the written arrays,
     as the walks job does."""
-    out = {}
+    out, defaults = {}, schema_default("graph")
     with PeakRSS() as m:
         # popped, as the stage does, so that graph.build can free the strings after indexing
-        report = graph.build(pairs.pop(), tmp, 1e-6, "000-of-001")
+        report = graph.build(pairs.pop(), tmp, defaults["eps"], "000-of-001")
     out["graph build (graph.build)"] = m
     if verbose:
         for step, figures in report["steps"].items():
@@ -130,7 +131,10 @@ def our_stage(
         with np.load(tmp / "sampler.npz") as z:
             arrays = {name: z[name] for name in z.files}
         n_topics = int(arrays["n_topics"])
-        w = walks.sample(arrays, walks.WalkSettings(epochs=epochs))
+        settings = walks.WalkSettings(
+            **{**defaults["walks"], "eps": defaults["eps"], "epochs": epochs}
+        )
+        w = walks.sample(arrays, settings)
     out[f"load arrays + walks ({len(w['start']):,})"] = m
     keep = w["outcome"] == 0
     queries = [

@@ -21,6 +21,7 @@ from synthllm.level1 import level1_request
 from synthllm.level2 import level2_request
 from synthllm.llm import BackendSpec, Sampling, VLLMBackend
 from synthllm.parsers import parse_extraction, parse_level1, parse_level2
+from synthllm.settings import schema_default
 
 
 def main() -> None:
@@ -44,9 +45,17 @@ def main() -> None:
             (r["input"] + "\n\n" + r["output"])[: args.max_doc_chars] for r in map(json.loads, fh)
         ][: args.docs]
     backend = VLLMBackend(
-        BackendSpec(key="models.generator", backend="vllm", model=args.model, dtype=args.dtype)
+        BackendSpec.from_config(
+            "models.generator", {"backend": "vllm", "model": args.model, "dtype": args.dtype}
+        )
     )
-    greedy = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    greedy = Sampling(
+        **{
+            **schema_default("generation.extract.sampling"),
+            "temperature": 0.0,
+            "max_tokens": args.max_tokens,
+        }
+    )
     sampled = Sampling(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens, seed=1)
     positions = list(range(len(texts)))
     print(f"{len(texts)} documents, max_tokens {args.max_tokens}")

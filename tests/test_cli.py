@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+from synthllm.settings import schema_default
 from synthllm.stages import STAGES
 
 
@@ -24,7 +26,12 @@ def test_every_stage_target_exists():
     assert len({c.name for c in STAGES}) == len(STAGES)
 
 
-SETTINGS = '{"model": {"backend": "vllm", "model": "m"}, "sampling": {}}'
+SETTINGS = json.dumps(
+    {
+        "model": {"backend": "vllm", "model": "m"},
+        "sampling": schema_default("generation.level1.sampling"),
+    }
+)
 
 
 @pytest.mark.parametrize(

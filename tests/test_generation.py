@@ -17,6 +17,7 @@ from synthllm.corpus import build_shards, shard_name
 from synthllm.corpus_sources import Source
 from synthllm.generation import ProgressLog, progress_path
 from synthllm.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.settings import schema_default
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
@@ -28,6 +29,11 @@ needs_model = pytest.mark.skipif(
 needs_corpus = pytest.mark.skipif(
     not DEMO_MSE.is_dir(), reason="resources/demo_corpus absent: run ./install.sh"
 )
+
+
+def sampling(**overrides) -> Sampling:
+    """A stage's sampling at the schema's defaults, but for `overrides`."""
+    return Sampling(**{**schema_default("generation.level1.sampling"), **overrides})
 
 
 def test_progress_log_resumes_and_ignores_a_line_cut_by_a_kill(tmp_path):
@@ -45,13 +51,15 @@ def test_progress_log_from_other_settings_is_moved_aside(tmp_path):
 
 
 def test_dead_openai_endpoint_names_the_config_key():
-    spec = BackendSpec(
-        key="models.generator",
-        backend="openai",
-        model="m",
-        base_url="http://127.0.0.1:9/v1",
-        max_retries=1,
-        timeout_s=5,
+    spec = BackendSpec.from_config(
+        "models.generator",
+        {
+            "backend": "openai",
+            "model": "m",
+            "base_url": "http://127.0.0.1:9/v1",
+            "max_retries": 1,
+            "timeout_s": 5,
+        },
     )
     backend = open_backend(spec)
     with pytest.raises(
@@ -59,17 +67,19 @@ def test_dead_openai_endpoint_names_the_config_key():
         match=r"models.generator.base_url: http://127.0.0.1:9/v1 "
         r"failed after 2 attempts: APIConnectionError",
     ):
-        backend.generate([Request([{"role": "user", "content": "hi"}])], Sampling(), [0])
+        backend.generate([Request([{"role": "user", "content": "hi"}])], sampling(), [0])
 
 
 def test_openai_key_comes_only_from_the_environment(monkeypatch):
     monkeypatch.delenv("SYNTHLLM_TEST_KEY", raising=False)
-    spec = BackendSpec(
-        key="models.answerer",
-        backend="openai",
-        model="m",
-        base_url="http://127.0.0.1:9/v1",
-        api_key_env="SYNTHLLM_TEST_KEY",
+    spec = BackendSpec.from_config(
+        "models.answerer",
+        {
+            "backend": "openai",
+            "model": "m",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "SYNTHLLM_TEST_KEY",
+        },
     )
     with pytest.raises(
         BackendError,
@@ -79,7 +89,9 @@ def test_openai_key_comes_only_from_the_environment(monkeypatch):
 
 
 def test_wrong_model_path_names_the_config_key(tmp_path):
-    spec = BackendSpec(key="models.generator", backend="vllm", model=str(tmp_path / "nope"))
+    spec = BackendSpec.from_config(
+        "models.generator", {"backend": "vllm", "model": str(tmp_path / "nope")}
+    )
     with pytest.raises(BackendError, match=r"models.generator.model: .*nope does not exist"):
         open_backend(spec)
 
@@ -88,17 +100,19 @@ def test_transformers_backend_runs_the_gguf_file():
     from synthllm.models import find_smollm2_gguf
 
     gguf = find_smollm2_gguf()
-    spec = BackendSpec(
-        key="models.generator",
-        backend="transformers",
-        model=str(gguf.parent),
-        gguf_file=gguf.name,
-        dtype="float32",
-        batch_size=2,
+    spec = BackendSpec.from_config(
+        "models.generator",
+        {
+            "backend": "transformers",
+            "model": str(gguf.parent),
+            "gguf_file": gguf.name,
+            "dtype": "float32",
+            "batch_size": 2,
+        },
     )
     backend = open_backend(spec)
     prompts = [Request([{"role": "user", "content": q}]) for q in ("What is 2+3?", "Name a prime.")]
-    out = backend.generate(prompts, Sampling(max_tokens=8), [0, 1])
+    out = backend.generate(prompts, sampling(max_tokens=8), [0, 1])
     assert len(out) == 2 and all(c.text.strip() for c in out)
     assert {c.finish_reason for c in out} <= {"stop", "length"}
 
@@ -242,22 +256,24 @@ def test_openai_backend_against_a_live_vllm_server(tmp_path):
                 break
             except OSError:
                 time.sleep(2)
-        spec = BackendSpec(
-            key="models.generator",
-            backend="openai",
-            model=str(HF_MODEL),
-            base_url=f"http://127.0.0.1:{port}/v1",
-            concurrency=4,
+        spec = BackendSpec.from_config(
+            "models.generator",
+            {
+                "backend": "openai",
+                "model": str(HF_MODEL),
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "concurrency": 4,
+            },
         )
         backend = open_backend(spec)
         free = [Request([{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(4)]
-        out = backend.generate(free, Sampling(max_tokens=16), list(range(4)))
+        out = backend.generate(free, sampling(max_tokens=16), list(range(4)))
         assert len(out) == 4 and all(c.text.strip() for c in out)
         constrained = Request(
             [{"role": "user", "content": "Write one question about circles."}],
             {"json": level2_schema()},
         )
-        (c,) = backend.generate([constrained], Sampling(max_tokens=200), [0])
+        (c,) = backend.generate([constrained], sampling(max_tokens=200), [0])
         if c.finish_reason == "stop":  # a finished constrained answer is valid JSON of the schema
             assert parse_level2(c.text).status == "ok", c.text
     finally:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import update_config, validate
-from synthllm.settings import SettingsError, merged, stage_settings
+from synthllm.settings import (
+    SettingsError,
+    lookup,
+    merged,
+    schema_default,
+    schema_defaults,
+    schema_node,
+    stage_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +54,28 @@ def test_training_launch_keys_are_execution():
 def test_an_unknown_key_is_an_error_that_names_it():
     with pytest.raises(SettingsError, match="config key generation.level9: no such key"):
         stage_settings(config("default"), "generation.level9")
+
+
+def test_schema_default_is_what_validation_fills_in():
+    filled = schema_defaults(models={"train": [{"label": "m", "model": "m"}]})
+
+    def keys(value: dict, prefix: str = ""):
+        """The dotted keys of the objects in `value` that the schema describes by name (not
+        the entries of a map such as mixtures.sets)."""
+        for key, item in value.items():
+            if isinstance(item, dict) and "properties" in schema_node(prefix + key):
+                yield prefix + key
+                yield from keys(item, f"{prefix}{key}.")
+
+    checked = set(keys(filled)) - {"corpus", "models"}
+    assert {"graph", "graph.walks", "models.embedding", "generation.level2.sampling"} <= checked
+    for key in checked:
+        assert schema_default(key) == lookup(filled, key), key
+    # a key's own default wins over its $ref's (filter.synthetic.sampling over $defs/sampling)
+    assert schema_default("filter.synthetic.sampling")["temperature"] == 0.8
+    # a key with required settings: its other settings' defaults
+    generator = schema_default("models.generator")
+    assert "model" not in generator and generator["max_model_len"] == 2048
+    # each call is a fresh copy
+    schema_default("graph.walks")["topic_steps"].append(9)
+    assert schema_default("graph.walks")["topic_steps"] == [1, 2]

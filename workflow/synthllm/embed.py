@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from synthllm.errors import SynthllmError
 from synthllm.io import atomic_path, write_counts
-from synthllm.settings import merged
+from synthllm.settings import merged, schema_default
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,20 @@ class EmbeddingError(SynthllmError):
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
-    """Config key `models.embedding`."""
+    """Config key `models.embedding`; config/schema.yaml holds the defaults (`from_config`)."""
 
     model: str  # a folder, `package:<python package>` (its `model/` folder), or a hub name
-    max_tokens: int = 256
-    batch_size: int = 64
-    dtype: str = "float32"
-    gpus: int = 0
+    max_tokens: int
+    batch_size: int
+    dtype: str
+    gpus: int
 
     @classmethod
     def from_config(cls, entry: dict) -> EmbeddingSpec:
+        """A spec from the entry, with the schema's defaults where it leaves a setting out
+        (as validation fills them in: a tool or test may pass a partial entry)."""
         try:
-            return cls(**entry)
+            return cls(**{**schema_default("models.embedding"), **entry})
         except TypeError as exc:
             raise EmbeddingError(f"config key models.embedding: {exc}") from exc
 
@@ -144,7 +146,7 @@ class Embedder:
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Embed the `text` column of inputs["docs"] (a corpus shard or the synthetic documents)
     into outputs["embeddings"] (.npy, rows in file order). Settings: config key
-    models.embedding as `model` (its batch_size and gpus are execution) (rules/filter.smk)."""
+    models.embedding as `model` (its batch_size and gpus are execution) (rules/02_filter.smk)."""
     import torch
 
     torch.set_num_threads(execution["threads"])

@@ -73,13 +73,14 @@ class FilterError(SynthllmError):
 
 @dataclass(frozen=True)
 class Forest:
-    """Config key filter.<coldstart|finegrained>.forest."""
+    """Config key filter.<coldstart|finegrained>.forest (config/schema.yaml holds the
+    defaults)."""
 
-    n_estimators: int = 200
-    max_depth: int | None = None
-    min_samples_leaf: int = 1
-    max_features: str | float = "sqrt"
-    seed: int = 0
+    n_estimators: int
+    max_depth: int | None
+    min_samples_leaf: int
+    max_features: str | float
+    seed: int
 
     def sklearn_kwargs(self, threads: int) -> dict:
         return {
@@ -290,7 +291,7 @@ def _save_model(model, path: str) -> None:
 def run_coldstart(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The cold-start classifier D0: synthetic documents against a random corpus sample.
     Settings: filter.coldstart (negatives, threshold, test_fraction, forest), filter.seed as
-    seed, filter.positive_sources as positive_sources (rules/filter.smk)."""
+    seed, filter.positive_sources as positive_sources (rules/02_filter.smk)."""
     shards, embeddings = inputs["shards"], inputs["embeddings"]
     if len(shards) != len(embeddings):
         raise FilterError("coldstart: one embeddings file per shard is needed")
@@ -350,7 +351,7 @@ def pc_sum(column) -> int:
 def run_finegrained(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The regressor D(t) on every ok rating of iterations 1..t (a document rated twice: the
     latest). Settings: filter.finegrained.{threshold, forest, test_fraction}, filter.seed as
-    seed, filter.positive_sources as positive_sources, and the iteration (rules/filter.smk)."""
+    seed, filter.positive_sources as positive_sources, and the iteration (rules/02_filter.smk)."""
     shards, embeddings = inputs["shards"], inputs["embeddings"]
     threads = execution["threads"]
     forest, seed, threshold = Forest(**settings["forest"]), settings["seed"], settings["threshold"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthllm.errors import SynthllmError
+from synthllm.settings import schema_default
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,12 @@ class BackendError(SynthllmError):
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 512
-    seed: int = 0
+    """A stage's `sampling` (config/schema.yaml `$defs/sampling`, which holds the defaults)."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -49,28 +52,35 @@ class Completion:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One entry of config key `models.<role>` (role: generator, answerer)."""
+    """One entry of config key `models.<role>` (role: generator, answerer, rater) or
+    `evaluation.engine`; config/schema.yaml holds the defaults (`from_config`). The keys
+    that default to None are the ones a config may leave unset: gguf_file, base_url and
+    api_key_env, and the openai backend's, which evaluation.engine (vllm, transformers)
+    has none of."""
 
     key: str  # the config key, for error messages
     backend: str  # vllm | transformers | openai
     model: str  # HF folder or hub name; GGUF folder with gguf_file
+    dtype: str
+    max_model_len: int
+    tensor_parallel_size: int
+    enforce_eager: bool
+    kv_cache_gib: float
+    batch_size: int
     gguf_file: str | None = None
-    dtype: str = "bfloat16"
-    max_model_len: int = 2048
-    tensor_parallel_size: int = 1
-    enforce_eager: bool = True
-    kv_cache_gib: float = 2.0
-    batch_size: int = 32
     base_url: str | None = None
     api_key_env: str | None = None
-    concurrency: int = 8
-    max_retries: int = 5
-    timeout_s: float = 600.0
+    concurrency: int | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, key: str, entry: dict) -> BackendSpec:
-        """A spec from a config entry; its `gpus` is the scheduler's (job_resources)."""
+        """A spec from the entry of config key `key`, with the schema's defaults where it
+        leaves a setting out (as validation fills them in: a tool or test may pass a partial
+        entry); its `gpus` is the scheduler's (job_resources)."""
+        entry = {**schema_default(key), **entry}
         return cls(key=key, **{k: v for k, v in entry.items() if k != "gpus"})
 
 

@@ -113,6 +113,37 @@ def stage_settings(config: dict, *merge: str, **named: str) -> tuple[dict, dict]
     return settings, execution
 
 
+def _filled(value, node: dict):
+    """`value` with every default of `node` filled in where it leaves a key out, at every
+    depth, as validation (set_default) fills a config."""
+    node = _resolve(node)
+    if not isinstance(value, dict) or "properties" not in node:
+        return value
+    value = dict(value)
+    for key, item in node["properties"].items():
+        if key not in value and "default" in item:
+            value[key] = copy.deepcopy(item["default"])
+        if key in value:
+            value[key] = _filled(value[key], item)
+    return value
+
+
+@cache
+def _schema_default(key: str) -> dict:
+    node = schema_node(key)
+    return _filled(node.get("default", {}), node)
+
+
+def schema_default(key: str) -> dict:
+    """The defaults of a dotted config key, e.g. `graph.walks`: what validation fills in
+    where a config leaves the key out (or sets it to {}, for a key without a default of its
+    own); a setting without a default is absent. For an object built from a partial entry
+    (a backend spec in a test or benchmark), so that a default is written only in the
+    schema; unlike schema_defaults it needs no valid config, so it also serves keys with
+    required settings (`models.generator`). A fresh copy each call: callers may change it."""
+    return copy.deepcopy(_schema_default(key))
+
+
 def merged(settings: dict, execution: dict, name: str) -> dict:
     """One named part of a stage's settings with its execution keys joined back in."""
     if name not in settings and name not in execution:

@@ -69,14 +69,16 @@ _OK, _NO_KEY_CONCEPT = 0, 1
 
 @dataclass(frozen=True)
 class WalkSettings:
-    epochs: int = 5
-    topic_steps: tuple[int, int] = (1, 2)
-    kc_steps: tuple[int, int] = (3, 4)
-    kc_start: str = "last"
-    revisit: bool = False
-    dead_end: str = "stop"
-    eps: float = 1e-6
-    seed: int = 0
+    """Config key graph.walks plus graph.eps (config/schema.yaml holds the defaults)."""
+
+    epochs: int
+    topic_steps: tuple[int, int]
+    kc_steps: tuple[int, int]
+    kc_start: str
+    revisit: bool
+    dead_end: str
+    eps: float
+    seed: int
 
     def __post_init__(self):
         for name in ("topic_steps", "kc_steps"):
@@ -310,7 +312,7 @@ def top_k_jaccard(
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The concept sets of one subset and their reference documents: inputs sampler, nodes,
     docs (synthllm.graph), outputs walks, counts. Settings: graph.walks as walks, graph.eps
-    as eps, graph.references as references, and the job's subset (rules/graph.smk)."""
+    as eps, graph.references as references, and the job's subset (rules/04_graph.smk)."""
     walk_settings = WalkSettings(**settings["walks"], eps=settings["eps"])
     references = settings["references"]
     with np.load(inputs["sampler"]) as z:
