@@ -96,7 +96,7 @@ def main() -> None:
         )
         sources = [{"name": "synthetic", "glob": str(tmp / "in" / f"*.{args.format}"), "id": "id"}]
         out = tmp / "out"
-        # the four arguments rules/corpus.smk gives the stage
+        # the four arguments rules/01_corpus.smk gives the stage
         parts = {
             "inputs": {"files": [str(p) for p in sorted((tmp / "in").iterdir())]},
             "outputs": {

@@ -183,7 +183,7 @@ def main() -> None:
         f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}"
     )
 
-    # the four arguments of each job, as rules/mixtures.smk builds them; settings: the
+    # the four arguments of each job, as rules/07_dedup.smk builds them; settings: the
     # schema's defaults of config keys dedup and decontam, spelt out; threads: every core
     execution = {"threads": os.cpu_count()}
     near = {"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0}

@@ -22,7 +22,7 @@ from synthllm.settings import schema_defaults, stage_settings
 
 def default_fit():
     """The fit settings of config/schema.yaml's defaults, as the workflow validates the config
-    and rules/scaling.smk hands key `scaling` to the stage."""
+    and rules/12_scaling.smk hands key `scaling` to the stage."""
     config = schema_defaults(models={"train": [{"label": "m", "model": "m"}]})
     settings, _ = stage_settings(config, "scaling")
     return settings_from_config(settings).fit

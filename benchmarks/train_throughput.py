@@ -162,11 +162,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     config = bench_config(args.tokenizer, json.loads(args.architecture_json))
-    # the base_model job's settings (rules/train.smk): the model's entry without its
+    # the base_model job's settings (rules/10_train.smk): the model's entry without its
     # execution keys (nodes, gpus) and training overrides
     model, _ = split(config["models"]["train"][0], schema_node("models.train")["items"])
     model.pop("training", None)
-    # the settings of the train job (rules/train.smk): config key training, with this
+    # the settings of the train job (rules/10_train.smk): config key training, with this
     # benchmark's batches, learning rate and one epoch; no checkpoint while timing
     settings, execution = stage_settings(config, training="training")
     settings["training"].update(

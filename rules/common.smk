@@ -1,6 +1,7 @@
 # Config validation, environment selection and input functions shared by every stage.
 import json
 import os
+import shlex
 import sys
 from functools import cache
 from glob import glob
@@ -24,8 +25,9 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
     config keys in `merge` and `named` (synthllm.settings.stage_settings) plus what `job`
     (a function of the wildcards) adds, and what only says how the job runs: the execution
     knobs, the paths and the command (`command(wildcards, threads)`, default `python -m
-    synthllm <stage>` in the environment `env`). Only the settings are a rerun trigger:
-    Snakemake does not record a params function that takes threads, input or output.
+    synthllm <stage>` in the environment `env`), in one command line. Only the settings are
+    a rerun trigger: Snakemake does not record a params function that takes threads, input
+    or output.
     Snakemake calls these functions for every job when it plans: what does not depend on
     the job (the settings of a rule without `job`, python_env) is computed once."""
     settings, execution = settings_of(config, *merge, **named)
@@ -41,22 +43,28 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
         def settings_json(wildcards):
             return json.dumps({**settings, **job(wildcards)}, sort_keys=True)
 
-    return {
-        "settings": settings_json,
-        "execution": lambda wildcards, threads: json.dumps(
-            {**execution, "threads": threads}, sort_keys=True
-        ),
-        "inputs": lambda wildcards, input: json.dumps(dict(input.items())),
-        "outputs": lambda wildcards, output: json.dumps(dict(output.items())),
-        "command": command or (lambda wildcards, threads: f"{python_env(env)} -m synthllm {stage}"),
-    }
+    launcher = command or (lambda wildcards, threads: f"{python_env(env)} -m synthllm {stage}")
+
+    def command_line(wildcards, input, output, threads):
+        return " ".join(
+            [
+                launcher(wildcards, threads),
+                "--inputs",
+                shlex.quote(json.dumps(dict(input.items()))),
+                "--outputs",
+                shlex.quote(json.dumps(dict(output.items()))),
+                "--execution",
+                shlex.quote(json.dumps({**execution, "threads": threads}, sort_keys=True)),
+            ]
+        )
+
+    # two functions, not one per argument: Snakemake inspects each params function's
+    # signature for every job it plans
+    return {"settings": settings_json, "command": command_line}
 
 
-# the shell of every stage rule: its command and its four JSON arguments (stage_params)
-STAGE_SHELL = (
-    "{params.command} --inputs {params.inputs:q} --outputs {params.outputs:q}"
-    " --settings {params.settings:q} --execution {params.execution:q} > {log} 2>&1"
-)
+# the shell of every stage rule: its command line and its settings (stage_params)
+STAGE_SHELL = "{params.command} --settings {params.settings:q} > {log} 2>&1"
 
 
 @cache  # the same for every job of a kind
@@ -99,7 +107,7 @@ def corpus_shards():
     return [f"{RESULTS}/corpus/shard-{s}.parquet" for s in shard_ids()]
 
 
-# the documents questions are generated from: the filtered shard (rules/filter.smk); a
+# the documents questions are generated from: the filtered shard (rules/02_filter.smk); a
 # pattern, not an input function, so that Snakemake does not call a function per job
 REFERENCE_DOCS = f"{RESULTS}/filter/docs/shard-{{shard}}.parquet"
 
@@ -173,24 +181,6 @@ if "all" not in config["mixtures"]["sets"]:
 def budgets():
     """The training budgets in samples (config key mixtures.sample_counts), ascending."""
     return sorted(set(config["mixtures"]["sample_counts"]))
-
-
-def mixture_path(mixture, budget):
-    return f"{RESULTS}/mixtures/{mixture}/{budget}.parquet"
-
-
-def mixture_set_json(wildcards):
-    """A set's levels and proportions, and the config key that sized it when that is not
-    mixtures.sample_counts (mixture_size_key, rules/experiments_common.smk): the job names it
-    when the pool is too small."""
-    sets = config["mixtures"]["sets"]
-    if wildcards.mixture not in sets:
-        raise WorkflowError(f"mixture {wildcards.mixture!r} is not in config key mixtures.sets")
-    spec = dict(sets[wildcards.mixture])
-    size_key = mixture_size_key(wildcards)
-    if size_key != "mixtures.sample_counts":
-        spec["size_key"] = size_key
-    return json.dumps(spec, sort_keys=True)
 
 
 def scaling_outputs():
@@ -300,22 +290,25 @@ def check_resource_rules():
         )
 
 
-# used by rules/mixtures.smk
-def mixture_job(wildcards):
+# used by rules/09_mixtures.smk
+def mixture_job(wildcards, size_key="mixtures.sample_counts"):
     """A mixture job's own settings: the set's name, size, levels and proportions (config
-    mixtures.sets; null when the set leaves them out) and the config key that sized it
-    (mixture_size_key, rules/experiments_common.smk), named when the pool is too small."""
-    spec = json.loads(mixture_set_json(wildcards))
+    mixtures.sets; null when the set leaves them out) and the config key that set the size,
+    named when the pool is too small."""
+    sets = config["mixtures"]["sets"]
+    if wildcards.mixture not in sets:
+        raise WorkflowError(f"mixture {wildcards.mixture!r} is not in config key mixtures.sets")
+    spec = sets[wildcards.mixture]
     return {
         "name": wildcards.mixture,
         "samples": int(wildcards.budget),
         "levels": spec.get("levels"),
         "proportions": spec.get("proportions"),
-        "size_key": mixture_size_key(wildcards),
+        "size_key": size_key,
     }
 
 
-# used by rules/train.smk
+# used by rules/10_train.smk
 def train_model_settings(wildcards):
     """The entry of config models.train whose label is the model wildcard, without what only
     says how its jobs run (nodes, gpus: marked execution in the schema)."""
@@ -329,7 +322,7 @@ def train_settings(wildcards):
     return {**settings_of(config, "training")[0], **spec.get("training", {})}
 
 
-# used by rules/eval.smk
+# used by rules/11_evaluate.smk
 # the benchmark files, sample and chat format every evaluation job of a checkpoint uses
 EVAL_DATA = dict(
     benchmarks="evaluation.benchmarks",

@@ -357,7 +357,7 @@ def test_real_shared_samples_read_cleanly(tmp_path):
 
 
 def stage_parts(tmp_path: Path, n_shards: int = 2) -> dict:
-    """The four arguments of the corpus job, as rules/corpus.smk builds them."""
+    """The four arguments of the corpus job, as rules/01_corpus.smk builds them."""
     out = tmp_path / "results" / "corpus"
     files = [str(p) for p in sorted(tmp_path.glob("*.jsonl"))]
     return {

@@ -536,7 +536,8 @@ def test_ablation_plans_one_training_and_evaluation_per_model_and_level(
     tmp_path, configs, n_models
 ):
     jobs = planned_jobs("ablation", *configs, results=tmp_path)
-    assert jobs["mixture"] == 3 and jobs["ablation"] == 1
+    assert jobs["ablation_mixture"] == 3 and jobs["ablation"] == 1
+    assert "mixture" not in jobs  # the level mixtures are the ablation's own files
     for rule in ("experiment_train", "experiment_evaluate", "experiment_eval_nll"):
         assert jobs[rule] == 3 * n_models, rule
     assert jobs["evaluate"] == jobs["eval_nll"] == jobs["base_model"] == n_models  # the base rows
@@ -551,7 +552,11 @@ def test_augmentation_plans_every_method_at_every_count(tmp_path, configs, point
     jobs = planned_jobs("augmentation", *configs, results=tmp_path)
     assert jobs["experiment_docs"] == jobs["augmentation_seeds"] == jobs["augmentation_level2"] == 1
     assert (
-        jobs["augmentation_graph"] == jobs["augmentation_walks"] == jobs["augmentation_level3"] == 1
+        jobs["augmentation_graph"]
+        == jobs["augmentation_walks"]
+        == jobs["augmentation_level3_sets"]
+        == jobs["augmentation_level3"]
+        == 1
     )
     assert jobs["augmentation_expand"] == 2  # rephrase and persona
     for rule in (

@@ -13,11 +13,18 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
-from synthllm import graph, graph_arrays, walks
+from synthllm import graph, graph_arrays, level3_sets, walks
 from synthllm.concepts import ConceptGraphError, clean_label, concept_key
+from synthllm.settings import schema_default
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH_PYTHON = ROOT / ".venv-graph" / "bin" / "python"
+
+
+def walk_settings(**overrides) -> walks.WalkSettings:
+    """graph.walks and graph.eps at the schema's defaults, but for `overrides`."""
+    graph = schema_default("graph")
+    return walks.WalkSettings(**{**graph["walks"], "eps": graph["eps"], **overrides})
 
 
 @pytest.mark.parametrize(
@@ -133,9 +140,7 @@ def star_arrays(counts: list[int], eps: float) -> dict[str, np.ndarray]:
 def test_one_step_frequencies_follow_eq6_including_eps():
     counts, eps = [1, 2, 5, 12], 0.5
     arrays = star_arrays(counts, eps)
-    settings = walks.WalkSettings(
-        epochs=20_000, topic_steps=(1, 1), kc_steps=(0, 0), eps=eps, seed=11
-    )
+    settings = walk_settings(epochs=20_000, topic_steps=(1, 1), kc_steps=(0, 0), eps=eps, seed=11)
     w = walks.sample(arrays, settings)
     from_hub = w["topics"][w["start"] == 0][:, 1]
     observed = np.bincount(from_hub, minlength=len(counts) + 1)[1:]
@@ -149,7 +154,7 @@ def test_one_step_frequencies_follow_eq6_including_eps():
 def test_without_revisits_the_step_renormalises_over_unvisited_neighbours():
     counts = [1, 2, 5, 12]
     arrays = star_arrays(counts, 1e-6)
-    settings = walks.WalkSettings(epochs=20_000, topic_steps=(2, 2), kc_steps=(0, 0), seed=5)
+    settings = walk_settings(epochs=20_000, topic_steps=(2, 2), kc_steps=(0, 0), seed=5)
     w = walks.sample(arrays, settings)
     # leaf 4 (count 12) -> hub 0 (forced) -> one of leaves 1..3, never back to 4
     paths = w["topics"][w["start"] == 4]
@@ -164,7 +169,7 @@ def test_without_revisits_the_step_renormalises_over_unvisited_neighbours():
 def test_step_counts_are_drawn_from_the_configured_ranges():
     arrays = star_arrays([3] * 6, 1e-6)
     arrays = {**arrays, **{f"tt_{k}": arrays[f"kk_{k}"] for k in ("indptr", "indices", "cumcount")}}
-    w = walks.sample(arrays, walks.WalkSettings(epochs=300, topic_steps=(1, 2), kc_steps=(3, 4)))
+    w = walks.sample(arrays, walk_settings(epochs=300, topic_steps=(1, 2), kc_steps=(3, 4)))
     n_topics = (w["topics"] >= 0).sum(axis=1)
     n_kcs = (w["kcs"] >= 0).sum(axis=1)
     assert set(n_topics) == {2, 3} and set(n_kcs) == {4, 5}
@@ -175,13 +180,13 @@ def test_dead_ends_stop_the_walk_and_kc_start_is_honoured():
     # topic 0 - topic 1 only; topics 2.. isolated: walks from them end at once
     arrays = star_arrays([4], 1e-6)
     w = walks.sample(
-        arrays, walks.WalkSettings(epochs=50, topic_steps=(2, 2), kc_steps=(1, 1), kc_start="start")
+        arrays, walk_settings(epochs=50, topic_steps=(2, 2), kc_steps=(1, 1), kc_start="start")
     )
     assert not w["complete"].any()  # two topic steps are never possible on one edge
     # KC j belongs to topic j only (identity topic-KC graph): the first KC is the start's
     assert (w["kcs"][:, 0] == w["start"]).all()
     w = walks.sample(
-        arrays, walks.WalkSettings(epochs=50, topic_steps=(1, 1), kc_steps=(1, 1), kc_start="last")
+        arrays, walk_settings(epochs=50, topic_steps=(1, 1), kc_steps=(1, 1), kc_start="last")
     )
     last = w["topics"][np.arange(len(w["start"])), (w["topics"] >= 0).sum(axis=1) - 1]
     assert (w["kcs"][:, 0] == last).all()
@@ -198,9 +203,9 @@ def test_walks_are_reproducible_for_a_seed():
     arrays = graph_arrays.sampler_arrays(
         graph_arrays.cooccurrence(incidence, n_topics, nodes.height), incidence, n_topics
     )
-    a = walks.sample(arrays, walks.WalkSettings(seed=7))
-    b = walks.sample(arrays, walks.WalkSettings(seed=7))
-    c = walks.sample(arrays, walks.WalkSettings(seed=8))
+    a = walks.sample(arrays, walk_settings(seed=7))
+    b = walks.sample(arrays, walk_settings(seed=7))
+    c = walks.sample(arrays, walk_settings(seed=8))
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["kcs"], c["kcs"])
 
@@ -210,7 +215,7 @@ def test_walks_are_reproducible_for_a_seed():
 )
 def test_bad_walk_settings_name_the_config_key(bad):
     with pytest.raises(ConceptGraphError, match="graph.walks"):
-        walks.WalkSettings(**bad)
+        walk_settings(**bad)
 
 
 def test_top_k_jaccard_is_exact_against_brute_force():
@@ -360,3 +365,55 @@ def test_graph_outputs_must_share_one_folder(tmp_path):
             settings={"subset": "000-of-001", "eps": 0.5},
             execution={"threads": 1},
         )
+
+
+def _sets(n: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "set_id": [f"s{i}" for i in range(n)],
+            "ref_doc_ids": [[f"d{i}", f"d{i + 1}"] for i in range(n)],
+        }
+    )
+
+
+def test_sets_are_dealt_round_robin_and_capped_per_shard():
+    shards = level3_sets.deal_sets(_sets(7), 3, None)
+    assert [s.get_column("set_id").to_list() for s in shards] == [
+        ["s0", "s3", "s6"],
+        ["s1", "s4"],
+        ["s2", "s5"],
+    ]
+    capped = level3_sets.deal_sets(_sets(7), 3, 1)
+    assert [s.get_column("set_id").to_list() for s in capped] == [["s0"], ["s1"], ["s2"]]
+
+
+def test_each_shard_file_carries_its_sets_reference_texts(tmp_path):
+    walks_file, docs = tmp_path / "walks.parquet", [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    _sets(4).write_parquet(walks_file)
+    pl.DataFrame({"doc_id": ["d0", "d1", "d2"], "text": ["t0", "t1", "t2"]}).write_parquet(docs[0])
+    pl.DataFrame({"doc_id": ["d3", "d4", "dx"], "text": ["t3", "t4", "tx"]}).write_parquet(docs[1])
+    outputs = {
+        "sets": [str(tmp_path / "0.parquet"), str(tmp_path / "1.parquet")],
+        "counts": str(tmp_path / "counts.json"),
+    }
+    counts = level3_sets.run(
+        inputs={"walks": [str(walks_file)], "docs": [str(d) for d in docs]},
+        outputs=outputs,
+        settings={"n_shards": 2, "max_sets_per_shard": 1},
+        execution={},
+    )
+    first, second = (pl.read_parquet(p) for p in outputs["sets"])
+    assert first.get_column("ref_texts").to_list() == [["t0", "t1"]]
+    assert second.get_column("ref_texts").to_list() == [["t1", "t2"]]
+    assert (counts["in"], counts["out"], counts["dropped"]) == (
+        4,
+        2,
+        {"over_max_sets_per_shard": 2},
+    )
+
+
+def test_a_reference_missing_from_the_documents_names_it(tmp_path):
+    docs = tmp_path / "docs.parquet"
+    pl.DataFrame({"doc_id": ["d0"], "text": ["t0"]}).write_parquet(docs)
+    with pytest.raises(ConceptGraphError, match=r"\['d1'\] \(of 1\)"):
+        level3_sets.reference_texts([str(docs)], {"d0", "d1"})

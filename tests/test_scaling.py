@@ -26,7 +26,7 @@ from synthllm.settings import schema_defaults, stage_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# the scaling stage's settings with the schema's defaults (rules/scaling.smk)
+# the scaling stage's settings with the schema's defaults (rules/12_scaling.smk)
 SCALING, _ = stage_settings(
     schema_defaults(models={"train": [{"label": "m", "model": "m"}]}), "scaling"
 )
@@ -302,7 +302,7 @@ OUTPUT_NAMES = {
 
 
 def scaling_cli(summary: Path, out: Path, settings: dict | str) -> subprocess.CompletedProcess:
-    """`synthllm scaling` as rules/scaling.smk runs it."""
+    """`synthllm scaling` as rules/12_scaling.smk runs it."""
     return synthllm_cli(
         "scaling",
         "--inputs",

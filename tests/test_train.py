@@ -66,7 +66,7 @@ TINY = {
 }
 
 
-# config key training split as rules/train.smk splits it: what changes the model, and the
+# config key training split as rules/10_train.smk splits it: what changes the model, and the
 # execution keys (checkpoint cadence, peak_tflops, processes, threads)
 TRAINING, TRAINING_EXECUTION = stage_settings(
     schema_defaults(models={"train": [copy.deepcopy(TINY)]}), "training"
@@ -295,7 +295,7 @@ EXECUTION = {
 
 
 def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Popen:
-    """`synthllm train` under torchrun, as rules/train.smk launches it on CPU."""
+    """`synthllm train` under torchrun, as rules/10_train.smk launches it on CPU."""
     env = {
         **os.environ,
         "DS_ACCELERATOR": "cpu",

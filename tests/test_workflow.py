@@ -162,6 +162,7 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
         "level2": 3,
         "concept_graph": 1,
         "walks": 1,
+        "level3_sets": 1,
         "level3": 3,
         "answer": 3,
         **AFTER_ANSWERS,
@@ -179,6 +180,7 @@ AFTER_FILTERING = {
     "level2": 2,
     "concept_graph": 1,
     "walks": 1,
+    "level3_sets": 1,
     "level3": 2,
     "answer": 2,
     **AFTER_ANSWERS,
@@ -201,6 +203,7 @@ STAGE_CHANGES = {
             "level2": 2,
             "concept_graph": 1,
             "walks": 1,
+            "level3_sets": 1,
             "level3": 2,
             "answer": 2,
             **AFTER_ANSWERS,
@@ -218,7 +221,14 @@ STAGE_CHANGES = {
     ),
     "graph": (
         {"graph": {"eps": 1.0e-5}},
-        {"concept_graph": 1, "walks": 1, "level3": 2, "answer": 2, **AFTER_ANSWERS},
+        {
+            "concept_graph": 1,
+            "walks": 1,
+            "level3_sets": 1,
+            "level3": 2,
+            "answer": 2,
+            **AFTER_ANSWERS,
+        },
     ),
     "level3": (
         {
@@ -327,7 +337,13 @@ def test_level3_sets_come_from_the_graph_with_their_best_references(test_run):
 def test_changing_the_walk_seed_reruns_walks_level3_and_what_follows_answers(test_run):
     tmp, _, configs = test_run
     seeded = override(tmp, "walks.yaml", graph={"walks": {"epochs": 1, "seed": 9}})
-    assert planned_jobs(*configs, seeded) == {"walks": 1, "level3": 2, "answer": 2, **AFTER_ANSWERS}
+    assert planned_jobs(*configs, seeded) == {
+        "walks": 1,
+        "level3_sets": 1,
+        "level3": 2,
+        "answer": 2,
+        **AFTER_ANSWERS,
+    }
 
 
 def test_status_prints_the_counts_table(test_run):
@@ -376,6 +392,7 @@ def test_paper_config_plans_the_whole_dag():
         "level2": 512,
         "concept_graph": 5,
         "walks": 5,
+        "level3_sets": 1,
         "level3": 512,
         "answer": 512,
         "dedup": 1,

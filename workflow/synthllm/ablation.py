@@ -3,7 +3,7 @@ Level-3-only sets of equal size, next to the untrained base model.
 
 The sets are mixtures of config key mixtures.sets (one level each) drawn from the clean pool
 at config key ablation.samples; training and evaluation are the pipeline's own stages
-(rules/ablation.smk). This module only lays out the table.
+(rules/experiments/ablation.smk). This module only lays out the table.
 
 Outputs (`ablation/`):
     table3.csv  model, set (base | a mixture name), samples, tokens, metric, the six
@@ -110,7 +110,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> list
     """Table 3: inputs predictions, eval_settings, nll (one file of each eval folder per run,
     synthllm.experiments.eval_runs), outputs table, markdown. Settings: the runs' labels
     (each model's base, then its sets), the models and sets in table order (ablation.models
-    resolved, ablation.sets), ablation.metric as metric (rules/ablation.smk)."""
+    resolved, ablation.sets), ablation.metric as metric (rules/experiments/ablation.smk)."""
     runs = eval_runs(settings["runs"], inputs)
     entries = wide(labelled_rows(runs), settings["models"], settings["sets"])
     write_csv(entries, outputs["table"])

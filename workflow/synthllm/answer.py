@@ -36,7 +36,7 @@ SCHEMA = pa.schema(
 
 
 class Answer(GenerationStage):
-    """Settings: generation.answer, models.answerer (rules/questions.smk). An answer cut at
+    """Settings: generation.answer, models.answerer (rules/06_answer.smk). An answer cut at
     max_tokens is kept but flagged truncated: the paper does not verify answers."""
 
     stage = template = "answer"

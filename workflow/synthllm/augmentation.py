@@ -14,7 +14,7 @@ seed questions (paper: about 6,500 from 2,000 documents). Each baseline expands 
   Persona Hub's synthesised subsets).
 
 Level-2 and Level-3 questions on the same documents come from the pipeline's own stages with
-more questions per document (rules/augmentation.smk). Every method's questions then go
+more questions per document (rules/experiments/augmentation.smk). Every method's questions then go
 through the same answer, decontamination, SFT-pool and nested-mixture stages as the main
 pipeline, with the dedup stage only if augmentation.deduplicate (else `usable_answers`
 keeps the answers of a usable status, duplicates included: the paper's counts are
@@ -151,7 +151,7 @@ class Expand(GenerationStage):
     job's method, augmentation.<method>.sampling as sampling, models.generator as model,
     generation.structured as structured, the target question count (documents x the largest
     augmentation.questions_per_doc x overgenerate), augmentation.persona.seed as
-    persona_seed (persona only) (rules/augmentation.smk)."""
+    persona_seed (persona only) (rules/experiments/augmentation.smk)."""
 
     schema = SCHEMA
     output = "questions"
@@ -231,7 +231,7 @@ def run_usable(*, inputs: dict, outputs: dict, settings: dict, execution: dict) 
     """A method's pool before decontamination when augmentation.deduplicate is false: Fig. 6
     counts generated samples (the paper's 50K-300K are 25-150 x 2,000), so duplicates stay.
     Inputs answers, outputs questions, counts. Settings: dedup.answer_statuses as
-    answer_statuses (rules/augmentation.smk)."""
+    answer_statuses (rules/experiments/augmentation.smk)."""
     statuses = tuple(settings["answer_statuses"])
     answers = pl.read_parquet(inputs["answers"])
     kept, dropped = usable_answers(answers, statuses)
@@ -297,7 +297,7 @@ def run_figure(*, inputs: dict, outputs: dict, settings: dict, execution: dict) 
     folder per run, synthllm.experiments.eval_runs), outputs fig6, fig6_pdf, values,
     markdown. Settings: the runs' labels (their methods), the models (augmentation.models
     resolved), augmentation.methods as methods, augmentation.metric as metric
-    (rules/augmentation.smk)."""
+    (rules/experiments/augmentation.smk)."""
     models, methods, metric = settings["models"], settings["methods"], settings["metric"]
     rows = labelled_rows(eval_runs(settings["runs"], inputs))
     figure(rows, models, methods, metric, outputs["fig6"], outputs["fig6_pdf"])

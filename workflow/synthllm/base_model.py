@@ -141,7 +141,7 @@ def materialise_base(
 def run_base_model(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Budget 0: the untrained base model of one entry of config key models.train (settings
     `model`: that entry without its launch layout and training overrides) as the HF folder
-    `outputs["final"]`, with `outputs["counts"]` (rules/train.smk)."""
+    `outputs["final"]`, with `outputs["counts"]` (rules/10_train.smk)."""
     key = f"models.train[label={settings['model']['label']}]"
     spec = TrainModel.from_config(settings["model"], key)
     counts = materialise_base(spec, outputs["final"], outputs["counts"], key)

@@ -319,7 +319,7 @@ def check_kept(
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Build the corpus shards beside outputs["counts"]. Settings: config key corpus
     (sources, n_shards, on_bad_record, max_skipped_share); execution: corpus.batch_size
-    (rules/corpus.smk).
+    (rules/01_corpus.smk).
     The files the sources match are the rule's input (`files`); they are globbed here again."""
     sources = [Source.from_config(i, entry) for i, entry in enumerate(settings["sources"])]
     counts = build_shards(

@@ -149,7 +149,7 @@ def decontaminate(
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The clean samples of inputs questions (the dedup stage's) into outputs questions,
     hits, report, counts. Settings: decontam.ngram as ngram, evaluation.benchmarks (name ->
-    jsonl) as benchmarks (rules/mixtures.smk)."""
+    jsonl) as benchmarks (rules/08_decontam.smk)."""
     ngram, benchmarks = settings["ngram"], settings["benchmarks"]
     if ngram < 1:
         raise DecontamError(f"config key decontam.ngram: {ngram} < 1")

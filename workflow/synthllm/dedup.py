@@ -304,7 +304,7 @@ DEDUP_COLUMNS = ["question_id", "level", "question", "status"]
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Dedup of the answer shards (inputs answers) into outputs questions, dropped, counts.
-    Settings: config key dedup (near, answer_statuses) (rules/mixtures.smk).
+    Settings: config key dedup (near, answer_statuses) (rules/07_dedup.smk).
 
     Dedup reads only the columns it decides on; the kept rows, every column, are then
     streamed from the shards: at paper scale the answers alone are gigabytes."""

@@ -2,7 +2,7 @@
 questions.
 
 On the experiment documents (synthllm.experiments), Level-1 and Level-2 each generate up to
-`questions_per_doc` questions per document (paper 50; rules/diversity.smk). Every question
+`questions_per_doc` questions per document (paper 50; rules/experiments/diversity.smk). Every question
 is embedded with all-MiniLM-L6-v2 (mean-pooled, L2-normalised, as sentence-transformers
 does), and the cosine similarity of every unordered pair of questions from the same document
 and method is one sample of that method's distribution. Lower similarity = more diverse; the
@@ -140,7 +140,7 @@ def load_questions(files: dict[str, str]) -> pl.DataFrame:
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Fig. 5: inputs level1, level2 (question files of the experiment documents), outputs
     pairs, summary, summary_md, fig5, fig5_pdf, counts. Settings: diversity.embedding as
-    embedding, diversity.bins as bins (rules/diversity.smk)."""
+    embedding, diversity.bins as bins (rules/experiments/diversity.smk)."""
     import torch
 
     from synthllm.embed import Embedder, EmbeddingSpec

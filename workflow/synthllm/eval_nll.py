@@ -1,4 +1,4 @@
-"""Stage 8, NLL (synthllm eval_nll): per-token negative log-likelihood of each benchmark's
+"""Stage 11, NLL (synthllm eval_nll): per-token negative log-likelihood of each benchmark's
 reference solution under the checkpoint, teacher-forced with transformers: the prompt is the
 same chat conversation as synthllm.evaluate's, the target the assistant turn (up to and
 including the template's end-of-turn tokens); prompt and padding tokens are masked.
@@ -72,7 +72,7 @@ def run_nll(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> 
     """Per-token NLL of the reference solutions under `inputs["checkpoint"]` into
     `outputs["nll"]` and `outputs["counts"]`. Settings: config keys evaluation.benchmarks,
     max_records, seed, evaluation.nll (`nll`: max_tokens, dtype) and chat.system_prompt;
-    execution: evaluation.nll.batch_size (rules/eval.smk)."""
+    execution: evaluation.nll.batch_size (rules/11_evaluate.smk)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

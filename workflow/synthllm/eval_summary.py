@@ -1,4 +1,4 @@
-"""Stage 8, summary (synthllm eval_summary): every checkpoint's accuracy and NLL in one
+"""Stage 11, summary (synthllm eval_summary): every checkpoint's accuracy and NLL in one
 table, `eval/summary.parquet` in long format (model, budget, tokens, benchmark incl.
 `average` = mean of the six, metric accuracy | accuracy_harness | nll, value; accuracy in
 percent), plus `summary.csv` and `summary.md` (one row per model, budget and metric, one
@@ -72,7 +72,7 @@ def summary_rows(eval_dir: str) -> list[dict]:
 def run_summary(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> None:
     """Accuracy and NLL of every checkpoint's eval folder (the folders of
     `inputs["predictions"]`, in order) as `outputs` summary (long format), csv and markdown.
-    No settings (rules/eval.smk)."""
+    No settings (rules/11_evaluate.smk)."""
     eval_dirs = list(dict.fromkeys(str(Path(p).parent) for p in inputs["predictions"]))
     rows = [r for d in eval_dirs for r in summary_rows(d)]
     rows.sort(key=lambda r: (r["model"], r["budget"], METRICS.index(r["metric"])))

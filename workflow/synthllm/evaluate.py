@@ -1,4 +1,4 @@
-"""Stage 8: evaluation of one checkpoint on the six benchmarks (paper §4). The NLL of the
+"""Stage 11: evaluation of one checkpoint on the six benchmarks (paper §4). The NLL of the
 reference solutions is synthllm.eval_nll, the table of every checkpoint synthllm.eval_summary.
 
 `run` (synthllm evaluate): zero-shot chain of thought, the prompt being
@@ -93,7 +93,7 @@ def run(
     label and budget (the job's wildcards), config keys evaluation.benchmarks, max_records,
     seed, max_new_tokens, grade_timeout_s, the output-affecting part of evaluation.engine
     (`engine`) and chat.system_prompt; execution: evaluation.chunk_size and the engine's
-    execution keys (rules/eval.smk). `open_backend_fn(spec)` (default
+    execution keys (rules/11_evaluate.smk). `open_backend_fn(spec)` (default
     synthllm.llm.open_backend) lets a benchmark share one engine between runs."""
     from synthllm.llm import BackendSpec, Request, Sampling, open_backend
     from synthllm.settings import merged

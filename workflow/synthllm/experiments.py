@@ -53,7 +53,7 @@ def draw_documents(
 def run_docs(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The experiment documents: inputs docs and extracted (every filtered and every extract
     shard), outputs docs, extracted, counts. Settings: experiments.documents as documents,
-    experiments.seed as seed (rules/experiments.smk)."""
+    experiments.seed as seed (rules/experiments/shared.smk)."""
     doc_shards, extract_shards = inputs["docs"], inputs["extracted"]
     seed = settings["seed"]
     extracted = pl.concat([pl.read_parquet(p) for p in extract_shards], how="vertical_relaxed")

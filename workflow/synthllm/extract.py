@@ -45,7 +45,7 @@ def extraction_request(text: str, structured: bool, min_kcs: int, max_kcs: int) 
 
 class Extract(GenerationStage):
     """Settings: generation.extract, models.generator, generation.{structured, max_doc_chars,
-    max_docs_per_shard as max_docs} (rules/extract.smk)."""
+    max_docs_per_shard as max_docs} (rules/03_extract.smk)."""
 
     stage = template = "extract"
     schema = SCHEMA

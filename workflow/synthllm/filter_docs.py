@@ -26,7 +26,7 @@ def shard_scores(path: str, name: str) -> pa.Table:
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The documents of inputs["shard"] kept by the last iteration, with the scores of every
-    iteration (inputs["scores"], iterations 0..T). No settings (rules/filter.smk)."""
+    iteration (inputs["scores"], iterations 0..T). No settings (rules/02_filter.smk)."""
     shard, scores = inputs["shard"], inputs["scores"]
     name = shard_name_of(shard)
     table = pq.read_table(shard)

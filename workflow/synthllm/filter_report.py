@@ -19,7 +19,7 @@ def _read(path: str) -> dict:
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """inputs: the reports of iterations 0..T, the rate counts of 1..T and the filter_docs
-    counts of every shard. No settings (rules/filter.smk)."""
+    counts of every shard. No settings (rules/02_filter.smk)."""
     iterations = [_read(p) for p in inputs["reports"]]
     rates = [_read(p) for p in inputs["rate_counts"]]
     for it, rate in zip(iterations[1:], rates):

@@ -244,7 +244,7 @@ OUTPUT_FILES = {
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The concept graph of one subset: inputs `extracted` (every extract shard), outputs
     OUTPUT_FILES in one folder. Settings: graph.eps as eps, and the job's subset (e.g.
-    000-of-001) (rules/graph.smk)."""
+    000-of-001) (rules/04_graph.smk)."""
     out_dir = Path(outputs["counts"]).parent
     for name, file in OUTPUT_FILES.items():
         if Path(outputs[name]) != out_dir / file:

@@ -21,7 +21,7 @@ def level1_request(text: str, structured: bool) -> Request:
 
 class Level1(QuestionStage):
     """Settings: generation.level1, models.generator, generation.{structured, max_doc_chars,
-    max_docs_per_shard as max_docs} (rules/questions.smk)."""
+    max_docs_per_shard as max_docs} (rules/05_questions.smk)."""
 
     stage = template = "level1"
     level = 1

@@ -27,7 +27,7 @@ def level2_request(text: str, topics: list[dict], structured: bool) -> Request:
 
 class Level2(QuestionStage):
     """Settings: generation.level2, models.generator, generation.{structured, max_doc_chars}
-    (rules/questions.smk). Documents whose extraction failed have no concepts to recombine."""
+    (rules/05_questions.smk). Documents whose extraction failed have no concepts to recombine."""
 
     stage = template = "level2"
     level = 2

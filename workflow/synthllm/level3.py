@@ -3,46 +3,19 @@ reference documents (top 2 by Jaccard); each question combines 2-3 key concepts 
 topics. Output schema: synthllm.questions.SCHEMA (doc_ids = the reference documents; the
 question id's unit is the concept set's set_id).
 
-The sets of all subsets are dealt to the question shards round-robin (set i goes to shard
-i mod n_shards, in subset then walk order), so Level-3 generation runs in as many resumable
-jobs as Level-1 and Level-2.
+Each job reads its shard's sets with their reference texts (synthllm.level3_sets).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from synthllm.concepts import ConceptGraphError
 from synthllm.generation import render
 from synthllm.llm import Request
 from synthllm.parsers import level2_schema, parse_level2
 from synthllm.questions import QuestionStage
 
 MAX_QUESTIONS_PER_CALL = 3
-
-
-def shard_sets(
-    walk_files: list[str], shard: int, n_shards: int, max_sets: int | None
-) -> pl.DataFrame:
-    sets = pl.concat([pl.read_parquet(p) for p in walk_files]).with_row_index("row")
-    mine = sets.filter(pl.col("row") % n_shards == shard).drop("row")
-    return mine.head(max_sets) if max_sets is not None else mine
-
-
-def reference_texts(doc_shards: list[str], doc_ids: set[str]) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for path in doc_shards:
-        frame = pl.read_parquet(path, columns=["doc_id", "text"]).filter(
-            pl.col("doc_id").is_in(list(doc_ids))
-        )
-        texts.update(zip(frame.get_column("doc_id").to_list(), frame.get_column("text").to_list()))
-    missing = doc_ids - texts.keys()
-    if missing:
-        raise ConceptGraphError(
-            f"reference documents {sorted(missing)[:5]} (of {len(missing)}) are not in "
-            f"the document shards {doc_shards}: the walks and documents disagree"
-        )
-    return texts
 
 
 def level3_request(
@@ -62,8 +35,8 @@ def level3_request(
 
 
 class Level3(QuestionStage):
-    """Settings: generation.level3, models.generator, generation.{structured, max_doc_chars},
-    and the job's shard (rules/questions.smk)."""
+    """Inputs sets (one shard's, synthllm.level3_sets). Settings: generation.level3,
+    models.generator, generation.{structured, max_doc_chars}."""
 
     stage = template = "level3"
     level = 3
@@ -71,13 +44,8 @@ class Level3(QuestionStage):
     parse = staticmethod(parse_level2)
 
     def units(self) -> list[dict]:
-        shard, n_shards = (int(x) for x in self.settings["shard"].split("-of-"))
-        max_sets = self.settings["max_sets_per_shard"]
-        sets = shard_sets(self.inputs["walks"], shard, n_shards, max_sets).to_dicts()
+        sets = pl.read_parquet(self.inputs["sets"]).to_dicts()
         self.n_sets = len(sets)
-        self.texts = reference_texts(
-            self.inputs["docs"], {d for s in sets for d in s["ref_doc_ids"]}
-        )
         return [
             {"unit": s["set_id"], "doc_ids": s["ref_doc_ids"], "call": call, "set": s}
             for s in sets
@@ -85,8 +53,8 @@ class Level3(QuestionStage):
         ]
 
     def request(self, item: dict) -> Request:
-        references = [self.texts[d][: self.settings["max_doc_chars"]] for d in item["doc_ids"]]
         concept_set = item["set"]
+        references = [text[: self.settings["max_doc_chars"]] for text in concept_set["ref_texts"]]
         return level3_request(
             concept_set["topics"],
             concept_set["key_concepts"],

@@ -124,7 +124,7 @@ def run_pool(*, inputs: dict, outputs: dict, settings: dict, execution: dict) ->
     """The SFT pool (outputs pool, counts) of the clean samples (inputs questions, the
     decontam stage's) with exact token counts. Settings: mixtures.tokenizer as tokenizer,
     mixtures.chat_template as chat_template (null: the tokenizer's own), chat.system_prompt
-    as system_prompt (rules/mixtures.smk)."""
+    as system_prompt (rules/09_mixtures.smk)."""
     tokenizer, chat_template = settings["tokenizer"], settings["chat_template"]
     started = time.monotonic()
     clean = pl.read_parquet(inputs["questions"], columns=SFT_COLUMNS)
@@ -148,7 +148,7 @@ def run_subset(*, inputs: dict, outputs: dict, settings: dict, execution: dict) 
     """One nested subset (outputs samples, counts) of the SFT pool (inputs pool). Settings:
     mixtures.seed as seed; the job's mixture `name`, its size `samples`, the set's `levels`
     and `proportions` (config mixtures.sets; null: the whole pool, equal shares) and
-    `size_key`, the config key that set the size (rules/mixtures.smk)."""
+    `size_key`, the config key that set the size (rules/09_mixtures.smk)."""
     s = settings
     pool = pl.read_parquet(inputs["pool"])
     subset = nested_subset(

@@ -83,7 +83,7 @@ def rate_sample(
 class Rate(GenerationStage):
     """Settings: filter.finegrained.{reference_sample, random_sample, max_doc_chars,
     sampling}, filter.seed as seed, generation.structured as structured, models.rater as
-    model, and the iteration (rules/filter.smk); the sample's seed is seed + iteration."""
+    model, and the iteration (rules/02_filter.smk); the sample's seed is seed + iteration."""
 
     stage = template = TEMPLATE
     schema = RATINGS_SCHEMA

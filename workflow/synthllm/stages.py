@@ -46,6 +46,7 @@ STAGES = (
     # 5 questions and answers
     Command("level1", "synthllm.level1:run", "Level-1 questions per document"),
     Command("level2", "synthllm.level2:run", "Level-2 questions per document"),
+    Command("level3_sets", "synthllm.level3_sets:run", "concept sets of each Level-3 shard"),
     Command("level3", "synthllm.level3:run", "Level-3 questions per concept set"),
     Command("answer", "synthllm.answer:run", "one answer per question"),
     # 6 dedup, decontamination, mixtures

@@ -84,7 +84,7 @@ def synthetic_plan(topics: list[dict], kinds: list[str], n: int, seed: int) -> l
 
 class SyntheticDocs(GenerationStage):
     """Settings: filter.synthetic (kinds, documents, min_chars, sampling; its syllabus is
-    the input `syllabus`), models.generator as `model` (rules/filter.smk)."""
+    the input `syllabus`), models.generator as `model` (rules/02_filter.smk)."""
 
     stage = "synthetic_docs"
     template = TEMPLATE

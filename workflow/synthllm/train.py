@@ -88,7 +88,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
     `outputs["counts"]`. Run under torchrun (or alone, as a world of one). Settings: config
     key training with the model's overrides (`training`) and chat.system_prompt
     (`system_prompt`); execution: training.checkpoint_every, keep_checkpoints, peak_tflops
-    and the job's threads, shared by the processes of a node (rules/train.smk). Returns the
+    and the job's threads, shared by the processes of a node (rules/10_train.smk). Returns the
     counts on rank 0."""
     import deepspeed
     import torch

@@ -17,5 +17,5 @@ The modules, each using only those above it:
   stage's settings and its input points
 - `tables`: the fits, held-out and extrapolation tables (CSV rows and Markdown)
 - `figures`: Figs. 1, 2 and 7
-- `stage`: the stage's entry point `run` (`synthllm scaling`, rules/scaling.smk)
+- `stage`: the stage's entry point `run` (`synthllm scaling`, rules/12_scaling.smk)
 """

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The stage: read `inputs["summary"]`, fit every model, write the tables, figures and
     fits.json beside `outputs["counts"]`, then the counts. Settings: config key scaling, at
-    the top level (rules/scaling.smk)."""
+    the top level (rules/12_scaling.smk)."""
     from pathlib import Path
 
     from tqdm import tqdm

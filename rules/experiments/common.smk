@@ -1,5 +1,5 @@
 # Config access and input functions of the paper's other experiments
-# (rules/{experiments,diversity,ablation,augmentation}.smk).
+# (rules/experiments/).
 import math
 
 
@@ -31,10 +31,10 @@ def experiment_models(key):
 
 
 def experiment_mixture(wildcards):
-    """The samples a set trains on: a mixture of the main pool (ablation) or a nested subset
-    of a method's own pool (augmentation)."""
+    """The samples a set trains on: a level's mixture of the main pool (ablation) or a
+    nested subset of a method's own pool (augmentation)."""
     if wildcards.experiment == "ablation":
-        return mixture_path(wildcards.mixture, wildcards.budget)
+        return f"{RESULTS}/ablation/mixtures/{wildcards.mixture}/{wildcards.budget}.parquet"
     return f"{RESULTS}/augmentation/{wildcards.mixture}/mixtures/{wildcards.budget}.parquet"
 
 
@@ -76,16 +76,6 @@ def ablation_sets():
     return sets
 
 
-def mixture_size_key(wildcards):
-    """The config key that set a main-pool mixture's size, named when the pool is too small."""
-    ablation = config.get("ablation") or {}
-    if wildcards.mixture in ablation.get("sets", []) and int(wildcards.budget) == ablation.get(
-        "samples"
-    ):
-        return "ablation.samples"
-    return "mixtures.sample_counts"
-
-
 def ablation_runs():
     """(label, eval folder) of every row of the table: each model's base, then its sets."""
     samples = config["ablation"]["samples"]
@@ -122,7 +112,7 @@ def augmentation_expand_job(wildcards):
     return job
 
 
-def augmentation_level3_sets():
+def augmentation_level3_set_count():
     """Concept sets of the Level-3 job: enough for the target at questions_per_set each."""
     level3 = config["augmentation"]["level3"]
     target = augmentation_target_per_doc() * config["experiments"]["documents"]

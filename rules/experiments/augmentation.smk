@@ -3,7 +3,7 @@
 # against Level-2 and Level-3 generating more questions per document. Each method's
 # questions go through the pipeline's own answer rule, the dedup rule (if
 # augmentation.deduplicate; else only the answer-status filter), the decontamination,
-# SFT-pool and mixture rules, then training and evaluation (rules/experiments.smk) at every
+# SFT-pool and mixture rules, then training and evaluation (rules/experiments/shared.smk) at every
 # count of augmentation.questions_per_doc x experiments.documents.
 # Target: `snakemake augmentation`. The use-rules' params replace the original rules' by
 # name, so each override is all of the rule's stage_params, with the experiment's settings.
@@ -44,10 +44,10 @@ rule augmentation_expand:
     log:
         f"{RESULTS}/logs/augmentation/{{method}}.log",
     conda:
-        "../envs/main.yaml"
+        "../../envs/main.yaml"
     threads: config["generation"]["threads"]
     resources:
-        gpu=config["models"]["generator"]["gpus"],
+        **job_resources("augmentation_expand", config["models"]["generator"]["gpus"]),
     params:
         **stage_params(
             "augmentation_expand",
@@ -122,10 +122,28 @@ use rule walks as augmentation_walks with:
         ),
 
 
-use rule level3 as augmentation_level3 with:
+use rule level3_sets as augmentation_level3_sets with:
     input:
         walks=[f"{AUGMENTED}/walks/subset-{ONE_SUBSET}.parquet"],
         docs=[experiment_docs()],
+    output:
+        sets=[f"{AUGMENTED}/questions/level3-sets-{ONE_SHARD}.parquet"],
+        counts=f"{AUGMENTED}/questions/level3-sets.counts.json",
+    log:
+        f"{RESULTS}/logs/augmentation/level3-sets.log",
+    params:
+        **stage_params(
+            "level3_sets",
+            job=lambda wildcards: {
+                "n_shards": 1,
+                "max_sets_per_shard": augmentation_level3_set_count(),
+            },
+        ),
+
+
+use rule level3 as augmentation_level3 with:
+    input:
+        sets=f"{AUGMENTED}/questions/level3-sets-{{shard}}.parquet",
     output:
         questions=f"{AUGMENTED}/questions/level3-{{shard}}.parquet",
         counts=f"{AUGMENTED}/questions/level3-{{shard}}.counts.json",
@@ -141,10 +159,6 @@ use rule level3 as augmentation_level3 with:
             chunk_size="generation.chunk_size",
             calls_per_set="augmentation.level3.calls_per_set",
             questions_per_set="augmentation.level3.questions_per_set",
-            job=lambda wildcards: {
-                "shard": wildcards.shard,
-                "max_sets_per_shard": augmentation_level3_sets(),
-            },
         ),
 
 
@@ -179,7 +193,7 @@ rule augmentation_usable_answers:
     log:
         f"{RESULTS}/logs/augmentation/{{mixture}}/usable_answers.log",
     conda:
-        "../envs/main.yaml"
+        "../../envs/main.yaml"
     resources:
         **job_resources("augmentation_usable_answers"),
     params:
@@ -229,14 +243,14 @@ rule augmentation:
     output:
         fig6=report(
             f"{AUGMENTED}/fig6.png",
-            caption="../report/experiments/fig6.rst",
+            caption="../../report/experiments/fig6.rst",
             category="Augmentation baselines",
             labels={"item": "Fig. 6: methods against training samples"},
         ),
         fig6_pdf=f"{AUGMENTED}/fig6.pdf",
         values=report(
             f"{AUGMENTED}/fig6.csv",
-            caption="../report/experiments/fig6_values.rst",
+            caption="../../report/experiments/fig6_values.rst",
             category="Augmentation baselines",
             labels={"item": "Fig. 6 values"},
         ),
@@ -244,7 +258,7 @@ rule augmentation:
     log:
         f"{RESULTS}/logs/augmentation/fig6.log",
     conda:
-        "../envs/main.yaml"
+        "../../envs/main.yaml"
     resources:
         **job_resources("augmentation"),
     params:

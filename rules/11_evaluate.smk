@@ -1,4 +1,4 @@
-# Stage 8: every checkpoint (each model of config models.train at budget 0, the base model,
+# Stage 11: every checkpoint (each model of config models.train at budget 0, the base model,
 # and at every training budget) on the six benchmarks: generated answers graded two ways,
 # the NLL of the reference solutions, and one summary table for the scaling stage.
 

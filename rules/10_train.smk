@@ -1,4 +1,4 @@
-# Stage 7: supervised fine-tuning of every model of config models.train on every budget of
+# Stage 10: supervised fine-tuning of every model of config models.train on every budget of
 # the `all` mixture (paper §3.2), with DeepSpeed under torchrun; budget 0 is the untrained
 # base model, materialised once and the starting point of every budget.
 
@@ -29,7 +29,7 @@ rule base_model:
 
 rule train:
     input:
-        mixture=lambda wildcards: mixture_path("all", wildcards.budget),
+        mixture=f"{RESULTS}/mixtures/all/{{budget}}.parquet",
         base=checkpoint_dir("{model}", 0),
     output:
         final=directory(checkpoint_dir("{model}", "{budget}")),

@@ -1,6 +1,7 @@
-# Stage 5: Level-1 and Level-2 questions per reference document (paper Figs. 8, 9), Level-3
-# questions per sampled concept set (Fig. 10), then one answer per question. One job per
-# shard and level.
+# Stage 5: Level-1 and Level-2 questions per reference document (paper Figs. 8, 9) and
+# Level-3 questions per sampled concept set (Fig. 10). One job per shard and level; one job
+# deals the concept sets of every subset to the Level-3 shards with their reference texts,
+# so that each Level-3 job reads one file, not every shard.
 
 
 rule level1:
@@ -57,10 +58,32 @@ rule level2:
         STAGE_SHELL
 
 
-rule level3:
+rule level3_sets:
     input:
         walks=expand(f"{RESULTS}/walks/subset-{{subset}}.parquet", subset=subset_ids()),
         docs=all_reference_docs(),
+    output:
+        sets=expand(f"{RESULTS}/level3/sets/shard-{{shard}}.parquet", shard=shard_ids()),
+        counts=f"{RESULTS}/level3/sets/counts.json",
+    log:
+        f"{RESULTS}/logs/level3/sets.log",
+    conda:
+        "../envs/main.yaml"
+    resources:
+        **job_resources("level3_sets"),
+    params:
+        **stage_params(
+            "level3_sets",
+            max_sets_per_shard="generation.level3.max_sets_per_shard",
+            job=lambda wildcards: {"n_shards": len(shard_ids())},
+        ),
+    shell:
+        STAGE_SHELL
+
+
+rule level3:
+    input:
+        sets=f"{RESULTS}/level3/sets/shard-{{shard}}.parquet",
     output:
         questions=f"{RESULTS}/level3/shard-{{shard}}.parquet",
         counts=f"{RESULTS}/level3/shard-{{shard}}.counts.json",
@@ -78,34 +101,6 @@ rule level3:
             model="models.generator",
             structured="generation.structured",
             max_doc_chars="generation.max_doc_chars",
-            chunk_size="generation.chunk_size",
-            job=lambda wildcards: {"shard": wildcards.shard},
-        ),
-    shell:
-        STAGE_SHELL
-
-
-rule answer:
-    input:
-        questions=expand(
-            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet",
-            level=["level1", "level2", "level3"],
-        ),
-    output:
-        answers=f"{RESULTS}/answer/shard-{{shard}}.parquet",
-        counts=f"{RESULTS}/answer/shard-{{shard}}.counts.json",
-    log:
-        f"{RESULTS}/logs/answer/shard-{{shard}}.log",
-    conda:
-        "../envs/main.yaml"
-    threads: config["generation"]["threads"]
-    resources:
-        **job_resources("answer", config["models"]["answerer"]["gpus"]),
-    params:
-        **stage_params(
-            "answer",
-            "generation.answer",
-            model="models.answerer",
             chunk_size="generation.chunk_size",
         ),
     shell:

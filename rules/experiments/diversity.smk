@@ -57,14 +57,14 @@ rule diversity:
         pairs=f"{RESULTS}/diversity/pairs.parquet",
         summary=report(
             f"{RESULTS}/diversity/summary.csv",
-            caption="../report/experiments/diversity_summary.rst",
+            caption="../../report/experiments/diversity_summary.rst",
             category="Question diversity",
             labels={"item": "similarity statistics per level"},
         ),
         summary_md=f"{RESULTS}/diversity/summary.md",
         fig5=report(
             f"{RESULTS}/diversity/fig5.png",
-            caption="../report/experiments/fig5.rst",
+            caption="../../report/experiments/fig5.rst",
             category="Question diversity",
             labels={"item": "Fig. 5: within-document similarity"},
         ),
@@ -73,10 +73,10 @@ rule diversity:
     log:
         f"{RESULTS}/logs/diversity/diversity.log",
     conda:
-        "../envs/main.yaml"
+        "../../envs/main.yaml"
     threads: config["generation"]["threads"]
     resources:
-        **job_resources("diversity"),
+        **job_resources("diversity", config["diversity"]["embedding"]["gpus"]),
     params:
         **stage_params("diversity", embedding="diversity.embedding", bins="diversity.bins"),
     shell:

@@ -1,7 +1,7 @@
 # What the paper's other experiments share (rules/{diversity,ablation,augmentation}.smk): the
 # fixed random documents of Figs. 5 and 6, and training and evaluation of a model on a set
 # other than the scaling ladder. The train and evaluation rules are the pipeline's own
-# (rules/train.smk, rules/eval.smk), reused under ablation/ and augmentation/ with the set
+# (rules/10_train.smk, rules/11_evaluate.smk), reused under ablation/ and augmentation/ with the set
 # as a path element; the base model and its evaluation are the main chain's budget 0. Their
 # params (stage_params) are the main rules' own: the settings come from the wildcards.
 
@@ -17,7 +17,7 @@ rule experiment_docs:
     log:
         f"{RESULTS}/logs/experiments/docs.log",
     conda:
-        "../envs/main.yaml"
+        "../../envs/main.yaml"
     resources:
         **job_resources("experiment_docs"),
     params:
