@@ -1,0 +1,295 @@
+"""The paper config is self-contained (issue 19, item 4): Snakemake layers config/paper.yaml
+over config/default.yaml (the CPU demo), so every key the default sets must be set again by
+the paper config, or a CPU value (float32, a 2 GiB KV cache, eager mode, 2 threads, the demo
+corpus) leaks into the GPU cluster run. Real configs, no Snakemake run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import update_config, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "config" / "default.yaml"
+PAPER = ROOT / "config" / "paper.yaml"
+SCHEMA = ROOT / "config" / "schema.yaml"
+
+# Keys config/default.yaml sets that config/paper.yaml deliberately leaves to it, because the
+# default's value is right on the cluster too. Keep it short; each entry says why.
+ALLOWED_DEFAULTS = {
+    # gloo processes of a model with gpus 0 (rules/common.smk train_launcher); every paper
+    # model trains on GPUs, one process per GPU, so the value is never read
+    "training.cpu_processes": "read only for models.train entries with gpus 0",
+}
+
+FLOAT32 = {"float32", "fp32", "float", "torch.float32"}
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def effective_paper_config() -> dict:
+    """As `snakemake --configfile config/paper.yaml` sees it: default.yaml (the Snakefile's
+    configfile), paper.yaml merged over it, then validated with the schema's defaults filled
+    in (rules/common.smk)."""
+    config = load(DEFAULT)
+    update_config(config, load(PAPER))
+    validate(config, str(SCHEMA), set_default=True)
+    return config
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return effective_paper_config()
+
+
+def leaf_paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
+    """Key paths of a config's values: a non-empty dict is descended, anything else (a list,
+    a scalar, an empty dict) is one value."""
+    paths = []
+    for key, value in tree.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and value:
+            paths.extend(leaf_paths(value, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+def sets(tree: dict, path: tuple) -> bool:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def keys_left_to_the_default(default: dict, paper: dict, allowed=ALLOWED_DEFAULTS) -> list[str]:
+    """The default's leaf keys (dotted) that the paper config does not set, but for `allowed`."""
+    return [
+        ".".join(path)
+        for path in leaf_paths(default)
+        if not sets(paper, path) and ".".join(path) not in allowed
+    ]
+
+
+def lookup(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+# ---- structure: paper.yaml sets every key default.yaml sets ----------------------------
+
+
+def test_paper_config_layered_over_the_default_validates_against_the_schema():
+    config = effective_paper_config()  # raises a ValidationError naming the key
+    assert config["software"]["deployment"] == "conda", "config key software.deployment"
+
+
+def test_paper_config_sets_every_key_the_default_sets():
+    leaked = keys_left_to_the_default(load(DEFAULT), load(PAPER))
+    assert not leaked, (
+        "config/paper.yaml leaves these config keys to config/default.yaml (CPU values): "
+        f"{', '.join(leaked)}; set them in paper.yaml or add them to ALLOWED_DEFAULTS with why"
+    )
+
+
+def test_the_leak_check_catches_a_new_default_key_and_a_dropped_paper_key():
+    """The check on modified copies of the real files: a CPU key added to default.yaml, and a
+    key dropped from paper.yaml, are reported (beside whatever the real files leak)."""
+    before = keys_left_to_the_default(load(DEFAULT), load(PAPER))
+    default, paper = load(DEFAULT), load(PAPER)
+    default["generation"]["cpu_only_knob"] = 2
+    default["models"]["generator"]["new_engine_key"] = True
+    default["new_section"] = {"threads": 2, "sources": ["demo"]}
+    paper["models"]["answerer"].pop("max_model_len")
+    added = [k for k in keys_left_to_the_default(default, paper) if k not in before]
+    assert added == [
+        "models.generator.new_engine_key",
+        "models.answerer.max_model_len",
+        "generation.cpu_only_knob",
+        "new_section.threads",
+        "new_section.sources",
+    ]
+    # a list at a leaf is one value: paper.yaml replacing it is enough
+    assert "corpus.sources" not in keys_left_to_the_default(
+        load(DEFAULT), {"corpus": {"sources": []}}
+    )
+    # an allow-listed key is not reported, though the paper config leaves it out
+    allowed = {**ALLOWED_DEFAULTS, "generation.cpu_only_knob": "why"}
+    assert "generation.cpu_only_knob" not in keys_left_to_the_default(default, paper, allowed)
+
+
+def test_allow_listed_keys_are_default_keys_the_paper_config_leaves_unset():
+    default_keys = {".".join(p) for p in leaf_paths(load(DEFAULT))}
+    for key in ALLOWED_DEFAULTS:
+        assert key in default_keys, f"ALLOWED_DEFAULTS: config key {key} is not in default.yaml"
+        assert not sets(load(PAPER), tuple(key.split("."))), (
+            f"ALLOWED_DEFAULTS: config key {key} is set by paper.yaml; drop it from the list"
+        )
+
+
+def test_training_cpu_processes_is_unread_because_every_paper_model_trains_on_gpus(paper):
+    for model in paper["models"]["train"]:
+        assert model["gpus"] > 0, (
+            f"config key models.train[{model['label']}].gpus: 0 trains on CPU with "
+            "training.cpu_processes, which paper.yaml leaves to the default (ALLOWED_DEFAULTS)"
+        )
+
+
+# ---- semantics of the effective paper config -------------------------------------------
+
+
+def gpu_roles(config: dict) -> dict[str, dict]:
+    """Every config entry a GPU job runs (dotted key -> entry): each dict with gpus > 0, and
+    evaluation.nll, which runs on evaluation.engine's GPU (rules/11_evaluate.smk eval_nll)."""
+    found = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if isinstance(node.get("gpus"), int) and node["gpus"] > 0:
+                found[path] = node
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else key)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(config, "")
+    if config["evaluation"]["engine"]["gpus"] > 0:
+        found["evaluation.nll"] = config["evaluation"]["nll"]
+    return found
+
+
+def test_the_paper_models_run_on_gpus(paper):
+    roles = gpu_roles(paper)
+    for key in ("models.generator", "models.answerer", "models.embedding", "evaluation.engine"):
+        assert key in roles, f"config key {key}.gpus: 0 runs the paper's model on CPU"
+    assert all(f"models.train[{i}]" in roles for i in range(len(paper["models"]["train"])))
+
+
+def test_no_gpu_model_runs_in_float32(paper):
+    for key, entry in gpu_roles(paper).items():
+        if "dtype" in entry:
+            assert entry["dtype"] not in FLOAT32, f"config key {key}.dtype: {entry['dtype']}"
+    precision = paper["training"]["precision"]
+    assert precision != "fp32", f"config key training.precision: {precision} on GPUs"
+    for i, model in enumerate(paper["models"]["train"]):
+        own = model.get("training", {}).get("precision", precision)
+        assert own != "fp32", f"config key models.train[{i}].training.precision: {own}"
+
+
+def vllm_gpu_engines(config: dict) -> dict[str, dict]:
+    return {k: e for k, e in gpu_roles(config).items() if e.get("backend") == "vllm"}
+
+
+def test_vllm_gpu_engines_capture_graphs_and_carry_no_cpu_kv_cache(paper):
+    engines = vllm_gpu_engines(paper)
+    assert {"models.generator", "models.answerer", "evaluation.engine"} <= set(engines)
+    default = load(DEFAULT)
+    cpu_kv = {
+        lookup(default, f"{k}.kv_cache_gib") for k in ("models.generator", "evaluation.engine")
+    }
+    for key, engine in engines.items():
+        assert engine["enforce_eager"] is False, f"config key {key}.enforce_eager: true on GPUs"
+        assert engine["kv_cache_gib"] not in cpu_kv, (
+            f"config key {key}.kv_cache_gib: {engine['kv_cache_gib']} is the CPU default's"
+        )
+
+
+def test_vllm_gpu_engines_fit_in_their_jobs_gpus(paper):
+    for key, engine in vllm_gpu_engines(paper).items():
+        assert engine["tensor_parallel_size"] <= engine["gpus"], (
+            f"config key {key}.tensor_parallel_size: {engine['tensor_parallel_size']} GPUs per "
+            f"engine, but the job asks for {engine['gpus']} ({key}.gpus)"
+        )
+
+
+def rule_blocks() -> dict[str, str]:
+    """Each rule's text in rules/**/*.smk (`rule x:` and `use rule y as x with:` blocks)."""
+    blocks = {}
+    head = re.compile(r"^(?:rule (\w+)|use rule \w+ as (\w+) with):", re.M)
+    for path in sorted((ROOT / "rules").rglob("*.smk")):
+        text = path.read_text()
+        starts = list(head.finditer(text))
+        for match, after in zip(starts, [*starts[1:], None]):
+            body = text[match.end() : after.start() if after else len(text)]
+            body = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]  # up to the next top level
+            blocks[match.group(1) or match.group(2)] = body
+    return blocks
+
+
+CONFIG_KEY = r'config((?:\[\s*"\w+"\s*\])+)'
+
+
+def config_key(subscripts: str) -> str:
+    return ".".join(re.findall(r'"(\w+)"', subscripts))
+
+
+def rule_gpu_keys(body: str) -> list[str]:
+    """The config keys of the GPU counts a rule asks the scheduler for."""
+    keys = [config_key(s) + ".gpus" for s in re.findall(CONFIG_KEY + r'\[\s*"gpus"\s*\]', body)]
+    if re.search(r'train_models\(\)\[[^\]]+\]\[\s*"gpus"\s*\]', body):
+        keys.append("models.train[].gpus")
+    return keys
+
+
+def gpu_count(config: dict, key: str) -> int:
+    if key == "models.train[].gpus":
+        return max(m["gpus"] for m in config["models"]["train"])
+    return lookup(config, key)
+
+
+def test_every_gpu_job_has_more_than_two_threads(paper):
+    gpu_rules = 0
+    for rule, body in rule_blocks().items():
+        gpu_keys = [k for k in rule_gpu_keys(body) if gpu_count(paper, k) > 0]
+        if not gpu_keys:
+            continue
+        gpu_rules += 1
+        threads = re.search(r"^\s+threads:\s*(.+?)\s*$", body, re.M)
+        assert threads, f"rule {rule} ({', '.join(gpu_keys)} > 0) sets no threads: 1 CPU"
+        expression = threads.group(1)
+        key = re.fullmatch(CONFIG_KEY, expression)
+        if key:
+            name = config_key(key.group(1))
+            value = lookup(paper, name)
+        else:
+            assert expression.isdigit(), f"rule {rule}: threads {expression!r} not understood"
+            name, value = f"rule {rule} threads", int(expression)
+        assert value > 2, (
+            f"config key {name}: {value} threads for rule {rule}, a GPU job ({', '.join(gpu_keys)})"
+        )
+    # extract, level1-3, answer, synthetic_docs, embed, evaluate, eval_nll, train and more
+    assert gpu_rules >= 10, f"only {gpu_rules} GPU rules found in rules/: the parser is stale"
+
+
+def test_corpus_is_not_the_demo_corpus_and_positive_sources_are_its_own(paper):
+    names = [s["name"] for s in paper["corpus"]["sources"]]
+    for source in paper["corpus"]["sources"]:
+        assert "demo_corpus" not in source["glob"], (
+            f"config key corpus.sources[{source['name']}].glob: {source['glob']} (demo corpus)"
+        )
+    unknown = set(paper["filter"]["positive_sources"]) - set(names)
+    assert not unknown, (
+        f"config key filter.positive_sources: {sorted(unknown)} are not corpus.sources ({names})"
+    )
+
+
+def test_gpu_roles_use_no_demo_package_or_local_demo_model(paper):
+    models = {f"{k}.model": e["model"] for k, e in gpu_roles(paper).items() if "model" in e}
+    # the tokenizer of the GPU-trained models, with which the mixtures count tokens
+    models["mixtures.tokenizer"] = paper["mixtures"]["tokenizer"]
+    assert "models.generator.model" in models and "models.embedding.model" in models
+    for key, model in models.items():
+        assert not model.startswith("package:"), f"config key {key}: {model} (offline demo package)"
+        assert not model.startswith("resources/models"), f"config key {key}: {model} (demo model)"
+
+
+def test_results_go_to_results_paper(paper):
+    assert paper["results"] == "results/paper", f"config key results: {paper['results']}"
