@@ -84,6 +84,16 @@ TOOLS = (
         ((("results",), {"nargs": "?", "default": "results"}),),
     ),
     Command(
+        "plan",
+        "synthllm.plan.dag:main",
+        "jobs, GPU-hours, model loads and disk of a config, before any job runs",
+        (
+            (("--configfile",), {"action": "append", "help": "as snakemake's; repeatable"}),
+            (("targets",), {"nargs": "*", "help": "rules or files, as snakemake's"}),
+            (("--forceall",), {"action": "store_true", "help": "every job, as if none had run"}),
+        ),
+    ),
+    Command(
         "prepare-models",
         "synthllm.models:main",
         "convert the SmolLM2 GGUF into an HF folder",
