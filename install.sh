@@ -53,7 +53,7 @@ log "resources"
 .venv/bin/synthllm prepare-models --dest resources/models/SmolLM2-135M-Instruct
 .venv/bin/synthllm demo-corpus --dest resources/demo_corpus --shared ../shared/data/corpus
 # the six evaluation benchmarks (Qwen2.5-Math harness jsonl); without them, point config key
-# evaluation.benchmarks at your copies
+# evaluate.benchmarks at your copies
 # copied only where the content differs: a fresh mtime would make Snakemake rerun every evaluation
 if [ -d ../shared/data/benchmarks ]; then
   (cd ../shared/data/benchmarks && find . -type f) | while read -r file; do

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from synthllm.corpus import shard_name
+from synthllm.stages.corpus import shard_name
 
 VOCAB = np.array(
     (

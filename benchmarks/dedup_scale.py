@@ -158,7 +158,7 @@ def main() -> None:
             f"benchmark files missing ({missing[0]}): this benchmark needs ../shared/data"
         )
     sys.path.insert(0, str(ROOT / "workflow"))
-    from synthllm.eval_data import load_benchmark
+    from synthllm.core.eval_data import load_benchmark
 
     bench_questions = [
         r["question"] for r in load_benchmark("math", benchmarks["math"], max_records=200, seed=1)

@@ -1,7 +1,7 @@
 """Documents per second of the embedding stage against a bare sentence-transformers loop.
 
 The same documents (the demo corpus's shards, or any parquet with a `text` column) go
-through `synthllm.embed.Embedder.embed` (what `synthllm embed` runs) and through
+through `synthllm.stages.embed.Embedder.embed` (what `synthllm embed` runs) and through
 `SentenceTransformer(...).encode` on the same model folder with the same window and batch
 size, alternating `--rounds` times; the best round of each is reported, with the ratio
 (target, issue 4: ours >= 0.95x bare) and the largest difference between the two
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from synthllm.embed import Embedder, EmbeddingSpec, resolve_model
+from synthllm.stages.embed import Embedder, EmbeddingSpec, resolve_model
 
 
 def main() -> None:

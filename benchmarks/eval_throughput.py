@@ -1,9 +1,9 @@
 """Throughput of synthllm's evaluation against bare vLLM generation plus the same grading.
 
 On one vLLM engine, the same zero-shot chat prompts (a fixed sample of each of the six
-benchmarks) go through `synthllm.evaluate.run` (problem loading, the vLLM backend, progress
+benchmarks) go through `synthllm.stages.evaluate.run` (problem loading, the vLLM backend, progress
 file, both graders, parquet and json writes) and through bare `LLM.generate` on the
-pre-templated prompts followed by `synthllm.grading.grade` of every completion; alternating
+pre-templated prompts followed by `synthllm.core.grading.grade` of every completion; alternating
 `--rounds` times, best round of each. Target (issue 8): ours >= 0.95x bare. Engine start-up
 is excluded from both (one engine serves both paths).
 
@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthllm.chat import prompt_messages
-from synthllm.eval_data import BENCHMARKS
-from synthllm.evaluate import load_problems, run
-from synthllm.grading import grade, parse_gold_math_verify
-from synthllm.llm import BackendSpec, Sampling, VLLMBackend
+from synthllm.core.chat import prompt_messages
+from synthllm.core.eval_data import BENCHMARKS
+from synthllm.core.grading import grade, parse_gold_math_verify
+from synthllm.core.llm import BackendSpec, Sampling, VLLMBackend
 from synthllm.settings import stage_settings
+from synthllm.stages.evaluate import load_problems, run
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -65,7 +65,7 @@ def main() -> None:
         "kv_cache_gib": 2,
     }
     backend = VLLMBackend(
-        BackendSpec.from_config("evaluation.engine", {**engine, "model": args.model})
+        BackendSpec.from_config("evaluate.engine", {**engine, "model": args.model})
     )
     print(f"engine start-up: {backend.startup_s:.1f} s")
     llm = backend.llm
@@ -83,7 +83,7 @@ def main() -> None:
     # the four arguments of one evaluate job (rules/11_evaluate.smk); the engine's keys split into
     # settings and execution by config/schema.yaml, as the workflow splits them
     engine_settings, engine_execution = stage_settings(
-        {"evaluation": {"engine": engine}}, engine="evaluation.engine"
+        {"evaluate": {"engine": engine}}, engine="evaluate.engine"
     )
     settings = {
         "label": "bench",

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from synthllm.llm import BackendSpec, Request, Sampling, VLLMBackend
-from synthllm.parsers import level2_schema
+from synthllm.core.llm import BackendSpec, Request, Sampling, VLLMBackend
+from synthllm.core.parsers import level2_schema
 from synthllm.settings import schema_default
 
 TOPICS = [

@@ -30,8 +30,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from synthllm import graph, walks  # noqa: E402
 from synthllm.settings import schema_default  # noqa: E402
+from synthllm.stages import concept_graph as graph  # noqa: E402
+from synthllm.stages import walks  # noqa: E402
 
 GIB = 2**30
 

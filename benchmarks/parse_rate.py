@@ -15,13 +15,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from synthllm.extract import extraction_request
-from synthllm.generation import completion_status
-from synthllm.level1 import level1_request
-from synthllm.level2 import level2_request
-from synthllm.llm import BackendSpec, Sampling, VLLMBackend
-from synthllm.parsers import parse_extraction, parse_level1, parse_level2
+from synthllm.core.generation import completion_status
+from synthllm.core.llm import BackendSpec, Sampling, VLLMBackend
+from synthllm.core.parsers import parse_extraction, parse_level1, parse_level2
 from synthllm.settings import schema_default
+from synthllm.stages.extract import extraction_request
+from synthllm.stages.level1 import level1_request
+from synthllm.stages.level2 import level2_request
 
 
 def main() -> None:

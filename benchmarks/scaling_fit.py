@@ -13,11 +13,11 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from synthllm.scaling.analysis import settings_from_config
-from synthllm.scaling.bootstrap import bootstrap_params
-from synthllm.scaling.fit import LOSSES, fit_law
-from synthllm.scaling.laws import LAWS, predict, theta_from_params
 from synthllm.settings import schema_defaults, stage_settings
+from synthllm.stages.scaling.analysis import settings_from_config
+from synthllm.stages.scaling.bootstrap import bootstrap_params
+from synthllm.stages.scaling.fit import LOSSES, fit_law
+from synthllm.stages.scaling.laws import LAWS, predict, theta_from_params
 
 
 def default_fit():

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from synthllm import base_model, train, train_data, train_settings  # noqa: E402
 from synthllm.settings import schema_defaults, schema_node, split, stage_settings  # noqa: E402
+from synthllm.stages import base_model, train, train_data, train_settings  # noqa: E402
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEVEN_M = {
@@ -47,7 +47,7 @@ def bench_config(tokenizer: str, architecture: dict) -> dict:
 def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from synthllm.chat import sft_messages
+    from synthllm.core.chat import sft_messages
 
     with open(data) as f:
         records = [json.loads(next(f)) for _ in range(n)]
@@ -165,10 +165,10 @@ def main() -> None:
     # the base_model job's settings (rules/10_train.smk): the model's entry without its
     # execution keys (nodes, gpus) and training overrides
     model, _ = split(config["models"]["train"][0], schema_node("models.train")["items"])
-    model.pop("training", None)
-    # the settings of the train job (rules/10_train.smk): config key training, with this
+    model.pop("train", None)
+    # the settings of the train job (rules/10_train.smk): config key train, with this
     # benchmark's batches, learning rate and one epoch; no checkpoint while timing
-    settings, execution = stage_settings(config, training="training")
+    settings, execution = stage_settings(config, training="train")
     settings["training"].update(
         zero_stage=args.zero_stage,
         precision=args.precision,

@@ -1,5 +1,5 @@
 # Stage 7: dedup of the answered questions of all levels, within and across levels (paper
-# §1.2; method ours). Schema: workflow/synthllm/dedup.py.
+# §1.2; method ours). Schema: workflow/synthllm/stages/dedup.py.
 
 
 rule dedup:

@@ -1,11 +1,11 @@
 # Stage 8: decontamination of the deduplicated questions against the six evaluation
-# benchmarks (paper §1.2; method ours). Schema: workflow/synthllm/decontam.py.
+# benchmarks (paper §1.2; method ours). Schema: workflow/synthllm/stages/decontam.py.
 
 
 rule decontam:
     input:
         questions=f"{RESULTS}/dedup/questions.parquet",
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         questions=f"{RESULTS}/decontam/questions.parquet",
         hits=f"{RESULTS}/decontam/hits.parquet",
@@ -19,6 +19,6 @@ rule decontam:
     resources:
         **job_resources("decontam"),
     params:
-        **stage_params("decontam", "decontam", benchmarks="evaluation.benchmarks"),
+        **stage_params("decontam", "decontam", benchmarks="evaluate.benchmarks"),
     shell:
         STAGE_SHELL

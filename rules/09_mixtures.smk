@@ -1,5 +1,5 @@
 # Stage 9: the SFT pool with exact token counts, and nested mixtures at the training
-# budgets (paper §1.4, §3). Schema: workflow/synthllm/mixtures.py.
+# budgets (paper §1.4, §3). Schema: workflow/synthllm/stages/mixtures.py.
 
 
 rule sft_pool:

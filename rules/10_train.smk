@@ -18,9 +18,7 @@ rule base_model:
         **stage_params(
             "base_model",
             job=lambda wildcards: {
-                "model": {
-                    k: v for k, v in train_model_settings(wildcards).items() if k != "training"
-                }
+                "model": {k: v for k, v in train_model_settings(wildcards).items() if k != "train"}
             },
         ),
     shell:
@@ -41,7 +39,7 @@ rule train:
         budget=r"[1-9]\d*",
     conda:
         "../envs/main.yaml"
-    threads: config["training"]["threads"]
+    threads: config["train"]["threads"]
     resources:
         # sbatch --gpus is the job's total over its nodes
         **job_resources(
@@ -58,7 +56,7 @@ rule train:
         **stage_params(
             "train",
             # its execution keys (checkpoint cadence, peak_tflops) land in execution.training
-            training="training",
+            training="train",
             system_prompt="chat.system_prompt",
             job=lambda wildcards: {"training": train_settings(wildcards)},
             command=train_launcher,

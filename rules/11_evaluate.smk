@@ -7,7 +7,7 @@ rule evaluate:
     input:
         checkpoint=checkpoint_dir("{model}", "{budget}"),
         train_counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         predictions=f"{RESULTS}/eval/{{model}}/{{budget}}/predictions.parquet",
         settings=f"{RESULTS}/eval/{{model}}/{{budget}}/settings.json",
@@ -18,15 +18,15 @@ rule evaluate:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
     resources:
-        **job_resources("evaluate", config["evaluation"]["engine"]["gpus"]),
+        **job_resources("evaluate", config["evaluate"]["engine"]["gpus"]),
     params:
         **stage_params(
             "evaluate",
             **EVAL_DATA,
-            engine="evaluation.engine",  # backend, dtype, max_model_len; the rest: execution
-            max_new_tokens="evaluation.max_new_tokens",
-            grade_timeout_s="evaluation.grade_timeout_s",
-            chunk_size="evaluation.chunk_size",
+            engine="evaluate.engine",  # backend, dtype, max_model_len; the rest: execution
+            max_new_tokens="evaluate.max_new_tokens",
+            grade_timeout_s="evaluate.grade_timeout_s",
+            chunk_size="evaluate.chunk_size",
             job=lambda wildcards: {"label": wildcards.model, "budget": int(wildcards.budget)},
         ),
     shell:
@@ -36,7 +36,7 @@ rule evaluate:
 rule eval_nll:
     input:
         checkpoint=checkpoint_dir("{model}", "{budget}"),
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         nll=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.parquet",
         counts=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.counts.json",
@@ -46,12 +46,12 @@ rule eval_nll:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
     resources:
-        **job_resources("eval_nll", min(1, config["evaluation"]["engine"]["gpus"])),
+        **job_resources("eval_nll", min(1, config["evaluate"]["engine"]["gpus"])),
     params:
         **stage_params(
             "eval_nll",
             **EVAL_DATA,
-            nll="evaluation.nll",  # max_tokens, dtype; batch_size: execution
+            nll="evaluate.nll",  # max_tokens, dtype; batch_size: execution
         ),
     shell:
         STAGE_SHELL

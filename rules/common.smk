@@ -221,8 +221,8 @@ def checkpoint_dir(model, budget):
 
 
 def train_launcher(wildcards, threads):
-    """torchrun around `synthllm train`: on CPU (gpus: 0) `training.cpu_processes` gloo
-    processes sharing the job's threads (each takes threads / processes, synthllm.train);
+    """torchrun around `synthllm train`: on CPU (gpus: 0) `train.cpu_processes` gloo
+    processes sharing the job's threads (each takes threads / processes, synthllm.stages.train);
     on GPUs one process per GPU; on several nodes `srun` starts one torchrun per node,
     meeting at the first node (c10d rendezvous), so the rule carries the `mpi` resource and
     SLURM does not wrap it in `srun -n1`. A function of threads: not a rerun trigger."""
@@ -230,7 +230,7 @@ def train_launcher(wildcards, threads):
     nodes, gpus = spec["nodes"], spec["gpus"]
     python = python_env("main")
     if gpus == 0:
-        procs = config["training"]["cpu_processes"]
+        procs = config["train"]["cpu_processes"]
         return (
             f"DS_ACCELERATOR=cpu {python} -m torch.distributed.run --standalone"
             f" --nproc_per_node {procs} -m synthllm train"
@@ -317,17 +317,17 @@ def train_model_settings(wildcards):
 
 
 def train_settings(wildcards):
-    """Config key training (its output-affecting keys) with the model's overrides."""
+    """Config key train (its output-affecting keys) with the model's overrides."""
     spec = train_model_settings(wildcards)
-    return {**settings_of(config, "training")[0], **spec.get("training", {})}
+    return {**settings_of(config, "train")[0], **spec.get("train", {})}
 
 
 # used by rules/11_evaluate.smk
 # the benchmark files, sample and chat format every evaluation job of a checkpoint uses
 EVAL_DATA = dict(
-    benchmarks="evaluation.benchmarks",
-    max_records="evaluation.max_records",
-    seed="evaluation.seed",
+    benchmarks="evaluate.benchmarks",
+    max_records="evaluate.max_records",
+    seed="evaluate.seed",
     system_prompt="chat.system_prompt",
 )
 

@@ -22,7 +22,9 @@ def test_every_stage_target_exists():
 
     for command in STAGES:
         module, function = command.target.split(":")
-        assert callable(getattr(importlib.import_module(module), function)), command.name
+        assert callable(getattr(importlib.import_module(f"synthllm.{module}"), function)), (
+            command.name
+        )
     assert len({c.name for c in STAGES}) == len(STAGES)
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthllm.corpus import (
+from synthllm.stages.corpus import (
     SCHEMA,
     build_shards,
     doc_id_of,
@@ -21,7 +21,7 @@ from synthllm.corpus import (
     shard_name,
     shard_of,
 )
-from synthllm.corpus_sources import CorpusError, Source
+from synthllm.stages.corpus_sources import CorpusError, Source
 
 PINNED_ID = "b2f42041bf160d7a"  # blake2b-64 of the text below
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"

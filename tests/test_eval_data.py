@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from synthllm.eval_data import BENCHMARKS, BenchmarkError, last_boxed, load_benchmark
+from synthllm.core.eval_data import BENCHMARKS, BenchmarkError, last_boxed, load_benchmark
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
 EXPECTED = {
@@ -83,6 +83,6 @@ def test_bad_input_names_file_and_line(tmp_path):
         load_benchmark("math", str(path))
     with pytest.raises(BenchmarkError, match="unknown benchmark"):
         load_benchmark("mmlu", str(path))
-    with pytest.raises(BenchmarkError, match="evaluation.benchmarks.gsm8k"):
+    with pytest.raises(BenchmarkError, match="evaluate.benchmarks.gsm8k"):
         load_benchmark("gsm8k", str(tmp_path / "missing.jsonl"))
     assert set(BENCHMARKS) < set(EXPECTED)

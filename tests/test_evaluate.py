@@ -10,12 +10,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from synthllm.eval_data import BENCHMARKS
-from synthllm.eval_nll import encode_for_nll, run_nll
-from synthllm.eval_summary import run_summary
-from synthllm.evaluate import load_problems, run
-from synthllm.grading import grade
-from synthllm.io import write_json, write_parquet
+from synthllm.core.eval_data import BENCHMARKS
+from synthllm.core.files import write_json, write_parquet
+from synthllm.core.grading import grade
+from synthllm.stages.eval_nll import encode_for_nll, run_nll
+from synthllm.stages.eval_summary import run_summary
+from synthllm.stages.evaluate import load_problems, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "benchmarks"
@@ -81,8 +81,8 @@ def _eval_dir(
     nll_per_token: float,
 ) -> str:
     """An eval folder graded from hand-written completions (one problem per benchmark)."""
-    from synthllm.eval_nll import NLL_SCHEMA
-    from synthllm.evaluate import PREDICTIONS_SCHEMA
+    from synthllm.stages.eval_nll import NLL_SCHEMA
+    from synthllm.stages.evaluate import PREDICTIONS_SCHEMA
 
     rows, nll_rows = [], []
     for name in BENCHMARKS:
@@ -214,7 +214,7 @@ class FakeEngine:
         self.calls, self.fail_after = calls, fail_after
 
     def generate(self, requests, sampling, positions):
-        from synthllm.llm import Completion
+        from synthllm.core.llm import Completion
 
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise RuntimeError("killed")

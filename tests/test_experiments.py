@@ -14,16 +14,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from synthllm import ablation, augmentation, diversity
-from synthllm.eval_data import BENCHMARKS
-from synthllm.experiments import (
+from synthllm.core.eval_data import BENCHMARKS
+from synthllm.core.questions import SCHEMA as QUESTION_SCHEMA
+from synthllm.experiments import ablation, augmentation, diversity
+from synthllm.experiments.docs import (
     ExperimentError,
     draw_documents,
     eval_runs,
     per_document_target,
     run_docs,
 )
-from synthllm.questions import SCHEMA as QUESTION_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"

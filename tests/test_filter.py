@@ -15,12 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from snakemake.utils import validate
-from synthllm import embed, filter_docs, filter_report, generation, rate, synthetic_docs
-from synthllm import filter as filtering
-from synthllm.corpus import build_shards
-from synthllm.corpus_sources import Source
-from synthllm.llm import Completion
+from synthllm.core import generation
+from synthllm.core.llm import Completion
 from synthllm.settings import SCHEMA, schema_default
+from synthllm.stages import classifiers as filtering
+from synthllm.stages import embed, filter_docs, filter_report, rate, synthetic_docs
+from synthllm.stages.corpus import build_shards
+from synthllm.stages.corpus_sources import Source
 
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABUS = ROOT / "resources/syllabus/mathematics.yaml"
@@ -71,7 +72,7 @@ def test_syllabus_errors_name_the_file(tmp_path):
 
 
 def test_synthetic_doc_prompt_names_topic_and_kind():
-    from synthllm.generation import render
+    from synthllm.core.generation import render
 
     text = render(
         synthetic_docs.TEMPLATE,

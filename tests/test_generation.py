@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from synthllm.corpus import build_shards, shard_name
-from synthllm.corpus_sources import Source
-from synthllm.generation import ProgressLog, progress_path
-from synthllm.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.core.generation import ProgressLog, progress_path
+from synthllm.core.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
 from synthllm.settings import schema_default
+from synthllm.stages.corpus import build_shards, shard_name
+from synthllm.stages.corpus_sources import Source
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
@@ -97,7 +97,7 @@ def test_wrong_model_path_names_the_config_key(tmp_path):
 
 
 def test_transformers_backend_runs_the_gguf_file():
-    from synthllm.models import find_smollm2_gguf
+    from synthllm.core.models import find_smollm2_gguf
 
     gguf = find_smollm2_gguf()
     spec = BackendSpec.from_config(
@@ -219,7 +219,7 @@ def _free_port() -> int:
 def test_openai_backend_against_a_live_vllm_server(tmp_path):
     import urllib.request
 
-    from synthllm.parsers import level2_schema, parse_level2
+    from synthllm.core.parsers import level2_schema, parse_level2
 
     port = _free_port()
     # the api_server module, not the `vllm` CLI: the CLI looks up the package metadata of
@@ -300,6 +300,6 @@ def test_openai_backend_against_a_live_vllm_server(tmp_path):
     ],
 )
 def test_one_definition_of_truncated(parsed, finish, free_text, status):
-    from synthllm.generation import completion_status
+    from synthllm.core.generation import completion_status
 
     assert completion_status(parsed, Completion("x", finish), free_text=free_text) == status

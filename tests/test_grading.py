@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from synthllm.answer_extraction import extract_answer, normalize_gold, strip_string
-from synthllm.eval_data import BENCHMARKS, load_benchmark
-from synthllm.grading import (
+from synthllm.core.answer_extraction import extract_answer, normalize_gold, strip_string
+from synthllm.core.eval_data import BENCHMARKS, load_benchmark
+from synthllm.core.grading import (
     grade,
     grade_harness,
     grade_math_verify,

@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
-from synthllm import graph, graph_arrays, level3_sets, walks
-from synthllm.concepts import ConceptGraphError, clean_label, concept_key
+from synthllm.core.concepts import ConceptGraphError, clean_label, concept_key
 from synthllm.settings import schema_default
+from synthllm.stages import concept_graph as graph
+from synthllm.stages import graph_arrays, level3_sets, walks
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH_PYTHON = ROOT / ".venv-graph" / "bin" / "python"

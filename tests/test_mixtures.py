@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from synthllm import decontam
-from synthllm import dedup as dedup_stage
-from synthllm.chat import sft_messages
-from synthllm.decontam import benchmark_texts, decontaminate
-from synthllm.dedup import DedupError, NearDuplicates, dedup, minhash_signatures
-from synthllm.eval_data import BENCHMARKS, load_benchmark
-from synthllm.mixtures import MixtureError, count_tokens, level_quota, nested_subset
-from synthllm.textkeys import normal_form
+from synthllm.core.chat import sft_messages
+from synthllm.core.eval_data import BENCHMARKS, load_benchmark
+from synthllm.core.textkeys import normal_form
+from synthllm.stages import decontam
+from synthllm.stages import dedup as dedup_stage
+from synthllm.stages.decontam import benchmark_texts, decontaminate
+from synthllm.stages.dedup import DedupError, NearDuplicates, dedup, minhash_signatures
+from synthllm.stages.mixtures import MixtureError, count_tokens, level_quota, nested_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -22,7 +22,7 @@ SCHEMA = ROOT / "config" / "schema.yaml"
 ALLOWED_DEFAULTS = {
     # gloo processes of a model with gpus 0 (rules/common.smk train_launcher); every paper
     # model trains on GPUs, one process per GPU, so the value is never read
-    "training.cpu_processes": "read only for models.train entries with gpus 0",
+    "train.cpu_processes": "read only for models.train entries with gpus 0",
 }
 
 FLOAT32 = {"float32", "fp32", "float", "torch.float32"}
@@ -138,7 +138,7 @@ def test_training_cpu_processes_is_unread_because_every_paper_model_trains_on_gp
     for model in paper["models"]["train"]:
         assert model["gpus"] > 0, (
             f"config key models.train[{model['label']}].gpus: 0 trains on CPU with "
-            "training.cpu_processes, which paper.yaml leaves to the default (ALLOWED_DEFAULTS)"
+            "train.cpu_processes, which paper.yaml leaves to the default (ALLOWED_DEFAULTS)"
         )
 
 
@@ -147,7 +147,7 @@ def test_training_cpu_processes_is_unread_because_every_paper_model_trains_on_gp
 
 def gpu_roles(config: dict) -> dict[str, dict]:
     """Every config entry a GPU job runs (dotted key -> entry): each dict with gpus > 0, and
-    evaluation.nll, which runs on evaluation.engine's GPU (rules/11_evaluate.smk eval_nll)."""
+    evaluate.nll, which runs on evaluate.engine's GPU (rules/11_evaluate.smk eval_nll)."""
     found = {}
 
     def walk(node, path):
@@ -161,14 +161,14 @@ def gpu_roles(config: dict) -> dict[str, dict]:
                 walk(value, f"{path}[{i}]")
 
     walk(config, "")
-    if config["evaluation"]["engine"]["gpus"] > 0:
-        found["evaluation.nll"] = config["evaluation"]["nll"]
+    if config["evaluate"]["engine"]["gpus"] > 0:
+        found["evaluate.nll"] = config["evaluate"]["nll"]
     return found
 
 
 def test_the_paper_models_run_on_gpus(paper):
     roles = gpu_roles(paper)
-    for key in ("models.generator", "models.answerer", "models.embedding", "evaluation.engine"):
+    for key in ("models.generator", "models.answerer", "models.embedding", "evaluate.engine"):
         assert key in roles, f"config key {key}.gpus: 0 runs the paper's model on CPU"
     assert all(f"models.train[{i}]" in roles for i in range(len(paper["models"]["train"])))
 
@@ -177,11 +177,11 @@ def test_no_gpu_model_runs_in_float32(paper):
     for key, entry in gpu_roles(paper).items():
         if "dtype" in entry:
             assert entry["dtype"] not in FLOAT32, f"config key {key}.dtype: {entry['dtype']}"
-    precision = paper["training"]["precision"]
-    assert precision != "fp32", f"config key training.precision: {precision} on GPUs"
+    precision = paper["train"]["precision"]
+    assert precision != "fp32", f"config key train.precision: {precision} on GPUs"
     for i, model in enumerate(paper["models"]["train"]):
-        own = model.get("training", {}).get("precision", precision)
-        assert own != "fp32", f"config key models.train[{i}].training.precision: {own}"
+        own = model.get("train", {}).get("precision", precision)
+        assert own != "fp32", f"config key models.train[{i}].train.precision: {own}"
 
 
 def vllm_gpu_engines(config: dict) -> dict[str, dict]:
@@ -190,11 +190,9 @@ def vllm_gpu_engines(config: dict) -> dict[str, dict]:
 
 def test_vllm_gpu_engines_capture_graphs_and_carry_no_cpu_kv_cache(paper):
     engines = vllm_gpu_engines(paper)
-    assert {"models.generator", "models.answerer", "evaluation.engine"} <= set(engines)
+    assert {"models.generator", "models.answerer", "evaluate.engine"} <= set(engines)
     default = load(DEFAULT)
-    cpu_kv = {
-        lookup(default, f"{k}.kv_cache_gib") for k in ("models.generator", "evaluation.engine")
-    }
+    cpu_kv = {lookup(default, f"{k}.kv_cache_gib") for k in ("models.generator", "evaluate.engine")}
     for key, engine in engines.items():
         assert engine["enforce_eager"] is False, f"config key {key}.enforce_eager: true on GPUs"
         assert engine["kv_cache_gib"] not in cpu_kv, (

@@ -6,7 +6,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synthllm.parsers import (
+from synthllm.core.parsers import (
     STATUSES,
     last_boxed,
     parse_answer,

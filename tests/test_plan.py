@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 from slurmrun import job_stats
-from synthllm.plan.dag import count_benchmarks, dag_jobs
-from synthllm.plan.estimate import Job, Sizes, estimate_gpu_hours, gpu_hours, plan_rows, sizes
-from synthllm.plan.rates import params_b, tokens_per_s
-from synthllm.plan.report import table
+from synthllm.setup.plan.dag import count_benchmarks, dag_jobs
+from synthllm.setup.plan.estimate import Job, Sizes, estimate_gpu_hours, gpu_hours, plan_rows, sizes
+from synthllm.setup.plan.rates import params_b, tokens_per_s
+from synthllm.setup.plan.report import table
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "config" / "test.yaml")

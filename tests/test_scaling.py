@@ -15,13 +15,18 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from synthllm.scaling.analysis import analyse_model, load_points, settings_from_config, split_points
-from synthllm.scaling.bootstrap import bootstrap_params, param_intervals
-from synthllm.scaling.figures import FIGURES
-from synthllm.scaling.fit import LOSSES, FitSettings, fit_law
-from synthllm.scaling.laws import ScalingError, predict, theta_from_params, tokens_to_margin
-from synthllm.scaling.tables import TABLES
 from synthllm.settings import schema_defaults, stage_settings
+from synthllm.stages.scaling.analysis import (
+    analyse_model,
+    load_points,
+    settings_from_config,
+    split_points,
+)
+from synthllm.stages.scaling.bootstrap import bootstrap_params, param_intervals
+from synthllm.stages.scaling.figures import FIGURES
+from synthllm.stages.scaling.fit import LOSSES, FitSettings, fit_law
+from synthllm.stages.scaling.laws import ScalingError, predict, theta_from_params, tokens_to_margin
+from synthllm.stages.scaling.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

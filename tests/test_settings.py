@@ -45,7 +45,7 @@ def test_engine_knobs_are_execution_and_sampling_is_a_setting(name):
 
 
 def test_training_launch_keys_are_execution():
-    settings, execution = stage_settings(config("paper"), "training")
+    settings, execution = stage_settings(config("paper"), "train")
     assert {"threads", "cpu_processes", "checkpoint_every"} <= set(execution)
     assert {"learning_rate", "epochs", "global_batch_size"} <= set(settings)
     assert not set(settings) & set(execution)

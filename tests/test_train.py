@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthllm.base_model import TrainModel, materialise_base, run_base_model
-from synthllm.chat import sft_messages
+from synthllm.core.chat import sft_messages
 from synthllm.settings import schema_defaults, stage_settings
-from synthllm.train_data import (
+from synthllm.stages.base_model import TrainModel, materialise_base, run_base_model
+from synthllm.stages.train_data import (
     IGNORE,
     Row,
     chat_ids,
@@ -30,7 +30,7 @@ from synthllm.train_data import (
     step_items,
     steps_per_epoch,
 )
-from synthllm.train_settings import (
+from synthllm.stages.train_settings import (
     TrainError,
     TrainSettings,
     gradient_accumulation,
@@ -66,10 +66,10 @@ TINY = {
 }
 
 
-# config key training split as rules/10_train.smk splits it: what changes the model, and the
+# config key train split as rules/10_train.smk splits it: what changes the model, and the
 # execution keys (checkpoint cadence, peak_tflops, processes, threads)
 TRAINING, TRAINING_EXECUTION = stage_settings(
-    schema_defaults(models={"train": [copy.deepcopy(TINY)]}), "training"
+    schema_defaults(models={"train": [copy.deepcopy(TINY)]}), "train"
 )
 
 
@@ -199,7 +199,7 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_b
 def test_gradient_accumulation_is_derived_from_the_global_batch():
     assert gradient_accumulation(512, 4, 8) == 16
     assert gradient_accumulation(8, 2, 2) == 2
-    with pytest.raises(TrainError, match="training.global_batch_size.*2 x 3 = 6"):
+    with pytest.raises(TrainError, match="train.global_batch_size.*2 x 3 = 6"):
         gradient_accumulation(8, 2, 3)
 
 
@@ -236,11 +236,11 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        ({"precision": "fp16"}, "training.precision"),
-        ({"zero_stage": 4}, "training.zero_stage"),
-        ({"loss_on": "question"}, "training.loss_on"),
-        ({"warmup_ratio": 1.0}, "training.warmup_ratio"),
-        ({"learning_rate": 0}, "training.learning_rate"),
+        ({"precision": "fp16"}, "train.precision"),
+        ({"zero_stage": 4}, "train.zero_stage"),
+        ({"loss_on": "question"}, "train.loss_on"),
+        ({"warmup_ratio": 1.0}, "train.warmup_ratio"),
+        ({"learning_rate": 0}, "train.learning_rate"),
         ({"lr": 1e-5}, r"unknown setting\(s\) \['lr'\]"),
         ({"checkpoint_every": 5}, r"unknown setting\(s\) \['checkpoint_every'\]"),
     ],

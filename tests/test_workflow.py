@@ -253,7 +253,7 @@ STAGE_CHANGES = {
     "mixtures": ({"mixtures": {"seed": 1}}, AFTER_POOL),
     # the base model (budget 0) is evaluated again too: same engine, new settings
     "evaluation": (
-        {"evaluation": {"max_new_tokens": 200}},
+        {"evaluate": {"max_new_tokens": 200}},
         {"evaluate": 3, "eval_summary": 1, "scaling": 1, "all": 1},
     ),
 }
@@ -275,8 +275,8 @@ EXECUTION_CHANGES = {
     },
     "filter": {"models": {"embedding": {"batch_size": 3}}, "filter": {"threads": 1}},
     "corpus": {"corpus": {"batch_size": 17}},
-    "evaluation": {"evaluation": {"engine": ENGINE, "chunk_size": 5, "nll": {"batch_size": 3}}},
-    "training": {"training": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3}},
+    "evaluation": {"evaluate": {"engine": ENGINE, "chunk_size": 5, "nll": {"batch_size": 3}}},
+    "training": {"train": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3}},
 }
 
 
@@ -411,7 +411,7 @@ def test_paper_config_plans_the_whole_dag():
 
 def test_changing_the_learning_rate_reruns_training_evaluation_and_fits_only(test_run):
     tmp, _, configs = test_run
-    faster = override(tmp, "lr.yaml", training={"learning_rate": 2.0e-3})
+    faster = override(tmp, "lr.yaml", train={"learning_rate": 2.0e-3})
     assert planned_jobs(*configs, faster) == {
         "train": 2,
         "evaluate": 2,
@@ -494,7 +494,7 @@ def test_decontamination_lists_planted_benchmark_questions(test_run, tmp_path):
     import shutil
 
     import pyarrow as pa
-    from synthllm.eval_data import load_benchmark
+    from synthllm.core.eval_data import load_benchmark
 
     _, results, configs = test_run
     planted = tmp_path / "planted"

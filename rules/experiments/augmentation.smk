@@ -1,5 +1,5 @@
 # Augmentation baselines (paper §6 Fig. 6): on the experiment documents, Level-1 seed
-# questions expanded by rephrasing and by personas (workflow/synthllm/augmentation.py),
+# questions expanded by rephrasing and by personas (workflow/synthllm/experiments/augmentation.py),
 # against Level-2 and Level-3 generating more questions per document. Each method's
 # questions go through the pipeline's own answer rule, the dedup rule (if
 # augmentation.deduplicate; else only the answer-status filter), the decontamination,
@@ -205,7 +205,7 @@ rule augmentation_usable_answers:
 use rule decontam as augmentation_decontam with:
     input:
         questions=augmentation_decontam_input,
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         questions=f"{AUGMENTED}/{{mixture}}/decontam/questions.parquet",
         hits=f"{AUGMENTED}/{{mixture}}/decontam/hits.parquet",

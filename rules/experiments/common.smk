@@ -44,7 +44,7 @@ def experiment_eval_dir(experiment, mixture, model, budget):
 
 def eval_inputs(runs):
     """The named inputs of a stage that reads the eval folders of `runs()` ((label, folder)
-    pairs): one file of each folder per name, in run order (synthllm.experiments.eval_runs).
+    pairs): one file of each folder per name, in run order (synthllm.experiments.docs.eval_runs).
     Functions, so that a config without an experiment's sets fails only when asked for it."""
     files = {
         "predictions": "predictions.parquet",

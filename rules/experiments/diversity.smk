@@ -1,7 +1,7 @@
 # Question diversity (paper §6 Fig. 5): Level-1 and Level-2 questions on the experiment
 # documents, up to config diversity.questions_per_doc each (paper 50), by the pipeline's own
 # Level-1 and Level-2 rules; then within-document similarity of their all-MiniLM-L6-v2
-# embeddings (workflow/synthllm/diversity.py). Target: `snakemake diversity`.
+# embeddings (workflow/synthllm/experiments/diversity.py). Target: `snakemake diversity`.
 
 
 use rule level1 as diversity_level1 with:

@@ -42,7 +42,7 @@ use rule evaluate as experiment_evaluate with:
     input:
         checkpoint=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/final",
         train_counts=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/counts.json",
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         predictions=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/predictions.parquet",
         settings=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/settings.json",
@@ -54,7 +54,7 @@ use rule evaluate as experiment_evaluate with:
 use rule eval_nll as experiment_eval_nll with:
     input:
         checkpoint=f"{RESULTS}/{{experiment}}/train/{{mixture}}/{{model}}/{{budget}}/final",
-        benchmarks=list(config["evaluation"]["benchmarks"].values()),
+        benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
         nll=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/nll.parquet",
         counts=f"{RESULTS}/{{experiment}}/eval/{{mixture}}/{{model}}/{{budget}}/nll.counts.json",

@@ -37,7 +37,7 @@ class Part(dict):
 
 def _target(command):
     module, function = command.target.split(":")
-    return getattr(importlib.import_module(module), function)
+    return getattr(importlib.import_module(f"synthllm.{module}"), function)
 
 
 def _run_stage(command, args: argparse.Namespace) -> None:

@@ -1,0 +1,1 @@
+"""Shared libraries of the stages: files and logs, LLM backends, the chat format, the generation template and its prompts, parsers, text keys, concepts, grading, benchmarks, models and the question schema."""

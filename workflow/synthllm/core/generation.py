@@ -1,0 +1,272 @@
+"""Resumable generation for one shard, after NeMo-Skills' chunked generation.
+
+Every finished completion is appended to `<output>.progress.jsonl`, keyed by its input
+position, and flushed to disk chunk by chunk. A restarted job reads that file, skips the
+positions already there and generates only the rest; the final parquet is then written
+atomically in input order, and only after that is the progress file removed.
+
+The progress file starts with a fingerprint of everything that determines the
+completions (model, prompt template, sampling, constraints, inputs). A file left by a run
+with different settings is moved aside, never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from tqdm import tqdm
+
+from synthllm.core.files import write_counts, write_parquet
+from synthllm.core.llm import BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.settings import merged
+
+log = logging.getLogger(__name__)
+
+_PROMPTS = Environment(
+    loader=PackageLoader("synthllm.core", "prompts"),
+    undefined=StrictUndefined,
+    keep_trailing_newline=False,
+    autoescape=False,
+)
+
+
+def render(template: str, **values) -> str:
+    return _PROMPTS.get_template(f"{template}.j2").render(**values).strip()
+
+
+def template_hash(template: str) -> str:
+    """Short hash of a prompt template's source, stored with every record it produced."""
+    source, _, _ = _PROMPTS.loader.get_source(_PROMPTS, f"{template}.j2")
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def fingerprint(**parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ProgressLog:
+    """Append-only jsonl of finished completions: a header line, then {"pos", "text", "finish"}."""
+
+    def __init__(self, path: Path, fp: str):
+        self.path = Path(path)
+        self.fp = fp
+
+    def load(self) -> dict[int, Completion]:
+        if not self.path.exists():
+            return {}
+        done: dict[int, Completion] = {}
+        with open(self.path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+        try:
+            header = json.loads(lines[0])
+        except (json.JSONDecodeError, IndexError):
+            header = {}
+        if header.get("fingerprint") != self.fp:
+            stale = self.path.with_suffix(f".stale-{int(time.time())}.jsonl")
+            os.replace(self.path, stale)
+            log.warning("%s was written with other settings; moved to %s", self.path, stale)
+            return {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill mid-write: everything after it is regenerated
+            done[row["pos"]] = Completion(row["text"], row["finish"])
+        return done
+
+    def append(self, rows: Sequence[tuple[int, Completion]]) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if new:
+                fh.write(json.dumps({"fingerprint": self.fp}) + "\n")
+            for pos, c in rows:
+                fh.write(
+                    json.dumps(
+                        {"pos": pos, "text": c.text, "finish": c.finish_reason}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def progress_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".progress.jsonl")
+
+
+def generate_resumable(
+    requests: Sequence[Request],
+    spec: BackendSpec,
+    sampling: Sampling,
+    output: str | Path,
+    fp: str,
+    chunk_size: int,
+    desc: str,
+    open_backend_fn: Callable = open_backend,
+) -> tuple[list[Completion], dict]:
+    """Completions for every request, in order, resuming from the output's progress file.
+
+    Returns the completions and run facts (positions resumed, generated, engine start-up).
+    The engine starts only when something is left to generate.
+    """
+    progress = ProgressLog(progress_path(output), fp)
+    done = progress.load()
+    todo = [i for i in range(len(requests)) if i not in done]
+    facts = {"resumed": len(done), "generated": len(todo), "startup_s": 0.0, "generate_s": 0.0}
+    if done:
+        log.info(
+            "%s: %d of %d completions found in %s; generating the other %d",
+            desc,
+            len(done),
+            len(requests),
+            progress.path,
+            len(todo),
+        )
+    if todo:
+        started = time.time()
+        backend = open_backend_fn(spec)
+        facts["startup_s"] = round(time.time() - started, 2)
+        started = time.time()
+        with tqdm(
+            total=len(requests), initial=len(done), desc=desc, unit="prompt", mininterval=5.0
+        ) as bar:
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start : start + chunk_size]
+                out = backend.generate([requests[i] for i in chunk], sampling, chunk)
+                progress.append(list(zip(chunk, out)))
+                done.update(zip(chunk, out))
+                bar.update(len(chunk))
+        facts["generate_s"] = round(time.time() - started, 2)
+        backend.close()
+    return [done[i] for i in range(len(requests))], facts
+
+
+# a structured reply that did not parse: cut at max_tokens, it is truncated, not wrong
+INCOMPLETE = ("empty", "malformed", "unparsable", "out_of_range")
+
+
+def completion_status(parsed_status: str, completion: Completion, free_text: bool = False) -> str:
+    """The one definition of `truncated`. A completion cut at max_tokens is truncated when
+    what it should hold is not all there: free text (an answer, a document) whenever it has
+    any text, a structured reply when it did not parse (INCOMPLETE). A reply that parsed in
+    full, or the model's own verdict (Level-1's not_suitable), stands."""
+    if completion.finish_reason != "length":
+        return parsed_status
+    if free_text:
+        return parsed_status if parsed_status == "empty" else "truncated"
+    return "truncated" if parsed_status in INCOMPLETE else parsed_status
+
+
+def provenance(spec: BackendSpec, template: str, sampling: Sampling) -> dict:
+    """Columns every generated record carries: which model, prompt and seed made it."""
+    return {"model": spec.model, "template_hash": template_hash(template), "seed": sampling.seed}
+
+
+def finish_stage(
+    stage: str,
+    rows: list[dict],
+    schema,
+    output: str | Path,
+    counts_path: str | Path,
+    n_in: int,
+    statuses: dict[str, int],
+    **extra,
+) -> dict:
+    """Write a generation stage's parquet and counts (ok = out, other statuses = dropped),
+    then remove the progress file: from here on the shard is done."""
+    statuses = dict(statuses)
+    ok = statuses.pop("ok", 0)
+    write_parquet(rows, schema, output)
+    counts = write_counts(counts_path, stage, n_in, ok, statuses, **extra)
+    progress_path(output).unlink(missing_ok=True)
+    return counts
+
+
+class GenerationStage(ABC):
+    """The loop every generation stage shares, after NeMo-Skills' GenerationTask: a stage
+    names its units (documents, concept sets, questions) and fills three hooks; the base
+    renders the requests, generates resumably with a fingerprint of the settings that change
+    outputs (never the execution knobs), gives every completion its status, and writes the
+    records and counts.
+
+    Class attributes: `stage` (counts and progress), `template` (prompt, provenance),
+    `schema` (the output parquet), `output` (the outputs key of that parquet), `model_key`
+    (the config key of its backend, for messages).
+    """
+
+    stage: str
+    template: str
+    schema: pa.Schema
+    output: str
+    model_key = "models.generator"
+
+    def __init__(self, *, inputs: dict, outputs: dict, settings: dict, execution: dict):
+        self.inputs, self.outputs = inputs, outputs
+        self.settings, self.execution = settings, execution
+        self.spec = BackendSpec.from_config(self.model_key, merged(settings, execution, "model"))
+        self.sampling = Sampling(**settings["sampling"])
+
+    @abstractmethod
+    def units(self) -> list:
+        """What each request is about, in output order."""
+
+    @abstractmethod
+    def request(self, unit) -> Request:
+        """The chat request of one unit."""
+
+    @abstractmethod
+    def records(self, unit, completion: Completion) -> tuple[str, list[dict]]:
+        """A completion's status (through completion_status) and its output rows."""
+
+    def counts(self, units: list, rows: list[dict], statuses: Counter) -> tuple[Counter, dict]:
+        """The statuses the counts report (ok = out, the rest dropped) and extra counts."""
+        return statuses, {}
+
+    def run(self) -> dict:
+        units = self.units()
+        requests = [self.request(u) for u in units]
+        fp = fingerprint(stage=self.stage, settings=self.settings, requests=requests)
+        completions, facts = generate_resumable(
+            requests,
+            self.spec,
+            self.sampling,
+            self.outputs[self.output],
+            fp,
+            self.execution["chunk_size"],
+            desc=self.stage,
+        )
+        self.provenance = provenance(self.spec, self.template, self.sampling)
+        rows, statuses = [], Counter()
+        for unit, completion in zip(units, completions):
+            status, unit_rows = self.records(unit, completion)
+            statuses[status] += 1
+            rows.extend(unit_rows)
+        reported, extra = self.counts(units, rows, statuses)
+        return finish_stage(
+            self.stage,
+            rows,
+            self.schema,
+            self.outputs[self.output],
+            self.outputs["counts"],
+            len(units),
+            reported,
+            **extra,
+            **facts,
+        )

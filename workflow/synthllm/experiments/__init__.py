@@ -1,0 +1,1 @@
+"""The paper's other experiments: the fixed experiment documents (docs), within-document diversity (diversity, Fig. 5), the Level ablation (ablation, Table 3) and question augmentation by rephrasing and personas (augmentation, Fig. 6)."""

@@ -1,0 +1,121 @@
+"""Level ablation (paper §6 Table 3): each model trained on Level-1-only, Level-2-only and
+Level-3-only sets of equal size, next to the untrained base model.
+
+The sets are mixtures of config key mixtures.sets (one level each) drawn from the clean pool
+at config key ablation.samples; training and evaluation are the pipeline's own stages
+(rules/experiments/ablation.smk). This module only lays out the table.
+
+Outputs (`ablation/`):
+    table3.csv  model, set (base | a mixture name), samples, tokens, metric, the six
+                benchmarks, average: every metric of the evaluation summary
+    table3.md   one table per metric in the paper's layout, the configured one first:
+                rows "<model> base", then "<set>-<model> (<samples>)", per model in
+                config order
+"""
+
+from __future__ import annotations
+
+import logging
+
+from synthllm.core.eval_data import BENCHMARKS
+from synthllm.core.files import atomic_path
+from synthllm.experiments.docs import ExperimentError, eval_runs, labelled_rows
+from synthllm.stages.eval_summary import METRICS
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [*BENCHMARKS, "average"]
+METRIC_NOTES = {
+    "accuracy": "accuracy, percent (math-verify grader)",
+    "accuracy_harness": "accuracy, percent (Qwen2.5-Math harness grader)",
+    "nll": "NLL of the reference solutions, nats per token (lower is better)",
+}
+
+
+def wide(rows: list[dict], models: list[str], sets: list[str]) -> list[dict]:
+    """Long evaluation rows (with `set`) as one row per (model, set, metric), in the
+    table's order: models as given, the base model first, then the sets as given."""
+    order = {"base": -1, **{s: i for i, s in enumerate(sets)}}
+    table: dict[tuple, dict] = {}
+    for r in rows:
+        if r["model"] not in models or r["set"] not in order:
+            raise ExperimentError(
+                f"evaluation of model {r['model']!r} on set {r['set']!r}: "
+                f"not in the ablation's models {models} and sets {sets}"
+            )
+        key = (r["model"], r["set"], r["metric"])
+        entry = table.setdefault(
+            key,
+            {
+                "model": r["model"],
+                "set": r["set"],
+                "samples": r["budget"],
+                "tokens": r["tokens"],
+                "metric": r["metric"],
+            },
+        )
+        entry[r["benchmark"]] = r["value"]
+    return sorted(
+        table.values(),
+        key=lambda e: (models.index(e["model"]), order[e["set"]], METRICS.index(e["metric"])),
+    )
+
+
+def row_label(entry: dict) -> str:
+    if entry["set"] == "base":
+        return f"{entry['model']} base"
+    return f"{entry['set']}-{entry['model']} ({entry['samples']})"
+
+
+def markdown(entries: list[dict], metric_first: str) -> str:
+    metrics = [metric_first] + [m for m in METRICS if m != metric_first]
+    out = []
+    for metric in metrics:
+        mine = [e for e in entries if e["metric"] == metric]
+        if not mine:
+            continue
+        out += [
+            f"**{METRIC_NOTES[metric]}**",
+            "",
+            "| Model | " + " | ".join(COLUMNS) + " |",
+            "|---" * (len(COLUMNS) + 1) + "|",
+        ]
+        out += [
+            "| " + row_label(e) + " | " + " | ".join(_cell(e.get(c)) for c in COLUMNS) + " |"
+            for e in mine
+        ]
+        out.append("")
+    return "\n".join(out)
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def write_csv(entries: list[dict], path: str) -> None:
+    header = ["model", "set", "samples", "tokens", "metric", *COLUMNS]
+    lines = [",".join(header)]
+    lines += [
+        ",".join(
+            [e["model"], e["set"], str(e["samples"]), str(e["tokens"]), e["metric"]]
+            + [_cell(e.get(c)) for c in COLUMNS]
+        )
+        for e in entries
+    ]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> list[dict]:
+    """Table 3: inputs predictions, eval_settings, nll (one file of each eval folder per run,
+    synthllm.experiments.docs.eval_runs), outputs table, markdown. Settings: the runs' labels
+    (each model's base, then its sets), the models and sets in table order (ablation.models
+    resolved, ablation.sets), ablation.metric as metric (rules/experiments/ablation.smk)."""
+    runs = eval_runs(settings["runs"], inputs)
+    entries = wide(labelled_rows(runs), settings["models"], settings["sets"])
+    write_csv(entries, outputs["table"])
+    text = markdown(entries, settings["metric"])
+    with atomic_path(outputs["markdown"]) as tmp:
+        tmp.write_text(text)
+    log.info("\n%s", text)
+    return entries

@@ -1,0 +1,299 @@
+"""The pure arithmetic of `synthllm plan`: the sizes a config implies, the work of each
+job (tokens, GPU-hours, loads, disk) and one row per stage."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from synthllm.setup.plan.rates import (
+    ALIAS_PREFIXES,
+    ALIASES,
+    BENCHMARK_RECORDS,
+    CORPUS_DOCS,
+    EMBED_DIM,
+    EMBED_DIM_DEFAULT,
+    ENGINES,
+    FILTERED_DOCS,
+    RECORD_BYTES,
+    TOPICS_PER_DOC,
+    load_minutes,
+    params_b,
+    tokens_per_s,
+)
+from synthllm.stages import STAGES
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned job: its rule, wildcards and what it asks the scheduler for."""
+
+    rule: str
+    wildcards: dict = field(default_factory=dict)
+    gpus: int = 0
+    runtime_min: float = 0  # at the first attempt
+    mem_mb: float = 0
+    threads: int = 1
+
+
+@dataclass
+class Work:
+    """What one job does: tokens through a model (`kind` generate, train or forward; none
+    for CPU work), engine loads and bytes written."""
+
+    kind: str | None = None
+    model: str | None = None
+    tokens: float = 0
+    loads: int = 0
+    disk: float = 0
+    scratch: float = 0  # peak bytes while running, removed at the end (DeepSpeed checkpoints)
+
+
+def gpu_hours(jobs) -> float:
+    """Sum over jobs of GPUs x runtime limit (minutes), in hours."""
+    return sum(j.gpus * j.runtime_min for j in jobs) / 60
+
+
+def estimate_gpu_hours(tokens: float, rate: float | None, loads: int, gpus: int, load_min):
+    """GPU-hours of `tokens` at `rate` tokens/s per GPU plus `loads` engine starts of
+    `load_min` minutes on `gpus` GPUs each; None when the rate is unknown."""
+    if rate is None:
+        return None
+    return tokens / rate / 3600 + loads * gpus * load_min / 60
+
+
+@dataclass
+class Sizes:
+    """Record counts of the whole run, from the config and the assumptions above."""
+
+    corpus_docs: int
+    filtered_docs: int
+    l3_sets: int
+    questions: dict  # level -> questions
+    benchmark_records: int
+    notes: list = field(default_factory=list)
+
+
+def sizes(config: dict, corpus_docs: int | None, benchmark_records: int | None) -> Sizes:
+    """The record counts of a config: `corpus_docs` and `benchmark_records` are counted from
+    the files when they are here (None: the tables above)."""
+    notes = []
+    gen, n_shards = config["generation"], config["corpus"]["n_shards"]
+    if corpus_docs is None:
+        corpus_docs = CORPUS_DOCS
+        notes.append(
+            f"corpus: {CORPUS_DOCS:,} documents assumed (FineWeb-Edu, 1.3T tokens at ~1,000 per "
+            "document); the sources' files are not here to count"
+        )
+    filtered = min(corpus_docs, FILTERED_DOCS)
+    if gen["max_docs_per_shard"]:
+        filtered = min(filtered, gen["max_docs_per_shard"] * n_shards)
+    notes.append(
+        f"filter keeps {filtered:,} documents (the paper's ~520K, at most the corpus and "
+        "generation.max_docs_per_shard)"
+    )
+    subsets, epochs = config["graph"]["subsets"], config["graph"]["walks"]["epochs"]
+    topics = max(1, round(filtered / subsets * TOPICS_PER_DOC))
+    sets = subsets * epochs * topics
+    if gen["level3"]["max_sets_per_shard"]:
+        sets = min(sets, gen["level3"]["max_sets_per_shard"] * n_shards)
+    notes.append(
+        f"Level-3: {subsets} subsets x {epochs} walk epochs x {topics:,} topics "
+        f"(~{TOPICS_PER_DOC:.2f} per document, paper: 32K per graph) = {sets:,} concept sets"
+    )
+    questions = {
+        "level1": filtered * gen["level1"]["questions_per_doc"],
+        "level2": filtered * gen["level2"]["questions_per_doc"],
+        "level3": sets * gen["level3"]["questions_per_set"],
+    }
+    if benchmark_records is None:
+        cap = config["evaluate"]["max_records"]
+        benchmark_records = sum(
+            min(n, cap) if cap else n
+            for name, n in BENCHMARK_RECORDS.items()
+            if name in config["evaluate"]["benchmarks"]
+        )
+        notes.append(f"benchmarks: {benchmark_records:,} problems (the harness's test sets)")
+    return Sizes(corpus_docs, filtered, sets, questions, benchmark_records, notes)
+
+
+def _lookup(config: dict, key: str) -> dict:
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _base_rule(rule: str) -> str:
+    """The pipeline rule an experiment's copy is made from (`use rule X as ...`)."""
+    if rule in ALIASES:
+        return ALIASES[rule]
+    for prefix in ALIAS_PREFIXES:
+        if rule.startswith(prefix):
+            return rule.removeprefix(prefix)
+    return rule
+
+
+def engine_loads(rule: str, config: dict) -> int:
+    """1 when a job of the rule starts an LLM engine (not for an API model), else 0."""
+    key = ENGINES.get(rule) or ENGINES.get(_base_rule(rule))
+    return int(bool(key) and _lookup(config, key).get("backend", "vllm") != "openai")
+
+
+def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
+    """What one job does; None for a rule without a size model here (the experiments)."""
+    rule = job.rule
+    n_shards = config["corpus"]["n_shards"]
+    gen, models, b = config["generation"], config["models"], RECORD_BYTES
+    per_shard = s.filtered_docs / n_shards
+    loads = engine_loads(rule, config)
+
+    def generate(model_key, records, calls, sampling):
+        return Work(
+            "generate",
+            _lookup(config, model_key)["model"],
+            records * calls * sampling["max_tokens"],
+            loads,
+        )
+
+    if rule == "all":
+        return Work()
+    if rule == "corpus":
+        return Work(disk=s.corpus_docs * b["document"])
+    if rule in ("embed", "embed_synthetic"):
+        spec = models["embedding"]
+        docs = (
+            s.corpus_docs / n_shards
+            if rule == "embed"
+            else config["filter"]["synthetic"]["documents"]
+        )
+        dim = EMBED_DIM.get(spec["model"], EMBED_DIM_DEFAULT)
+        return Work("forward", spec["model"], docs * spec["max_tokens"], disk=docs * dim * 4)
+    if rule == "synthetic_docs":
+        spec = config["filter"]["synthetic"]
+        w = generate("models.generator", spec["documents"], 1, spec["sampling"])
+        w.disk = spec["documents"] * b["document"]
+        return w
+    if rule == "rate":
+        spec = config["filter"]["finegrained"]
+        docs = spec["reference_sample"] + spec["random_sample"]
+        w = generate("models.rater", docs, 1, spec["sampling"])
+        w.disk = docs * b["score"]
+        if models["rater"].get("backend") == "openai":  # tokens, no GPU time
+            w.kind = "api"
+        return w
+    if rule in ("coldstart", "finegrained"):
+        return Work(disk=s.corpus_docs * b["score"])
+    if rule == "filter_docs":
+        return Work(disk=per_shard * b["document"])
+    if rule == "extract":
+        w = generate("models.generator", per_shard, 1, gen["extract"]["sampling"])
+        w.disk = per_shard * b["extract"]
+        return w
+    if rule in ("level1", "level2"):
+        spec = gen[rule]
+        w = generate("models.generator", per_shard, spec["calls_per_doc"], spec["sampling"])
+        w.disk = s.questions[rule] / n_shards * b["question"]
+        return w
+    if rule in ("concept_graph", "walks", "level3_sets"):
+        share = s.l3_sets / (config["graph"]["subsets"] if rule != "level3_sets" else 1)
+        return Work(disk=share * b["set"] if rule != "concept_graph" else 0)
+    if rule == "level3":
+        spec = gen["level3"]
+        sets = s.l3_sets / n_shards
+        w = generate("models.generator", sets, spec["calls_per_set"], spec["sampling"])
+        w.disk = s.questions["level3"] / n_shards * b["question"]
+        return w
+    total_questions = sum(s.questions.values())
+    if rule == "answer":
+        questions = total_questions / n_shards
+        w = generate("models.answerer", questions, 1, gen["answer"]["sampling"])
+        w.disk = questions * b["sample"]
+        return w
+    if rule in ("dedup", "decontam", "sft_pool"):
+        return Work(disk=total_questions * b["sample"])
+    if rule == "mixture":
+        return Work(disk=int(job.wildcards.get("budget", 0)) * b["sample"])
+    train = {m["label"]: m for m in models["train"]}
+    if rule in ("base_model", "train", "evaluate", "eval_nll"):
+        spec = train[job.wildcards["model"]]
+        billions = params_b(spec["model"]) or params_b(spec["label"]) or 0
+        if rule == "base_model":
+            return Work(disk=billions * 1e9 * 2)
+        if rule == "train":
+            training = {**config["train"], **spec.get("train", {})}
+            samples = int(job.wildcards["budget"])
+            tokens = samples * training["epochs"] * training["max_seq_len"]
+            # bf16 weights; DeepSpeed checkpoints: bf16 weights + fp32 master and Adam m, v
+            return Work(
+                "train",
+                spec["model"],
+                tokens,
+                disk=billions * 1e9 * 2,
+                scratch=billions * 1e9 * 14 * training["keep_checkpoints"],
+            )
+        records = s.benchmark_records
+        if rule == "evaluate":
+            tokens = records * config["evaluate"]["max_new_tokens"]
+            return Work("generate", spec["label"], tokens, loads, disk=records * b["eval"])
+        return Work("forward", spec["model"], records * config["evaluate"]["nll"]["max_tokens"])
+    if rule in ("eval_summary", "scaling", "filter_report"):
+        return Work()
+    return None
+
+
+@dataclass
+class Row:
+    rule: str
+    jobs: int = 0
+    gpus: tuple = ()  # the distinct GPU counts per job
+    limit_gpu_h: float = 0
+    tokens: float = 0
+    kind: str | None = None
+    est_gpu_h: float | None = 0
+    loads: int = 0
+    disk: float = 0
+    scratch: float = 0
+    over_limit: int = 0  # jobs whose estimate exceeds their runtime limit
+    modelled: bool = True
+
+
+def plan_rows(jobs: list[Job], config: dict, s: Sizes) -> list[Row]:
+    """One row per rule, in pipeline order (synthllm.stages), then any other rule."""
+    rows: dict[str, Row] = {}
+    gpus = defaultdict(set)
+    train_labels = {m["model"]: m["label"] for m in config["models"]["train"]}
+    for job in jobs:
+        row = rows.setdefault(job.rule, Row(job.rule))
+        row.jobs += 1
+        row.limit_gpu_h += gpu_hours([job])
+        gpus[job.rule].add(job.gpus)
+        work = work_of(job, config, s)
+        if work is None:
+            row.modelled, row.est_gpu_h = False, None
+            row.loads += engine_loads(job.rule, config)
+            continue
+        row.loads += work.loads
+        row.disk += work.disk
+        row.scratch = max(row.scratch, work.scratch)
+        row.tokens += work.tokens
+        row.kind = row.kind or work.kind
+        if row.est_gpu_h is None:
+            continue
+        if not job.gpus or work.kind in (None, "api"):
+            continue
+        label = train_labels.get(work.model, job.wildcards.get("model"))
+        rate = tokens_per_s(work.kind, work.model, label)
+        est = estimate_gpu_hours(
+            work.tokens, rate, work.loads, job.gpus, load_minutes(work.model, label)
+        )
+        if est is None:
+            row.est_gpu_h = None
+            continue
+        row.est_gpu_h += est
+        if est / job.gpus * 60 > job.runtime_min:
+            row.over_limit += 1
+    for rule, row in rows.items():
+        row.gpus = tuple(sorted(gpus[rule]))
+    order = {c.name: i for i, c in enumerate(STAGES)}
+    return sorted(rows.values(), key=lambda r: (order.get(r.rule, len(order)), r.rule))
