@@ -386,6 +386,8 @@ def test_sets_are_dealt_round_robin_and_capped_per_shard():
     ]
     capped = level3_sets.deal_sets(_sets(7), 3, 1)
     assert [s.get_column("set_id").to_list() for s in capped] == [["s0"], ["s1"], ["s2"]]
+    short = level3_sets.deal_sets(_sets(2), 3, None)  # a shard may get no set
+    assert [len(s) for s in short] == [1, 1, 0] and short[2].columns == ["set_id", "ref_doc_ids"]
 
 
 def test_each_shard_file_carries_its_sets_reference_texts(tmp_path):

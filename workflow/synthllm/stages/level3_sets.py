@@ -22,12 +22,12 @@ from synthllm.core.files import write_counts, write_parquet_table
 
 def deal_sets(sets: pl.DataFrame, n_shards: int, max_sets: int | None) -> list[pl.DataFrame]:
     """The sets of each shard: set i to shard i mod n_shards, the first max_sets of each."""
-    rows = sets.with_row_index("row")
-    shards = []
-    for shard in range(n_shards):
-        mine = rows.filter(pl.col("row") % n_shards == shard).drop("row")
-        shards.append(mine.head(max_sets) if max_sets is not None else mine)
-    return shards
+    dealt = sets.with_row_index("row").with_columns(shard=pl.col("row") % n_shards)
+    if max_sets is not None:  # rows keep their order within a shard
+        dealt = dealt.filter(pl.int_range(pl.len()).over("shard") < max_sets)
+    parts = dealt.drop("row").partition_by("shard", as_dict=True, include_key=False)
+    empty = sets.clear()
+    return [parts.get((shard,), empty) for shard in range(n_shards)]
 
 
 def reference_texts(doc_shards: list[str], doc_ids: set[str]) -> dict[str, str]:

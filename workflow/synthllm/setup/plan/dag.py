@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-from glob import glob
 from pathlib import Path
 
 from synthllm.errors import SynthllmError
 from synthllm.setup.plan.estimate import Job, Row, plan_rows, sizes
 from synthllm.setup.plan.report import footnotes, table
+from synthllm.stages.corpus_sources import Source
 
 # the workflow's folder: the nearest one above this file that holds the Snakefile
 ROOT = next(
@@ -37,19 +37,20 @@ def count_corpus(config: dict) -> int | None:
     """Documents of the config's corpus sources (at most each source's max_docs), counted
     from the files (parquet metadata, lines); None when a source matches no file here."""
     total = 0
-    for source in config["corpus"]["sources"]:
-        files = sorted(p for p in glob(source["glob"], recursive=True) if Path(p).is_file())
+    for index, entry in enumerate(config["corpus"]["sources"]):
+        source = Source.from_config(index, entry)
+        files = source.files()
         if not files:
-            if source.get("optional"):
+            if source.optional:
                 continue
             return None
-        if source.get("max_docs"):
+        if source.max_docs:
             n = 0
             for f in files:
                 n += _count_rows(Path(f))
-                if n >= source["max_docs"]:
+                if n >= source.max_docs:
                     break
-            total += min(n, source["max_docs"])
+            total += min(n, source.max_docs)
         else:
             total += sum(_count_rows(Path(f)) for f in files)
     return total
