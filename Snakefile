@@ -35,6 +35,11 @@ include: "rules/experiments/augmentation.smk"
 check_resource_rules()
 
 
+# every chain is registered (rules/common.smk Chain): a {chain} is one of their roots
+wildcard_constraints:
+    chain=chain_roots(),
+
+
 rule all:
     default_target: True
     input:

@@ -5,16 +5,21 @@
 
 rule concept_graph:
     input:
-        extracted=expand(f"{RESULTS}/extract/shard-{{shard}}.parquet", shard=shard_ids()),
+        unpack(
+            chain_inputs(
+                "concept_graph",
+                extracted=expand("{{chain}}/extract/shard-{shard}.parquet", shard=shard_ids()),
+            )
+        ),
     output:
-        graph=f"{RESULTS}/graph/subset-{{subset}}/graph.gt",
-        sampler=f"{RESULTS}/graph/subset-{{subset}}/sampler.npz",
-        nodes=f"{RESULTS}/graph/subset-{{subset}}/nodes.parquet",
-        docs=f"{RESULTS}/graph/subset-{{subset}}/docs.parquet",
-        report=f"{RESULTS}/graph/subset-{{subset}}/report.json",
-        counts=f"{RESULTS}/graph/subset-{{subset}}/counts.json",
+        graph="{chain}/graph/subset-{subset}/graph.gt",
+        sampler="{chain}/graph/subset-{subset}/sampler.npz",
+        nodes="{chain}/graph/subset-{subset}/nodes.parquet",
+        docs="{chain}/graph/subset-{subset}/docs.parquet",
+        report="{chain}/graph/subset-{subset}/report.json",
+        counts="{chain}/graph/subset-{subset}/counts.json",
     log:
-        f"{RESULTS}/logs/graph/subset-{{subset}}.log",
+        "{chain}/logs/graph/subset-{subset}.log",
     conda:
         "../envs/graph.yaml"
     resources:
@@ -32,14 +37,14 @@ rule concept_graph:
 
 rule walks:
     input:
-        sampler=f"{RESULTS}/graph/subset-{{subset}}/sampler.npz",
-        nodes=f"{RESULTS}/graph/subset-{{subset}}/nodes.parquet",
-        docs=f"{RESULTS}/graph/subset-{{subset}}/docs.parquet",
+        sampler="{chain}/graph/subset-{subset}/sampler.npz",
+        nodes="{chain}/graph/subset-{subset}/nodes.parquet",
+        docs="{chain}/graph/subset-{subset}/docs.parquet",
     output:
-        walks=f"{RESULTS}/walks/subset-{{subset}}.parquet",
-        counts=f"{RESULTS}/walks/subset-{{subset}}.counts.json",
+        walks="{chain}/walks/subset-{subset}.parquet",
+        counts="{chain}/walks/subset-{subset}.counts.json",
     log:
-        f"{RESULTS}/logs/walks/subset-{{subset}}.log",
+        "{chain}/logs/walks/subset-{subset}.log",
     conda:
         "../envs/graph.yaml"
     threads: 2

@@ -6,12 +6,12 @@
 
 rule level1:
     input:
-        docs=REFERENCE_DOCS,
+        unpack(chain_inputs("level1", docs=CHAIN_REFERENCE_DOCS)),
     output:
-        questions=f"{RESULTS}/level1/shard-{{shard}}.parquet",
-        counts=f"{RESULTS}/level1/shard-{{shard}}.counts.json",
+        questions="{chain}/level1/shard-{shard}.parquet",
+        counts="{chain}/level1/shard-{shard}.counts.json",
     log:
-        f"{RESULTS}/logs/level1/shard-{{shard}}.log",
+        "{chain}/logs/level1/shard-{shard}.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -33,13 +33,18 @@ rule level1:
 
 rule level2:
     input:
-        docs=REFERENCE_DOCS,
-        extracted=f"{RESULTS}/extract/shard-{{shard}}.parquet",
+        unpack(
+            chain_inputs(
+                "level2",
+                docs=CHAIN_REFERENCE_DOCS,
+                extracted="{chain}/extract/shard-{shard}.parquet",
+            )
+        ),
     output:
-        questions=f"{RESULTS}/level2/shard-{{shard}}.parquet",
-        counts=f"{RESULTS}/level2/shard-{{shard}}.counts.json",
+        questions="{chain}/level2/shard-{shard}.parquet",
+        counts="{chain}/level2/shard-{shard}.counts.json",
     log:
-        f"{RESULTS}/logs/level2/shard-{{shard}}.log",
+        "{chain}/logs/level2/shard-{shard}.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -83,12 +88,12 @@ rule level3_sets:
 
 rule level3:
     input:
-        sets=f"{RESULTS}/level3/sets/shard-{{shard}}.parquet",
+        sets="{chain}/level3/sets/shard-{shard}.parquet",
     output:
-        questions=f"{RESULTS}/level3/shard-{{shard}}.parquet",
-        counts=f"{RESULTS}/level3/shard-{{shard}}.counts.json",
+        questions="{chain}/level3/shard-{shard}.parquet",
+        counts="{chain}/level3/shard-{shard}.counts.json",
     log:
-        f"{RESULTS}/logs/level3/shard-{{shard}}.log",
+        "{chain}/logs/level3/shard-{shard}.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

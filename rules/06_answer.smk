@@ -4,15 +4,17 @@
 
 rule answer:
     input:
-        questions=expand(
-            f"{RESULTS}/{{level}}/shard-{{{{shard}}}}.parquet",
-            level=["level1", "level2", "level3"],
+        unpack(
+            chain_inputs(
+                "answer",
+                questions=[f"{{chain}}/{level}/shard-{{shard}}.parquet" for level in LEVELS],
+            )
         ),
     output:
-        answers=f"{RESULTS}/answer/shard-{{shard}}.parquet",
-        counts=f"{RESULTS}/answer/shard-{{shard}}.counts.json",
+        answers="{chain}/answer/shard-{shard}.parquet",
+        counts="{chain}/answer/shard-{shard}.counts.json",
     log:
-        f"{RESULTS}/logs/answer/shard-{{shard}}.log",
+        "{chain}/logs/answer/shard-{shard}.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

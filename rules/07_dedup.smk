@@ -4,13 +4,18 @@
 
 rule dedup:
     input:
-        answers=expand(f"{RESULTS}/answer/shard-{{shard}}.parquet", shard=shard_ids()),
+        unpack(
+            chain_inputs(
+                "dedup",
+                answers=expand("{{chain}}/answer/shard-{shard}.parquet", shard=shard_ids()),
+            )
+        ),
     output:
-        questions=f"{RESULTS}/dedup/questions.parquet",
-        dropped=f"{RESULTS}/dedup/dropped.parquet",
-        counts=f"{RESULTS}/dedup/counts.json",
+        questions="{chain}/dedup/questions.parquet",
+        dropped="{chain}/dedup/dropped.parquet",
+        counts="{chain}/dedup/counts.json",
     log:
-        f"{RESULTS}/logs/dedup.log",
+        "{chain}/logs/dedup.log",
     conda:
         "../envs/main.yaml"
     threads: 2

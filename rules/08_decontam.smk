@@ -4,15 +4,20 @@
 
 rule decontam:
     input:
-        questions=f"{RESULTS}/dedup/questions.parquet",
-        benchmarks=list(config["evaluate"]["benchmarks"].values()),
+        unpack(
+            chain_inputs(
+                "decontam",
+                questions="{chain}/dedup/questions.parquet",
+                benchmarks=list(config["evaluate"]["benchmarks"].values()),
+            )
+        ),
     output:
-        questions=f"{RESULTS}/decontam/questions.parquet",
-        hits=f"{RESULTS}/decontam/hits.parquet",
-        report=f"{RESULTS}/decontam/report.json",
-        counts=f"{RESULTS}/decontam/counts.json",
+        questions="{chain}/decontam/questions.parquet",
+        hits="{chain}/decontam/hits.parquet",
+        report="{chain}/decontam/report.json",
+        counts="{chain}/decontam/counts.json",
     log:
-        f"{RESULTS}/logs/decontam.log",
+        "{chain}/logs/decontam.log",
     conda:
         "../envs/main.yaml"
     threads: 2

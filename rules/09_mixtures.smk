@@ -4,12 +4,12 @@
 
 rule sft_pool:
     input:
-        questions=f"{RESULTS}/decontam/questions.parquet",
+        questions="{chain}/decontam/questions.parquet",
     output:
-        pool=f"{RESULTS}/mixtures/pool.parquet",
-        counts=f"{RESULTS}/mixtures/pool.counts.json",
+        pool="{chain}/mixtures/pool.parquet",
+        counts="{chain}/mixtures/pool.counts.json",
     log:
-        f"{RESULTS}/logs/sft_pool.log",
+        "{chain}/logs/sft_pool.log",
     conda:
         "../envs/main.yaml"
     resources:
@@ -27,12 +27,12 @@ rule sft_pool:
 
 rule mixture:
     input:
-        pool=f"{RESULTS}/mixtures/pool.parquet",
+        unpack(chain_inputs("mixture", pool="{chain}/mixtures/pool.parquet")),
     output:
-        samples=f"{RESULTS}/mixtures/{{mixture}}/{{budget}}.parquet",
-        counts=f"{RESULTS}/mixtures/{{mixture}}/{{budget}}.counts.json",
+        samples="{chain}/mixtures/{mixture}/{budget}.parquet",
+        counts="{chain}/mixtures/{mixture}/{budget}.counts.json",
     log:
-        f"{RESULTS}/logs/mixtures/{{mixture}}-{{budget}}.log",
+        "{chain}/logs/mixtures/{mixture}-{budget}.log",
     conda:
         "../envs/main.yaml"
     resources:

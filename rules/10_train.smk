@@ -27,14 +27,19 @@ rule base_model:
 
 rule train:
     input:
-        mixture=f"{RESULTS}/mixtures/all/{{budget}}.parquet",
-        base=checkpoint_dir("{model}", 0),
+        unpack(
+            chain_inputs(
+                "train",
+                mixture="{chain}/mixtures/all/{budget}.parquet",
+                base=checkpoint_dir("{model}", 0),
+            )
+        ),
     output:
-        final=directory(checkpoint_dir("{model}", "{budget}")),
-        counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
-        log=f"{RESULTS}/train/{{model}}/{{budget}}/log.jsonl",
+        final=directory("{chain}/train/{model}/{budget}/final"),
+        counts="{chain}/train/{model}/{budget}/counts.json",
+        log="{chain}/train/{model}/{budget}/log.jsonl",
     log:
-        f"{RESULTS}/logs/train/{{model}}/{{budget}}.log",
+        "{chain}/logs/train/{model}/{budget}.log",
     wildcard_constraints:
         budget=r"[1-9]\d*",
     conda:

@@ -5,15 +5,15 @@
 
 rule evaluate:
     input:
-        checkpoint=checkpoint_dir("{model}", "{budget}"),
-        train_counts=f"{RESULTS}/train/{{model}}/{{budget}}/counts.json",
+        checkpoint="{chain}/train/{model}/{budget}/final",
+        train_counts="{chain}/train/{model}/{budget}/counts.json",
         benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
-        predictions=f"{RESULTS}/eval/{{model}}/{{budget}}/predictions.parquet",
-        settings=f"{RESULTS}/eval/{{model}}/{{budget}}/settings.json",
-        counts=f"{RESULTS}/eval/{{model}}/{{budget}}/counts.json",
+        predictions="{chain}/eval/{model}/{budget}/predictions.parquet",
+        settings="{chain}/eval/{model}/{budget}/settings.json",
+        counts="{chain}/eval/{model}/{budget}/counts.json",
     log:
-        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.log",
+        "{chain}/logs/eval/{model}/{budget}.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -35,13 +35,13 @@ rule evaluate:
 
 rule eval_nll:
     input:
-        checkpoint=checkpoint_dir("{model}", "{budget}"),
+        checkpoint="{chain}/train/{model}/{budget}/final",
         benchmarks=list(config["evaluate"]["benchmarks"].values()),
     output:
-        nll=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.parquet",
-        counts=f"{RESULTS}/eval/{{model}}/{{budget}}/nll.counts.json",
+        nll="{chain}/eval/{model}/{budget}/nll.parquet",
+        counts="{chain}/eval/{model}/{budget}/nll.counts.json",
     log:
-        f"{RESULTS}/logs/eval/{{model}}/{{budget}}.nll.log",
+        "{chain}/logs/eval/{model}/{budget}.nll.log",
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

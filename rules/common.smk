@@ -1,8 +1,10 @@
 # Config validation, environment selection and input functions shared by every stage.
 import json
 import os
+import re
 import shlex
 import sys
+from dataclasses import dataclass, field
 from functools import cache
 from glob import glob
 from pathlib import Path
@@ -20,28 +22,81 @@ from synthllm.settings import schema_node, split
 from synthllm.settings import stage_settings as settings_of
 
 
+@dataclass
+class Chain:
+    """One instance of the main chain's stage rules, under its own root folder: the paths of
+    a chain rule start with the `{chain}` wildcard, this root. The main chain's root is the
+    results folder; an experiment (rules/experiments/) registers a chain for what it runs
+    again on other inputs or with other settings, and says only what differs:
+    - `inputs`: {stage: {input name: path}} in place of the main chain's (a path may hold
+      the job's wildcards, e.g. {budget});
+    - `jobs`: {stage: function of the wildcards} in place of the rule's `job` (stage_params):
+      the settings that differ, over the rule's own."""
+
+    root: str
+    inputs: dict = field(default_factory=dict)
+    jobs: dict = field(default_factory=dict)
+
+
+CHAINS = {}
+
+
+def register_chain(chain):
+    if chain.root in CHAINS:
+        raise WorkflowError(f"two chains have the root {chain.root}")
+    CHAINS[chain.root] = chain
+
+
+register_chain(Chain(RESULTS))
+
+
+def chain_of(wildcards):
+    return CHAINS[wildcards.chain]
+
+
+def chain_roots():
+    """The `{chain}` wildcard's constraint, set in the Snakefile once every chain is
+    registered: exactly the registered roots, longest first."""
+    roots = sorted(CHAINS, key=len, reverse=True)
+    return "|".join(re.escape(root) for root in roots)
+
+
+def chain_inputs(stage, **inputs):
+    """A chain rule's inputs (for `unpack`): the main chain's `inputs` (paths under the
+    {chain} root, or any path), with the chain's own in their place."""
+
+    def chain_input(wildcards):
+        values = {**inputs, **chain_of(wildcards).inputs.get(stage, {})}
+        return {name: _formatted(value, wildcards) for name, value in values.items()}
+
+    return chain_input
+
+
+def _formatted(value, wildcards):
+    if isinstance(value, str):
+        return value.format(**dict(wildcards.items()))
+    return [_formatted(item, wildcards) for item in value]
+
+
 def stage_params(stage, *merge, env="main", job=None, command=None, **named):
     """The params of a job of `synthllm <stage>` (see synthllm.stages): its settings, the
     config keys in `merge` and `named` (synthllm.settings.stage_settings) plus what `job`
-    (a function of the wildcards) adds, and what only says how the job runs: the execution
-    knobs, the paths and the command (`command(wildcards, threads)`, default `python -m
-    synthllm <stage>` in the environment `env`), in one command line. Only the settings are
-    a rerun trigger: Snakemake does not record a params function that takes threads, input
-    or output.
+    (a function of the wildcards; in a registered chain, the chain's own) adds, and what
+    only says how the job runs: the execution knobs, the paths and the command
+    (`command(wildcards, threads)`, default `python -m synthllm <stage>` in the
+    environment `env`), in one command line. Only the settings are a rerun trigger:
+    Snakemake does not record a params function that takes threads, input or output.
     Snakemake calls these functions for every job when it plans: what does not depend on
-    the job (the settings of a rule without `job`, python_env) is computed once."""
+    the job (the settings of a main-chain rule without `job`, python_env) is computed once."""
     settings, execution = settings_of(config, *merge, **named)
+    rule_settings = json.dumps(settings, sort_keys=True)
 
-    if job is None:
-        rule_settings = json.dumps(settings, sort_keys=True)
-
-        def settings_json(wildcards):
+    def settings_json(wildcards):
+        chain = CHAINS.get(wildcards.get("chain"))
+        job_settings = (chain.jobs.get(stage) if chain else None) or job
+        if job_settings is None:
             return rule_settings
-
-    else:
-
-        def settings_json(wildcards):
-            return json.dumps({**settings, **job(wildcards)}, sort_keys=True)
+        return json.dumps({**settings, **job_settings(wildcards)}, sort_keys=True)
 
     launcher = command or (lambda wildcards, threads: f"{python_env(env)} -m synthllm {stage}")
 
@@ -107,9 +162,12 @@ def corpus_shards():
     return [f"{RESULTS}/corpus/shard-{s}.parquet" for s in shard_ids()]
 
 
-# the documents questions are generated from: the filtered shard (rules/02_filter.smk); a
-# pattern, not an input function, so that Snakemake does not call a function per job
+# the documents questions are generated from: the filtered shard (rules/02_filter.smk), the
+# main chain's; CHAIN_REFERENCE_DOCS is the same path under a chain rule's {chain} root
 REFERENCE_DOCS = f"{RESULTS}/filter/docs/shard-{{shard}}.parquet"
+CHAIN_REFERENCE_DOCS = "{chain}/filter/docs/shard-{shard}.parquet"
+# the question levels every answer job reads
+LEVELS = ["level1", "level2", "level3"]
 
 
 def embedding_files():

@@ -5,6 +5,7 @@ generation steps on the real small models, and the three Snakemake targets' plan
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -536,12 +537,12 @@ def test_ablation_plans_one_training_and_evaluation_per_model_and_level(
     tmp_path, configs, n_models
 ):
     jobs = planned_jobs("ablation", *configs, results=tmp_path)
-    assert jobs["ablation_mixture"] == 3 and jobs["ablation"] == 1
-    assert "mixture" not in jobs  # the level mixtures are the ablation's own files
-    for rule in ("experiment_train", "experiment_evaluate", "experiment_eval_nll"):
-        assert jobs[rule] == 3 * n_models, rule
-    assert jobs["evaluate"] == jobs["eval_nll"] == jobs["base_model"] == n_models  # the base rows
-    assert "train" not in jobs and "scaling" not in jobs  # not the scaling ladder
+    # one chain per level set: its mixture of the main pool, trained on by every model
+    assert jobs["mixture"] == 3 and jobs["sft_pool"] == 1 and jobs["ablation"] == 1
+    assert jobs["train"] == 3 * n_models  # not the scaling ladder
+    assert jobs["base_model"] == n_models
+    assert jobs["evaluate"] == jobs["eval_nll"] == 3 * n_models + n_models  # and the base rows
+    assert "scaling" not in jobs
 
 
 @pytest.mark.parametrize(
@@ -550,41 +551,27 @@ def test_ablation_plans_one_training_and_evaluation_per_model_and_level(
 )
 def test_augmentation_plans_every_method_at_every_count(tmp_path, configs, points):
     jobs = planned_jobs("augmentation", *configs, results=tmp_path)
-    assert jobs["experiment_docs"] == jobs["augmentation_seeds"] == jobs["augmentation_level2"] == 1
-    assert (
-        jobs["augmentation_graph"]
-        == jobs["augmentation_walks"]
-        == jobs["augmentation_level3_sets"]
-        == jobs["augmentation_level3"]
-        == 1
-    )
+    # the question chain on the experiment documents only, not the main chain's shards
+    assert jobs["experiment_docs"] == jobs["level1"] == jobs["level2"] == 1
+    for rule in ("concept_graph", "walks", "augmentation_level3_sets", "level3"):
+        assert jobs[rule] == 1, rule
     assert jobs["augmentation_expand"] == 2  # rephrase and persona
-    for rule in (
-        "augmentation_answer",
-        "augmentation_usable_answers",
-        "augmentation_decontam",
-        "augmentation_sft_pool",
-    ):
+    # then one chain per method
+    for rule in ("answer", "augmentation_usable_answers", "decontam", "sft_pool"):
         assert jobs[rule] == 4, rule
-    assert "augmentation_dedup" not in jobs  # augmentation.deduplicate is off by default
-    for rule in (
-        "augmentation_mixture",
-        "experiment_train",
-        "experiment_evaluate",
-        "experiment_eval_nll",
-    ):
+    assert "dedup" not in jobs  # augmentation.deduplicate is off by default
+    for rule in ("mixture", "train", "evaluate", "eval_nll"):
         assert jobs[rule] == points, rule
-    for rule in ("level1", "level2", "level3", "answer", "dedup", "train"):
-        assert rule not in jobs, rule  # the main chain's questions are not needed
+    assert "level3_sets" not in jobs and "filter_report" not in jobs
 
 
 def test_augmentation_with_dedup_plans_the_dedup_rule_per_method(tmp_path):
     on = tmp_path / "dedup.yaml"
     on.write_text("augmentation:\n  deduplicate: true\n  methods: [rephrase, level3]\n")
     jobs = planned_jobs("augmentation", "config/test.yaml", str(on), results=tmp_path)
-    assert jobs["augmentation_dedup"] == 2 and "augmentation_usable_answers" not in jobs
-    assert jobs["augmentation_expand"] == 1 and jobs["augmentation_level3"] == 1
-    assert "augmentation_level2" not in jobs and jobs["experiment_train"] == 2 * 2
+    assert jobs["dedup"] == 2 and "augmentation_usable_answers" not in jobs
+    assert jobs["augmentation_expand"] == 1 and jobs["level3"] == 1
+    assert "level2" not in jobs and jobs["train"] == 2 * 2
 
 
 def test_usable_answers_keep_duplicates_and_count_the_rest_by_status():
@@ -605,9 +592,9 @@ def test_usable_answers_keep_duplicates_and_count_the_rest_by_status():
 @pytest.mark.parametrize("configs", [(), ("config/test.yaml",), ("config/paper.yaml",)])
 def test_diversity_plans_level1_and_level2_on_the_drawn_documents_only(tmp_path, configs):
     jobs = planned_jobs("diversity", *configs, results=tmp_path)
-    for rule in ("experiment_docs", "diversity_level1", "diversity_level2", "diversity"):
+    for rule in ("experiment_docs", "level1", "level2", "diversity"):
         assert jobs[rule] == 1, rule
-    assert "level1" not in jobs and "level2" not in jobs and "answer" not in jobs
+    assert "answer" not in jobs
     assert jobs["extract"] == jobs["filter_docs"]  # every shard's extraction, for the draw
 
 
@@ -632,3 +619,27 @@ def test_ablation_set_missing_from_the_mixtures_fails_naming_the_key(tmp_path):
     )
     assert proc.returncode != 0
     assert "ablation.sets: ['level9'] are not in mixtures.sets" in proc.stdout + proc.stderr
+
+
+def test_the_main_chain_plans_the_same_without_the_experiment_files(tmp_path):
+    """The experiments only register chains of their own: a Snakefile without their
+    includes plans the main chain's jobs unchanged."""
+    main_only = ROOT / f".Snakefile-main-only-{os.getpid()}"
+    lines = (ROOT / "Snakefile").read_text().splitlines(keepends=True)
+    main_only.write_text("".join(line for line in lines if "rules/experiments/" not in line))
+    try:
+        with_experiments = planned_jobs("all", "config/test.yaml", results=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "-s", str(main_only), "all"]
+            + ["--configfile", "config/test.yaml", "--config", f"results={tmp_path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        main_only.unlink()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Job stats:" in proc.stdout
+    assert proc.stdout.split("Job stats:")[1].split("total")[1].split()[0] == str(
+        sum(with_experiments.values())
+    )

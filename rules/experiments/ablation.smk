@@ -1,22 +1,13 @@
 # Level ablation (paper §6 Table 3): every model of config ablation.models trained on each
 # level-only mixture of config ablation.sets (entries of mixtures.sets) of the main pool,
-# all of ablation.samples samples, by the pipeline's own mixture, train and evaluation
-# rules (rules/experiments/shared.smk); the table beside the base model's row.
+# all of ablation.samples samples: one chain per set (ablation/<set>/) of the main chain's
+# mixture, train and evaluation rules; the table beside the base model's row.
 # Target: `snakemake ablation`.
 
 
-use rule mixture as ablation_mixture with:
-    output:
-        samples=f"{RESULTS}/ablation/mixtures/{{mixture}}/{{budget}}.parquet",
-        counts=f"{RESULTS}/ablation/mixtures/{{mixture}}/{{budget}}.counts.json",
-    log:
-        f"{RESULTS}/logs/ablation/mixtures/{{mixture}}-{{budget}}.log",
-    params:
-        **stage_params(
-            "mixture",
-            job=lambda wildcards: mixture_job(wildcards, size_key="ablation.samples"),
-            seed="mixtures.seed",
-        ),
+# the sets are checked when the table is asked for (ablation_sets)
+for level_set in config["ablation"]["sets"]:
+    register_ablation_chain(level_set)
 
 
 rule ablation:
@@ -31,7 +22,7 @@ rule ablation:
         ),
         markdown=f"{RESULTS}/ablation/table3.md",
     log:
-        f"{RESULTS}/logs/ablation/table3.log",
+        f"{RESULTS}/ablation/logs/table3.log",
     conda:
         "../../envs/main.yaml"
     resources:

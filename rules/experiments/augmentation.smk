@@ -1,37 +1,38 @@
 # Augmentation baselines (paper §6 Fig. 6): on the experiment documents, Level-1 seed
 # questions expanded by rephrasing and by personas (workflow/synthllm/experiments/augmentation.py),
-# against Level-2 and Level-3 generating more questions per document. Each method's
-# questions go through the pipeline's own answer rule, the dedup rule (if
-# augmentation.deduplicate; else only the answer-status filter), the decontamination,
-# SFT-pool and mixture rules, then training and evaluation (rules/experiments/shared.smk) at every
-# count of augmentation.questions_per_doc x experiments.documents.
-# Target: `snakemake augmentation`. The use-rules' params replace the original rules' by
-# name, so each override is all of the rule's stage_params, with the experiment's settings.
+# against Level-2 and Level-3 generating more questions per document. One chain
+# (augmentation/questions/) runs the main chain's question rules on the experiment
+# documents; then one chain per method (augmentation/<method>/) answers its questions and
+# runs the main chain's dedup (if augmentation.deduplicate; else only the answer-status
+# filter), decontamination, SFT-pool, mixture, train and evaluation rules, at every count
+# of augmentation.questions_per_doc x experiments.documents. Target: `snakemake augmentation`.
 
 
-use rule level1 as augmentation_seeds with:
-    input:
-        docs=experiment_docs(),
-    output:
-        questions=f"{AUGMENTED}/questions/seeds.parquet",
-        counts=f"{AUGMENTED}/questions/seeds.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/seeds.log",
-    params:
-        **stage_params(
-            "level1",
-            "generation.level1",
-            model="models.generator",
-            structured="generation.structured",
-            max_doc_chars="generation.max_doc_chars",
-            chunk_size="generation.chunk_size",
-            job=lambda wildcards: {"max_docs": None},  # every experiment document
-        ),
+register_chain(
+    Chain(
+        AUGMENTATION_QUESTIONS,
+        inputs={
+            "level1": {"docs": experiment_docs()},
+            "level2": {"docs": experiment_docs(), "extracted": experiment_extract()},
+            "concept_graph": {"extracted": [experiment_extract()]},
+        },
+        jobs={
+            "level1": lambda wildcards: {"max_docs": None},  # every experiment document
+            "level2": augmentation_level2_job,
+            "walks": augmentation_walks_job,
+            "level3": augmentation_level3_job,
+        },
+    )
+)
+
+
+for method in augmentation_methods():
+    register_method_chain(method)
 
 
 rule augmentation_expand:
     input:
-        seeds=f"{AUGMENTED}/questions/seeds.parquet",
+        seeds=f"{AUGMENTATION_QUESTIONS}/level1/shard-{ONE_SHARD}.parquet",
         # a missing persona file is reported by the job (the paper config plans without it)
         personas=lambda wildcards: (
             [persona_file()]
@@ -39,10 +40,10 @@ rule augmentation_expand:
             else []
         ),
     output:
-        questions=f"{AUGMENTED}/questions/{{method}}.parquet",
-        counts=f"{AUGMENTED}/questions/{{method}}.counts.json",
+        questions=f"{AUGMENTATION_QUESTIONS}/{{method}}/shard-{ONE_SHARD}.parquet",
+        counts=f"{AUGMENTATION_QUESTIONS}/{{method}}/shard-{ONE_SHARD}.counts.json",
     log:
-        f"{RESULTS}/logs/augmentation/{{method}}.log",
+        f"{AUGMENTATION_QUESTIONS}/logs/{{method}}/shard-{ONE_SHARD}.log",
     conda:
         "../../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -60,77 +61,20 @@ rule augmentation_expand:
         STAGE_SHELL
 
 
-use rule level2 as augmentation_level2 with:
+# the main chain's level3_sets deals to all of its shards; here all sets go to the one shard
+rule augmentation_level3_sets:
     input:
-        docs=experiment_docs(),
-        extracted=experiment_extract(),
-    output:
-        questions=f"{AUGMENTED}/questions/level2.parquet",
-        counts=f"{AUGMENTED}/questions/level2.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/level2.log",
-    params:
-        **stage_params(
-            "level2",
-            "generation.level2",
-            model="models.generator",
-            structured="generation.structured",
-            max_doc_chars="generation.max_doc_chars",
-            chunk_size="generation.chunk_size",
-            calls_per_doc="augmentation.level2.calls_per_doc",
-            job=lambda wildcards: {"questions_per_doc": augmentation_target_per_doc()},
-        ),
-
-
-use rule concept_graph as augmentation_graph with:
-    input:
-        extracted=[experiment_extract()],
-    output:
-        graph=f"{AUGMENTED}/graph/subset-{{subset}}/graph.gt",
-        sampler=f"{AUGMENTED}/graph/subset-{{subset}}/sampler.npz",
-        nodes=f"{AUGMENTED}/graph/subset-{{subset}}/nodes.parquet",
-        docs=f"{AUGMENTED}/graph/subset-{{subset}}/docs.parquet",
-        report=f"{AUGMENTED}/graph/subset-{{subset}}/report.json",
-        counts=f"{AUGMENTED}/graph/subset-{{subset}}/counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/graph-{{subset}}.log",
-
-
-use rule walks as augmentation_walks with:
-    input:
-        sampler=f"{AUGMENTED}/graph/subset-{{subset}}/sampler.npz",
-        nodes=f"{AUGMENTED}/graph/subset-{{subset}}/nodes.parquet",
-        docs=f"{AUGMENTED}/graph/subset-{{subset}}/docs.parquet",
-    output:
-        walks=f"{AUGMENTED}/walks/subset-{{subset}}.parquet",
-        counts=f"{AUGMENTED}/walks/subset-{{subset}}.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/walks-{{subset}}.log",
-    params:
-        **stage_params(
-            "walks",
-            env="graph",
-            job=lambda wildcards: {
-                "subset": wildcards.subset,
-                "walks": {
-                    **config_settings("graph.walks"),
-                    "epochs": config["augmentation"]["level3"]["walk_epochs"],
-                },
-            },
-            eps="graph.eps",
-            references="graph.references",
-        ),
-
-
-use rule level3_sets as augmentation_level3_sets with:
-    input:
-        walks=[f"{AUGMENTED}/walks/subset-{ONE_SUBSET}.parquet"],
+        walks=[f"{AUGMENTATION_QUESTIONS}/walks/subset-{ONE_SUBSET}.parquet"],
         docs=[experiment_docs()],
     output:
-        sets=[f"{AUGMENTED}/questions/level3-sets-{ONE_SHARD}.parquet"],
-        counts=f"{AUGMENTED}/questions/level3-sets.counts.json",
+        sets=[f"{AUGMENTATION_QUESTIONS}/level3/sets/shard-{ONE_SHARD}.parquet"],
+        counts=f"{AUGMENTATION_QUESTIONS}/level3/sets/counts.json",
     log:
-        f"{RESULTS}/logs/augmentation/level3-sets.log",
+        f"{AUGMENTATION_QUESTIONS}/logs/level3/sets.log",
+    conda:
+        "../../envs/main.yaml"
+    resources:
+        **job_resources("level3_sets"),
     params:
         **stage_params(
             "level3_sets",
@@ -139,59 +83,18 @@ use rule level3_sets as augmentation_level3_sets with:
                 "max_sets_per_shard": augmentation_level3_set_count(),
             },
         ),
-
-
-use rule level3 as augmentation_level3 with:
-    input:
-        sets=f"{AUGMENTED}/questions/level3-sets-{{shard}}.parquet",
-    output:
-        questions=f"{AUGMENTED}/questions/level3-{{shard}}.parquet",
-        counts=f"{AUGMENTED}/questions/level3-{{shard}}.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/level3-{{shard}}.log",
-    params:
-        **stage_params(
-            "level3",
-            "generation.level3",
-            model="models.generator",
-            structured="generation.structured",
-            max_doc_chars="generation.max_doc_chars",
-            chunk_size="generation.chunk_size",
-            calls_per_set="augmentation.level3.calls_per_set",
-            questions_per_set="augmentation.level3.questions_per_set",
-        ),
-
-
-use rule answer as augmentation_answer with:
-    input:
-        # a list, as the answer rule's (one question file per level)
-        questions=lambda wildcards: [augmentation_questions(wildcards)],
-    output:
-        answers=f"{AUGMENTED}/{{mixture}}/answers.parquet",
-        counts=f"{AUGMENTED}/{{mixture}}/answers.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/answer.log",
-
-
-use rule dedup as augmentation_dedup with:
-    input:
-        answers=[f"{AUGMENTED}/{{mixture}}/answers.parquet"],
-    output:
-        questions=f"{AUGMENTED}/{{mixture}}/dedup/questions.parquet",
-        dropped=f"{AUGMENTED}/{{mixture}}/dedup/dropped.parquet",
-        counts=f"{AUGMENTED}/{{mixture}}/dedup/counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/dedup.log",
+    shell:
+        STAGE_SHELL
 
 
 rule augmentation_usable_answers:
     input:
-        answers=f"{AUGMENTED}/{{mixture}}/answers.parquet",
+        answers="{chain}/answer/shard-%s.parquet" % ONE_SHARD,
     output:
-        questions=f"{AUGMENTED}/{{mixture}}/usable/questions.parquet",
-        counts=f"{AUGMENTED}/{{mixture}}/usable/counts.json",
+        questions="{chain}/usable/questions.parquet",
+        counts="{chain}/usable/counts.json",
     log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/usable_answers.log",
+        "{chain}/logs/usable_answers.log",
     conda:
         "../../envs/main.yaml"
     resources:
@@ -200,41 +103,6 @@ rule augmentation_usable_answers:
         **stage_params("augmentation_usable_answers", answer_statuses="dedup.answer_statuses"),
     shell:
         STAGE_SHELL
-
-
-use rule decontam as augmentation_decontam with:
-    input:
-        questions=augmentation_decontam_input,
-        benchmarks=list(config["evaluate"]["benchmarks"].values()),
-    output:
-        questions=f"{AUGMENTED}/{{mixture}}/decontam/questions.parquet",
-        hits=f"{AUGMENTED}/{{mixture}}/decontam/hits.parquet",
-        report=f"{AUGMENTED}/{{mixture}}/decontam/report.json",
-        counts=f"{AUGMENTED}/{{mixture}}/decontam/counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/decontam.log",
-
-
-use rule sft_pool as augmentation_sft_pool with:
-    input:
-        questions=f"{AUGMENTED}/{{mixture}}/decontam/questions.parquet",
-    output:
-        pool=f"{AUGMENTED}/{{mixture}}/pool.parquet",
-        counts=f"{AUGMENTED}/{{mixture}}/pool.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/sft_pool.log",
-
-
-use rule mixture as augmentation_mixture with:
-    input:
-        pool=f"{AUGMENTED}/{{mixture}}/pool.parquet",
-    output:
-        samples=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.parquet",
-        counts=f"{AUGMENTED}/{{mixture}}/mixtures/{{budget}}.counts.json",
-    log:
-        f"{RESULTS}/logs/augmentation/{{mixture}}/mixture-{{budget}}.log",
-    params:
-        **stage_params("mixture", job=augmentation_mixture_job, seed="mixtures.seed"),
 
 
 rule augmentation:
@@ -256,7 +124,7 @@ rule augmentation:
         ),
         markdown=f"{AUGMENTED}/fig6.md",
     log:
-        f"{RESULTS}/logs/augmentation/fig6.log",
+        f"{AUGMENTED}/logs/fig6.log",
     conda:
         "../../envs/main.yaml"
     resources:

@@ -1,14 +1,16 @@
-# Config access and input functions of the paper's other experiments
-# (rules/experiments/).
+# Config access and input functions of the paper's other experiments (rules/experiments/).
+# Each experiment runs the main chain's stage rules again as chains of its own (Chain in
+# rules/common.smk): their roots, inputs and settings are here and in its file.
 import math
 
 
 wildcard_constraints:
-    experiment=r"ablation|augmentation",
     method=r"rephrase|persona",
 
 
 AUGMENTED = f"{RESULTS}/augmentation"
+# the augmentation's question chain: every method's questions on the experiment documents
+AUGMENTATION_QUESTIONS = f"{AUGMENTED}/questions"
 ONE_SHARD = "00000-of-00001"  # the experiment documents are one question shard
 ONE_SUBSET = "000-of-001"  # and one concept-graph subset
 
@@ -30,16 +32,8 @@ def experiment_models(key):
     return labels
 
 
-def experiment_mixture(wildcards):
-    """The samples a set trains on: a level's mixture of the main pool (ablation) or a
-    nested subset of a method's own pool (augmentation)."""
-    if wildcards.experiment == "ablation":
-        return f"{RESULTS}/ablation/mixtures/{wildcards.mixture}/{wildcards.budget}.parquet"
-    return f"{RESULTS}/augmentation/{wildcards.mixture}/mixtures/{wildcards.budget}.parquet"
-
-
-def experiment_eval_dir(experiment, mixture, model, budget):
-    return f"{RESULTS}/{experiment}/eval/{mixture}/{model}/{budget}"
+def experiment_eval_dir(chain_root, model, budget):
+    return f"{chain_root}/eval/{model}/{budget}"
 
 
 def eval_inputs(runs):
@@ -76,13 +70,19 @@ def ablation_sets():
     return sets
 
 
+def ablation_root(level_set):
+    return f"{RESULTS}/ablation/{level_set}"
+
+
 def ablation_runs():
     """(label, eval folder) of every row of the table: each model's base, then its sets."""
     samples = config["ablation"]["samples"]
     runs = []
     for model in experiment_models("ablation"):
         runs.append(("base", f"{RESULTS}/eval/{model}/0"))
-        runs += [(s, experiment_eval_dir("ablation", s, model, samples)) for s in ablation_sets()]
+        runs += [
+            (s, experiment_eval_dir(ablation_root(s), model, samples)) for s in ablation_sets()
+        ]
     return runs
 
 
@@ -139,24 +139,89 @@ def augmentation_methods():
     return config["augmentation"]["methods"]
 
 
-def augmentation_questions(wildcards):
-    """The question file of a method."""
-    if wildcards.mixture == "level3":
-        return f"{AUGMENTED}/questions/level3-{ONE_SHARD}.parquet"
-    return f"{AUGMENTED}/questions/{wildcards.mixture}.parquet"
+def augmentation_root(method):
+    """The chain of a method: its questions answered, cleaned, mixed, trained, evaluated."""
+    return f"{AUGMENTED}/{method}"
 
 
-def augmentation_decontam_input(wildcards):
-    """A method's answered questions: deduplicated, or only of a usable answer status."""
-    step = "dedup" if config["augmentation"]["deduplicate"] else "usable"
-    return f"{AUGMENTED}/{wildcards.mixture}/{step}/questions.parquet"
+def augmentation_questions(method):
+    """The question file of a method, in the augmentation's question chain."""
+    return f"{AUGMENTATION_QUESTIONS}/{method}/shard-{ONE_SHARD}.parquet"
 
 
 def augmentation_runs():
     """(method, eval folder) of every point of the figure."""
     return [
-        (method, experiment_eval_dir("augmentation", method, model, budget))
+        (method, experiment_eval_dir(augmentation_root(method), model, budget))
         for model in experiment_models("augmentation")
         for method in augmentation_methods()
         for budget in augmentation_budgets()
     ]
+
+
+def diversity_level_job(wildcards):
+    """Calls and questions per document of the diversity experiment, on every document."""
+    return {
+        "calls_per_doc": config["diversity"]["calls_per_doc"],
+        "questions_per_doc": config["diversity"]["questions_per_doc"],
+    }
+
+
+def register_ablation_chain(level_set):
+    """The chain of a level set: its mixture of the main pool, trained and evaluated."""
+    root = ablation_root(level_set)
+    register_chain(
+        Chain(
+            root,
+            inputs={
+                "mixture": {"pool": f"{RESULTS}/mixtures/pool.parquet"},
+                "train": {"mixture": f"{root}/mixtures/{level_set}/{{budget}}.parquet"},
+            },
+            jobs={"mixture": lambda wildcards: mixture_job(wildcards, size_key="ablation.samples")},
+        )
+    )
+
+
+def augmentation_level2_job(wildcards):
+    """Level-2 of the question chain: its calls per document, enough questions for the
+    largest count (augmentation_target_per_doc)."""
+    return {
+        "calls_per_doc": config["augmentation"]["level2"]["calls_per_doc"],
+        "questions_per_doc": augmentation_target_per_doc(),
+    }
+
+
+def augmentation_walks_job(wildcards):
+    """The walks of the question chain: the main chain's, over augmentation.level3.walk_epochs."""
+    walks = {
+        **config_settings("graph.walks"),
+        "epochs": config["augmentation"]["level3"]["walk_epochs"],
+    }
+    return {"subset": wildcards.subset, "walks": walks}
+
+
+def augmentation_level3_job(wildcards):
+    """Level-3 of the question chain: its calls and questions per concept set."""
+    level3 = config["augmentation"]["level3"]
+    return {
+        "calls_per_set": level3["calls_per_set"],
+        "questions_per_set": level3["questions_per_set"],
+    }
+
+
+def register_method_chain(method):
+    """The chain of a method: its questions answered, cleaned, mixed, trained, evaluated."""
+    root = augmentation_root(method)
+    step = "dedup" if config["augmentation"]["deduplicate"] else "usable"
+    register_chain(
+        Chain(
+            root,
+            inputs={
+                "answer": {"questions": [augmentation_questions(method)]},
+                "dedup": {"answers": [f"{root}/answer/shard-{ONE_SHARD}.parquet"]},
+                "decontam": {"questions": f"{root}/{step}/questions.parquet"},
+                "train": {"mixture": f"{root}/mixtures/{method}/{{budget}}.parquet"},
+            },
+            jobs={"mixture": augmentation_mixture_job},
+        )
+    )

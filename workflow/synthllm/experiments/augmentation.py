@@ -21,7 +21,7 @@ keeps the answers of a usable status, duplicates included: the paper's counts ar
 generated questions, and a rephrase pool deduplicated would not reach them); each model trains on each method at each sample count (documents x questions
 per document, paper 25, 50, ..., 150), and the figure plots the evaluation against the count.
 
-Output schema of a baseline (`augmentation/questions/{rephrase,persona}.parquet`):
+Output schema of a baseline (`augmentation/questions/{rephrase,persona}/shard-*.parquet`):
 synthllm.core.questions.SCHEMA (level 1: derived from Level-1 seeds; origin = the method;
 doc_ids = the seed's document) plus
     seed_question_id  string   the Level-1 seed it expands

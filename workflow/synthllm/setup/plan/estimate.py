@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from synthllm.setup.plan.rates import (
-    ALIAS_PREFIXES,
-    ALIASES,
     BENCHMARK_RECORDS,
     CORPUS_DOCS,
     EMBED_DIM,
@@ -124,25 +123,27 @@ def _lookup(config: dict, key: str) -> dict:
     return node
 
 
-def _base_rule(rule: str) -> str:
-    """The pipeline rule an experiment's copy is made from (`use rule X as ...`)."""
-    if rule in ALIASES:
-        return ALIASES[rule]
-    for prefix in ALIAS_PREFIXES:
-        if rule.startswith(prefix):
-            return rule.removeprefix(prefix)
-    return rule
+def experiment_of(job: Job, config: dict) -> str | None:
+    """The experiment whose chain (rules/common.smk Chain) a job of a main-chain rule runs
+    in: the first folder of the chain's root under the results; None in the main chain."""
+    chain = job.wildcards.get("chain")
+    if chain is None or chain == config["results"]:
+        return None
+    return Path(chain).relative_to(config["results"]).parts[0]
 
 
 def engine_loads(rule: str, config: dict) -> int:
     """1 when a job of the rule starts an LLM engine (not for an API model), else 0."""
-    key = ENGINES.get(rule) or ENGINES.get(_base_rule(rule))
+    key = ENGINES.get(rule)
     return int(bool(key) and _lookup(config, key).get("backend", "vllm") != "openai")
 
 
 def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
-    """What one job does; None for a rule without a size model here (the experiments)."""
+    """What one job does; None for a rule without a size model here (the experiments,
+    their chains included)."""
     rule = job.rule
+    if experiment_of(job, config) is not None:
+        return None
     n_shards = config["corpus"]["n_shards"]
     gen, models, b = config["generation"], config["models"], RECORD_BYTES
     per_shard = s.filtered_docs / n_shards
@@ -259,15 +260,18 @@ class Row:
 
 
 def plan_rows(jobs: list[Job], config: dict, s: Sizes) -> list[Row]:
-    """One row per rule, in pipeline order (synthllm.stages), then any other rule."""
+    """One row per rule, in pipeline order (synthllm.stages), then any other rule; a rule's
+    jobs in an experiment's chains are a row of their own, `rule [experiment]`."""
     rows: dict[str, Row] = {}
     gpus = defaultdict(set)
     train_labels = {m["model"]: m["label"] for m in config["models"]["train"]}
     for job in jobs:
-        row = rows.setdefault(job.rule, Row(job.rule))
+        experiment = experiment_of(job, config)
+        name = job.rule if experiment is None else f"{job.rule} [{experiment}]"
+        row = rows.setdefault(name, Row(name))
         row.jobs += 1
         row.limit_gpu_h += gpu_hours([job])
-        gpus[job.rule].add(job.gpus)
+        gpus[name].add(job.gpus)
         work = work_of(job, config, s)
         if work is None:
             row.modelled, row.est_gpu_h = False, None
@@ -296,4 +300,4 @@ def plan_rows(jobs: list[Job], config: dict, s: Sizes) -> list[Row]:
     for rule, row in rows.items():
         row.gpus = tuple(sorted(gpus[rule]))
     order = {c.name: i for i, c in enumerate(STAGES)}
-    return sorted(rows.values(), key=lambda r: (order.get(r.rule, len(order)), r.rule))
+    return sorted(rows.values(), key=lambda r: (order.get(r.rule.split()[0], len(order)), r.rule))

@@ -82,9 +82,6 @@ ENGINES = {
     "evaluate": "evaluate.engine",
     "augmentation_expand": "models.generator",
 }
-# `use rule X as <prefix>_X`: the experiments' copies of pipeline rules
-ALIAS_PREFIXES = ("experiment_", "diversity_", "augmentation_", "ablation_")
-ALIASES = {"augmentation_seeds": "level1"}
 
 
 def params_b(name: str) -> float | None:
