@@ -33,11 +33,18 @@ include: "rules/experiments/augmentation.smk"
 
 
 check_resource_rules()
+# the bookkeeping rules run in the controller's own process (config resources.local_rules);
+# what the `localrules:` directive does, for names from the config
+workflow.localrules(*config["resources"]["local_rules"])
 
 
 # every chain is registered (rules/common.smk Chain): a {chain} is one of their roots
 wildcard_constraints:
     chain=chain_roots(),
+
+
+onstart:
+    check_deployment()
 
 
 rule all:

@@ -46,17 +46,11 @@ rule train:
         "../envs/main.yaml"
     threads: config["train"]["threads"]
     resources:
-        # sbatch --gpus is the job's total over its nodes
         **job_resources(
             "train",
-            lambda wildcards: train_models()[wildcards.model]["nodes"]
-            * train_models()[wildcards.model]["gpus"],
+            gpus=lambda wildcards: train_models()[wildcards.model]["gpus"],
+            nodes=lambda wildcards: train_models()[wildcards.model]["nodes"],
         ),
-        nodes=lambda wildcards: train_models()[wildcards.model]["nodes"],
-        # one launcher per node, started by the rule's own srun (see train_launcher)
-        tasks=lambda wildcards: train_models()[wildcards.model]["nodes"],
-        tasks_per_gpu=0,
-        mpi=lambda wildcards: "srun" if train_models()[wildcards.model]["nodes"] > 1 else "",
     params:
         **stage_params(
             "train",

@@ -20,6 +20,10 @@ WORKFLOW_DIR = Path(workflow.basedir)
 sys.path.insert(0, str(WORKFLOW_DIR / "workflow"))
 from synthllm.settings import schema_node, split
 from synthllm.settings import stage_settings as settings_of
+from synthllm.stages import STAGES
+
+# the stages that resume a killed job from what it wrote (job_resources)
+RESUMABLE_STAGES = {command.name for command in STAGES if command.resumable}
 
 
 @dataclass
@@ -120,6 +124,20 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
 
 # the shell of every stage rule: its command line and its settings (stage_params)
 STAGE_SHELL = "{params.command} --settings {params.settings:q} > {log} 2>&1"
+
+
+def check_deployment():
+    """Before the first job (onstart, not in a dry run): a conda deployment (config
+    software.deployment: conda, as on clusters) needs `--sdm conda`, which the SLURM profile
+    sets; without it every job would run whatever `python` is first on PATH."""
+    methods = {str(m).lower() for m in workflow.deployment_settings.deployment_method}
+    if config["software"]["deployment"] == "conda" and "conda" not in methods:
+        raise WorkflowError(
+            "config key software.deployment is conda, but snakemake runs without "
+            "--software-deployment-method conda (--sdm conda): the jobs would run whatever "
+            "python is on PATH. Run with --profile slurm (it sets it) or add --sdm conda; "
+            "for this machine's venvs set software.deployment: venv"
+        )
 
 
 @cache  # the same for every job of a kind
@@ -281,9 +299,11 @@ def checkpoint_dir(model, budget):
 def train_launcher(wildcards, threads):
     """torchrun around `synthllm train`: on CPU (gpus: 0) `train.cpu_processes` gloo
     processes sharing the job's threads (each takes threads / processes, synthllm.stages.train);
-    on GPUs one process per GPU; on several nodes `srun` starts one torchrun per node,
-    meeting at the first node (c10d rendezvous), so the rule carries the `mpi` resource and
-    SLURM does not wrap it in `srun -n1`. A function of threads: not a rerun trigger."""
+    on GPUs one process per GPU; on several nodes `srun` starts one torchrun per node with
+    the job's CPUs (a step of its own, so SLURM's signal before the time limit reaches it,
+    and one failed node ends the others), meeting at the first node (c10d rendezvous) on a
+    port of the job's own, so that two jobs sharing a node do not collide. A function of
+    threads: not a rerun trigger."""
     spec = train_models()[wildcards.model]
     nodes, gpus = spec["nodes"], spec["gpus"]
     python = python_env("main")
@@ -299,10 +319,12 @@ def train_launcher(wildcards, threads):
             " -m synthllm train"
         )
     head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    port = "$((20000 + SLURM_JOB_ID % 20000))"
     return (
-        f"srun --nodes {nodes} --ntasks-per-node 1 env {python} -m torch.distributed.run"
+        f"srun --nodes {nodes} --ntasks-per-node 1 --cpus-per-task {threads}"
+        f" --kill-on-bad-exit=1 env {python} -m torch.distributed.run"
         f" --nnodes {nodes} --nproc_per_node {gpus} --rdzv-id $SLURM_JOB_ID"
-        f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 -m synthllm train"
+        f" --rdzv-backend c10d --rdzv-endpoint {head}:{port} -m synthllm train"
     )
 
 
@@ -317,35 +339,113 @@ def final_outputs():
     ] + scaling_outputs()
 
 
-def job_resources(rule, gpus=0):
+def job_resources(rule, gpus=0, nodes=1):
     """Scheduler resources of a rule's jobs (config key resources): memory and runtime from
-    resources.default or resources.rules.<rule>, times the attempt, so a retry asks for more;
-    `gpus` (a number, or a function of the wildcards) with the config's GPU type."""
+    resources.default or resources.rules.<rule>; the GPUs of each node (`gpus`, a number or a
+    function of the wildcards, of the config's GPU type) on `nodes` nodes (the same); the
+    kind's partition, account, qos, constraint and flags (resources.scheduler); one task, or
+    one per node for a multi-node job (whose command starts its own srun, see
+    train_launcher). A retry of a job that cannot resume asks for attempt x the memory and
+    runtime, up to the kind's caps; a resumable one (synthllm.stages) asks for the same
+    again, and SLURM signals it resources.signal_s before its limit, so it stops cleanly.
+    Values where gpus and nodes are numbers: Snakemake calls a function for every job."""
     spec = {**config["resources"]["default"], **config["resources"]["rules"].get(rule, {})}
-    gpu_model = config["resources"]["gpu_model"] or ""
-    # the SLURM plugin writes --gpus=<model>:<n> when a model is named: only for GPU jobs;
-    # a value, not a function, when gpus is one (Snakemake calls a function for every job)
-    if callable(gpus):
-        model = lambda wildcards: gpu_model if gpus(wildcards) else ""
-    else:
-        model = gpu_model if gpus else ""
+    resumable = rule in RESUMABLE_STAGES
+
+    def limits(kind):
+        caps = config["resources"]["scheduler"][kind]
+        for key, cap_key in (("mem_mb", "max_mem_mb"), ("runtime", "max_runtime")):
+            if caps[cap_key] is not None and spec[key] > caps[cap_key]:
+                raise WorkflowError(
+                    f"config key resources.rules.{rule}.{key} (or resources.default.{key}): "
+                    f"{spec[key]} is over resources.scheduler.{kind}.{cap_key} "
+                    f"({caps[cap_key]}); no such job could be scheduled"
+                )
+        return caps
+
+    def attempt_limit(key, cap_key, kind_of):
+        def value(wildcards, attempt):
+            cap = limits(kind_of(wildcards))[cap_key]
+            grown = spec[key] if resumable else spec[key] * attempt
+            return grown if cap is None else min(grown, cap)
+
+        return value
+
+    def layout(per_node, node_count):
+        """What a job with `per_node` GPUs on each of `node_count` nodes asks for (None: the
+        flag is left out)."""
+        kind = "gpu" if per_node else "cpu"
+        scheduler = config["resources"]["scheduler"][kind]
+        gpu_model = config["resources"]["gpu_model"]
+        flags = [scheduler["extra"]]
+        if resumable and config["resources"]["signal_s"]:
+            # to every job step (not the batch shell): the stage's own process
+            flags.append(f"--signal=TERM@{config['resources']['signal_s']}")
+        single = node_count == 1
+        return {
+            # sbatch --gpus is the job's total (--gpus=<model>:<n> with a model): one node
+            "gpu": per_node if per_node and single else None,
+            "gpu_model": gpu_model if per_node and single else None,
+            # on several nodes, GPUs per node (--gres), so each node gets its share
+            "gres": (
+                None
+                if single or not per_node
+                else ":".join(["gpu", *([gpu_model] if gpu_model else []), str(per_node)])
+            ),
+            # the plugin adds --ntasks-per-gpu unless this is 0: an engine sees all its GPUs
+            "tasks_per_gpu": 0,
+            "nodes": node_count,
+            "tasks": node_count,
+            # a multi-node job's command runs its own srun, one launcher per node: the
+            # plugin then does not wrap it in `srun -n1`, and allows several tasks
+            "mpi": None if single else "srun",
+            "slurm_partition": scheduler["partition"],
+            "slurm_account": scheduler["account"],
+            "qos": scheduler["qos"],
+            "constraint": scheduler["constraint"],
+            "slurm_extra": " ".join(f for f in flags if f) or None,
+        }
+
+    if not callable(gpus) and not callable(nodes):
+        values = layout(gpus, nodes)
+        kind = "gpu" if gpus else "cpu"
+        limits(kind)  # a job over its caps fails the plan, not in the queue
+        return {
+            "mem_mb": attempt_limit("mem_mb", "max_mem_mb", lambda wildcards: kind),
+            "runtime": attempt_limit("runtime", "max_runtime", lambda wildcards: kind),
+            **{key: value for key, value in values.items() if value is not None},
+        }
+    per_node = gpus if callable(gpus) else (lambda wildcards: gpus)
+    node_count = nodes if callable(nodes) else (lambda wildcards: nodes)
+    job_layout = lambda wildcards: layout(per_node(wildcards), node_count(wildcards))
+    kind_of = lambda wildcards: "gpu" if per_node(wildcards) else "cpu"
+    # a function's None leaves the flag out, where a missing key lets the profile's
+    # default-resources fill it in: a scheduler setting null for both kinds stays missing
+    unset = {key for key, value in layout(0, 1).items() if value is None}
+    unset &= {key for key, value in layout(1, 1).items() if value is None}
+    unset -= {"gpu", "gpu_model", "gres", "mpi"}
     return {
-        "mem_mb": lambda wildcards, attempt: spec["mem_mb"] * attempt,
-        "runtime": lambda wildcards, attempt: spec["runtime"] * attempt,
-        "gpu": gpus,
-        "gpu_model": model,
+        "mem_mb": attempt_limit("mem_mb", "max_mem_mb", kind_of),
+        "runtime": attempt_limit("runtime", "max_runtime", kind_of),
+        **{
+            key: (lambda wildcards, key=key: job_layout(wildcards)[key])
+            for key in layout(0, 1)
+            if key not in unset
+        },
     }
 
 
 def check_resource_rules():
-    """Fail on a resources.rules entry that names no rule (it would be silently ignored)."""
+    """Fail on a resources.rules or resources.local_rules entry that names no rule (it
+    would be silently ignored)."""
     names = {r.name for r in workflow.rules}
-    unknown = sorted(set(config["resources"]["rules"]) - names)
-    if unknown:
-        raise WorkflowError(
-            f"config key resources.rules names {', '.join(unknown)}, not among "
-            f"this workflow's rules ({', '.join(sorted(names))})"
-        )
+    for key in ("rules", "local_rules"):
+        unknown = sorted(set(config["resources"][key]) - names)
+        if unknown:
+            raise WorkflowError(
+                f"config key resources.{key} names {', '.join(unknown)}, not among "
+                f"this workflow's rules ({', '.join(sorted(names))})"
+            )
 
 
 # used by rules/09_mixtures.smk

@@ -6,6 +6,10 @@
 #   slurm/local-cluster.sh start    install what is missing, write the config, start the daemons
 #   slurm/local-cluster.sh status   which daemons run, the partition and the node state
 #   slurm/local-cluster.sh stop     stop the daemons this script started, and only those
+#   slurm/local-cluster.sh profile DIR
+#                                   write DIR/config.yaml: the profile slurm/config.yaml for
+#                                   this cluster (its account and partition for every job;
+#                                   no conda here, so the venvs instead of --sdm conda)
 #
 # Idempotent: `start` on a running cluster starts nothing twice. It refuses to overwrite a
 # slurm.conf it did not write. Facts and pitfalls: ../shared/notes/slurm-local.md.
@@ -245,9 +249,23 @@ cmd_stop() {
     rm -f "$STATE_DIR/started"
 }
 
+cmd_profile() {
+    local dir=${1:?usage: $0 profile DIR}
+    local profile
+    profile="$(dirname "$0")/config.yaml"
+    mkdir -p "$dir"
+    {
+        grep -v '^software-deployment-method:' "$profile"
+        printf 'default-resources:\n  slurm_account: %s\n  slurm_partition: %s\n' "$ACCOUNT" "$PARTITION"
+    } > "$dir/config.yaml.tmp"
+    mv "$dir/config.yaml.tmp" "$dir/config.yaml"
+    log "wrote $dir/config.yaml (run: snakemake --profile $dir ...)"
+}
+
 case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    profile) cmd_profile "${2:-}" ;;
+    *) echo "usage: $0 start|stop|status|profile DIR" >&2; exit 2 ;;
 esac

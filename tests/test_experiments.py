@@ -629,9 +629,13 @@ def test_the_main_chain_plans_the_same_without_the_experiment_files(tmp_path):
     main_only.write_text("".join(line for line in lines if "rules/experiments/" not in line))
     try:
         with_experiments = planned_jobs("all", "config/test.yaml", results=tmp_path)
+        # the local rules of the config that the main chain has (the others are experiments')
+        main_local = tmp_path / "local.yaml"
+        main_local.write_text("resources: {local_rules: [filter_report, eval_summary]}\n")
         proc = subprocess.run(
             [sys.executable, "-m", "snakemake", "-n", "-s", str(main_only), "all"]
-            + ["--configfile", "config/test.yaml", "--config", f"results={tmp_path}"],
+            + ["--configfile", "config/test.yaml", str(main_local)]
+            + ["--config", f"results={tmp_path}"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -1,5 +1,5 @@
 """The SLURM profile against a real cluster: retries with more memory, failures that stop
-the run, and the paper config's GPU and multi-node requests in the plan."""
+the run (what each job asks SLURM for: tests/test_sbatch_lines.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
-from slurmrun import PROFILE_ARGS, ROOT, job_stats, sacct_jobs, slurm_run_id
+from slurmrun import PROFILE_ARGS, ROOT, job_stats, sacct_jobs, slurm_run_id, snakemake_command
 
 FAILURES = ROOT / "tests" / "slurm" / "Snakefile"
 
 
 def snakemake_in(workdir, *args, profile=True):
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
+        *snakemake_command(slurm=profile),
         *args,
         "-s",
         str(FAILURES),
@@ -72,57 +71,16 @@ def test_a_job_that_always_fails_stops_the_run_naming_its_rule_and_log(slurm_clu
     assert job_stats(plan.stdout) == {"always_fails": 1}
 
 
-def test_the_paper_config_plans_gpu_and_multinode_requests_under_the_profile():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--profile",
-            "slurm",
-            "--configfile",
-            "config/paper.yaml",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    resources = {}
-    for block in proc.stdout.split("\n\n"):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        res = re.search(r"resources: (.*)", block)
-        wildcards = re.search(r"wildcards: (.*)", block)
-        if rule and res:
-            key = (rule.group(1), wildcards.group(1) if wildcards else "")
-            resources[key] = dict(kv.split("=", 1) for kv in res.group(1).split(", "))
-    extract = next(r for (rule, _), r in resources.items() if rule == "extract")
-    assert extract["gpu"] == "8" and extract["mem_mb"] == "512000"
-    answer = next(r for (rule, _), r in resources.items() if rule == "answer")
-    assert answer["gpu"] == "4"
-    eight_b = next(r for (rule, wc), r in resources.items() if rule == "train" and "model=8B" in wc)
-    # two nodes of 8 GPUs, one launcher task per node started by the rule's own srun
-    assert (eight_b["nodes"], eight_b["gpu"], eight_b["tasks"], eight_b["mpi"]) == (
-        "2",
-        "16",
-        "2",
-        "srun",
-    )
-    one_b = next(r for (rule, wc), r in resources.items() if rule == "train" and "model=1B" in wc)
-    assert (one_b["nodes"], one_b["gpu"], one_b["mpi"]) == ("1", "8", "")
-    corpus = resources[("corpus", "")]
-    assert corpus["gpu"] == "0" and corpus["runtime"] == "480"
-
-
-def test_a_resources_entry_for_an_unknown_rule_fails_naming_the_key(tmp_path):
+@pytest.mark.parametrize(
+    "resources, key",
+    [
+        ({"rules": {"extrct": {"mem_mb": 1000}}}, "rules"),
+        ({"local_rules": ["scalng"]}, "local_rules"),
+    ],
+)
+def test_a_resources_entry_for_an_unknown_rule_fails_naming_the_key(tmp_path, resources, key):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        yaml.safe_dump(
-            {"results": str(tmp_path / "r"), "resources": {"rules": {"extrct": {"mem_mb": 1000}}}}
-        )
-    )
+    bad.write_text(yaml.safe_dump({"results": str(tmp_path / "r"), "resources": resources}))
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--configfile", "config/test.yaml", str(bad)],
         cwd=ROOT,
@@ -131,4 +89,23 @@ def test_a_resources_entry_for_an_unknown_rule_fails_naming_the_key(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0
-    assert "config key resources.rules names extrct" in proc.stdout + proc.stderr
+    name = next(iter(resources[key]))
+    assert f"config key resources.{key} names {name}" in proc.stdout + proc.stderr
+
+
+def test_a_conda_deployment_without_sdm_conda_stops_before_any_job(tmp_path):
+    conda = tmp_path / "conda.yaml"
+    conda.write_text(
+        yaml.safe_dump({"results": str(tmp_path / "r"), "software": {"deployment": "conda"}})
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", str(tmp_path / "r" / "corpus" / "counts.json")]
+        + ["--cores", "1", "--configfile", "config/test.yaml", str(conda)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "runs without --software-deployment-method conda" in proc.stdout + proc.stderr
+    assert not (tmp_path / "r").exists()  # no job ran

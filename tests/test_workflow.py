@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from slurmrun import PROFILE_ARGS, job_stats, sacct_jobs, slurm_run_id
+from slurmrun import PROFILE_ARGS, job_stats, sacct_jobs, slurm_run_id, snakemake_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "resources" / "demo_corpus"
@@ -26,7 +26,7 @@ def snakemake(*args: str, check: bool = True, slurm: bool = False) -> subprocess
     """A real snakemake run: local on 2 cores, or through the SLURM profile."""
     how = PROFILE_ARGS if slurm else ("--cores", "2")
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *how, *args],
+        [*snakemake_command(slurm), *how, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

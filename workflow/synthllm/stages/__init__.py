@@ -41,6 +41,9 @@ class Command:
     target: str  # module:function, the module under synthllm, imported when the command runs
     help: str
     arguments: tuple = field(default=())  # (flags, argparse keywords) of a tool command
+    # resumes a killed job from what it wrote (generation's progress log, training's
+    # checkpoints): its retries ask for the same limits, and SLURM signals it before its limit
+    resumable: bool = False
 
 
 STAGES = (
@@ -48,15 +51,19 @@ STAGES = (
     Command("corpus", "stages.corpus:run", "read, normalise, deduplicate and shard the corpus"),
     # 2 filter
     Command("embed", "stages.embed:run", "mean-pooled, L2-normalised document embeddings"),
-    Command("synthetic_docs", "stages.synthetic_docs:run", "synthetic math documents"),
+    Command(
+        "synthetic_docs", "stages.synthetic_docs:run", "synthetic math documents", resumable=True
+    ),
     Command("embed_synthetic", "stages.embed:run", "embeddings of the synthetic documents"),
     Command("coldstart", "stages.classifiers:run_coldstart", "cold-start classifier: D0"),
-    Command("rate", "stages.rate:run", "the rater LLM scores D(t-1) and a sample"),
+    Command("rate", "stages.rate:run", "the rater LLM scores D(t-1) and a sample", resumable=True),
     Command("finegrained", "stages.classifiers:run_finegrained", "fine-grained regressor: D(t)"),
     Command("filter_docs", "stages.filter_docs:run", "the kept documents of a shard"),
     Command("filter_report", "stages.filter_report:run", "sizes and checks of every round"),
     # 3 extract
-    Command("extract", "stages.extract:run", "topics and key concepts per document"),
+    Command(
+        "extract", "stages.extract:run", "topics and key concepts per document", resumable=True
+    ),
     # 4 graph
     Command(
         "concept_graph",
@@ -65,12 +72,12 @@ STAGES = (
     ),
     Command("walks", "stages.walks:run", "random-walk concept sets and reference documents"),
     # 5 questions
-    Command("level1", "stages.level1:run", "Level-1 questions per document"),
-    Command("level2", "stages.level2:run", "Level-2 questions per document"),
+    Command("level1", "stages.level1:run", "Level-1 questions per document", resumable=True),
+    Command("level2", "stages.level2:run", "Level-2 questions per document", resumable=True),
     Command("level3_sets", "stages.level3_sets:run", "concept sets of each Level-3 shard"),
-    Command("level3", "stages.level3:run", "Level-3 questions per concept set"),
+    Command("level3", "stages.level3:run", "Level-3 questions per concept set", resumable=True),
     # 6 answer
-    Command("answer", "stages.answer:run", "one answer per question"),
+    Command("answer", "stages.answer:run", "one answer per question", resumable=True),
     # 7 dedup, 8 decontam, 9 mixtures
     Command("dedup", "stages.dedup:run", "exact and near-duplicate questions"),
     Command("decontam", "stages.decontam:run", "drop samples copied from a benchmark"),
@@ -78,9 +85,16 @@ STAGES = (
     Command("mixture", "stages.mixtures:run_subset", "one nested subset of the SFT pool"),
     # 10 train
     Command("base_model", "stages.base_model:run_base_model", "budget 0: the untrained base"),
-    Command("train", "stages.train:run", "fine-tune one model on one mixture (DeepSpeed)"),
+    Command(
+        "train",
+        "stages.train:run",
+        "fine-tune one model on one mixture (DeepSpeed)",
+        resumable=True,
+    ),
     # 11 evaluate
-    Command("evaluate", "stages.evaluate:run", "generate and grade on the benchmarks"),
+    Command(
+        "evaluate", "stages.evaluate:run", "generate and grade on the benchmarks", resumable=True
+    ),
     Command("eval_nll", "stages.eval_nll:run_nll", "per-token NLL of reference solutions"),
     Command("eval_summary", "stages.eval_summary:run_summary", "every checkpoint, one table"),
     # 12 scaling
@@ -93,6 +107,7 @@ STAGES = (
         "augmentation_expand",
         "experiments.augmentation:run",
         "rephrase or persona (Fig. 6)",
+        resumable=True,
     ),
     Command(
         "augmentation_usable_answers",

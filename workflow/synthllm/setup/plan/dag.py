@@ -68,6 +68,17 @@ def count_benchmarks(config: dict) -> int | None:
     return total
 
 
+def job_gpus(resources) -> int:
+    """A job's GPUs in all: `gpu` (one node), or the GPUs per node of its `gres` times its
+    nodes (rules/common.smk job_resources)."""
+    if resources.get("gpu"):
+        return int(resources.get("gpu"))
+    gres = resources.get("gres") or ""
+    if not gres.startswith("gpu:"):
+        return 0
+    return int(gres.rsplit(":", 1)[1]) * int(resources.get("nodes") or 1)
+
+
 def dag_jobs(configfiles: list, targets=(), forceall: bool = False) -> tuple[dict, list[Job]]:
     """The merged config and the jobs `snakemake -n` plans (every job with `forceall`), from
     Snakemake's own DAG, built through its Python API in the workflow's folder."""
@@ -113,7 +124,7 @@ def dag_jobs(configfiles: list, targets=(), forceall: bool = False) -> tuple[dic
                     Job(
                         rule=job.rule.name,
                         wildcards=dict(job.wildcards_dict),
-                        gpus=int(res.get("gpu") or 0),
+                        gpus=job_gpus(res),
                         runtime_min=float(res.get("runtime") or 0),
                         mem_mb=float(res.get("mem_mb") or 0),
                         threads=int(job.threads or 1),
