@@ -11,7 +11,8 @@ rule answer:
             )
         ),
     output:
-        answers="{chain}/answer/shard-{shard}.parquet",
+        # GPU-hours each: Snakemake makes it read-only and will not overwrite it
+        answers=protected("{chain}/answer/shard-{shard}.parquet"),
         counts="{chain}/answer/shard-{shard}.counts.json",
     log:
         "{chain}/logs/answer/shard-{shard}.log",

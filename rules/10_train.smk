@@ -35,7 +35,8 @@ rule train:
             )
         ),
     output:
-        final=directory("{chain}/train/{model}/{budget}/final"),
+        # GPU-days each: Snakemake makes it read-only and will not overwrite it
+        final=protected(directory("{chain}/train/{model}/{budget}/final")),
         counts="{chain}/train/{model}/{budget}/counts.json",
         log="{chain}/train/{model}/{budget}/log.jsonl",
     log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,17 @@ def test_test_config_produces_shards_counts_and_logs(test_run):
     rows = sum(pq.read_metadata(results / "corpus" / f"shard-{s}.parquet").num_rows for s in SHARDS)
     assert rows == counts["out"] == sum(counts["docs_per_shard"])
     assert "corpus: 20 in, 20 out" in (results / "logs" / "corpus.log").read_text()
+
+
+def test_answer_shards_and_checkpoints_are_write_protected_and_readable(test_run):
+    _, results, _ = test_run
+    checkpoints = [p for p in (results / "train").glob("*/*/final") if p.parent.name != "0"]
+    outputs = [results / "answer" / f"shard-{s}.parquet" for s in SHARDS] + checkpoints
+    assert checkpoints
+    for path in outputs:
+        for item in [path, *path.rglob("*")]:
+            mode = stat.S_IMODE(item.stat().st_mode)
+            assert mode & 0o222 == 0 and mode & 0o400, (item, oct(mode))
 
 
 def test_generation_stages_ran_with_the_real_engine(test_run):

@@ -22,6 +22,24 @@ from typing import Any
 COUNTS_SCHEMA_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# the process's umask, read once: tempfile makes its files 0600 and folders 0700 whatever
+# the umask says, and a rename keeps them, so outputs shared with a group would not be
+# readable by it; what atomic_path and readable() give back is what open() would have made
+UMASK = _umask()
+
+
+def readable(path: str | os.PathLike) -> None:
+    """Give a file or folder made by tempfile the mode the umask gives a new one."""
+    mode = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, mode & ~UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` if the block succeeds."""
@@ -30,6 +48,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    readable(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, final)

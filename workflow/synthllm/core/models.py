@@ -12,7 +12,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from synthllm.core.files import atomic_dir
+from synthllm.core.files import atomic_dir, readable
 from synthllm.errors import SynthllmError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,6 +67,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
         tokenizer.save_pretrained(scratch)
         if dest.exists():
             shutil.rmtree(dest)
+        readable(scratch)
         scratch.rename(dest)
         scratch.mkdir()  # atomic_dir removes its scratch folder on exit
     return dest
