@@ -303,6 +303,38 @@ def test_skip_mode_fails_when_too_much_is_bad_and_writes_nothing(tmp_path):
     assert (counts["out"], counts["dropped"]) == (9, {"bad_json": 1})
 
 
+def test_a_source_that_keeps_nothing_fails_naming_it_even_when_others_keep_plenty(tmp_path):
+    """A second source with a wrong text column: under skip its records are only 5 of 105,
+    below any sensible skipped share, yet none of its documents would reach the shards."""
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    write_jsonl(tmp_path / "good" / "a.jsonl", [{"text": f"doc {i}"} for i in range(100)])
+    write_jsonl(tmp_path / "bad" / "b.jsonl", [{"body": f"other {i}"} for i in range(5)])
+    sources = [
+        Source.from_config(0, {"name": "good", "glob": str(tmp_path / "good" / "*.jsonl")}),
+        Source.from_config(1, {"name": "web", "glob": str(tmp_path / "bad" / "*.jsonl")}),
+    ]
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError) as error:
+        build_shards(
+            sources,
+            out,
+            2,
+            on_bad_record="skip",
+            progress=False,
+            max_skipped_share=0.1,
+            min_docs_per_source=1,
+        )
+    message = str(error.value)
+    assert "corpus.sources[1]: source 'web' kept 0 documents of 5 records" in message
+    assert "missing_text" in message and "corpus.min_docs_per_source (1)" in message
+    assert_nothing_written(out)
+    counts = build_shards(
+        sources, out, 2, on_bad_record="skip", progress=False, max_skipped_share=0.1
+    )  # no floor: the old behaviour, 100 kept
+    assert counts["out"] == 100 and counts["per_source"]["web"]["out"] == 0
+
+
 def test_a_failed_rerun_leaves_earlier_shards_intact(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "first"}])
     out = tmp_path / "out"
@@ -371,6 +403,7 @@ def stage_parts(tmp_path: Path, n_shards: int = 2) -> dict:
             "n_shards": n_shards,
             "on_bad_record": "skip",
             "max_skipped_share": 0.2,
+            "min_docs_per_source": 1,
         },
         "execution": {"batch_size": 3, "threads": 1},
     }

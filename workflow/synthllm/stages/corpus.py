@@ -150,6 +150,7 @@ def build_shards(
     counts_path: str | Path | None = None,
     progress: bool = True,
     max_skipped_share: float = 1.0,
+    min_docs_per_source: int = 0,
 ) -> dict:
     """Read every source, write `n_shards` parquet shards into `out_dir`, return the counts.
 
@@ -159,7 +160,9 @@ def build_shards(
     whole stage succeeds: in skip mode it fails when no document is kept or when more than
     `max_skipped_share` of the records or of the files were skipped (a wrong column name or
     an unreadable input must not become empty shards that feed every later job; 1.0 sets no
-    limit, the workflow passes corpus.max_skipped_share).
+    limit, the workflow passes corpus.max_skipped_share). A source whose files keep fewer
+    than `min_docs_per_source` documents fails it too, in either mode, naming the source
+    and why its records were dropped (corpus.min_docs_per_source).
     """
     if on_bad_record not in ("fail", "skip"):
         raise CorpusError(f"corpus.on_bad_record: must be 'fail' or 'skip', got {on_bad_record!r}")
@@ -194,6 +197,7 @@ def build_shards(
         for src, files in files_by_source:
             s_in = s_out = 0
             s_dropped: Counter = Counter()
+            s_unreadable = sum(files_skipped.values())
             limited = False
             for path in files:
                 fmt = src.format_of(path)
@@ -252,6 +256,14 @@ def build_shards(
                 "dropped": dict(s_dropped),
                 "limited_by_max_docs": limited,
             }
+            if files and s_out < min_docs_per_source:
+                unreadable = sum(files_skipped.values()) - s_unreadable
+                raise CorpusError(
+                    f"{src.key}: source {src.name!r} kept {s_out} documents of {s_in} records "
+                    f"in {len(files)} files (dropped: {dict(s_dropped) or 'none'}; "
+                    f"{unreadable} unreadable files), fewer than corpus.min_docs_per_source "
+                    f"({min_docs_per_source}); check its glob, format and text columns"
+                )
             records_in += s_in
             records_out += s_out
             dropped.update(s_dropped)
@@ -330,6 +342,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
         on_bad_record=settings["on_bad_record"],
         counts_path=outputs["counts"],
         max_skipped_share=settings["max_skipped_share"],
+        min_docs_per_source=settings["min_docs_per_source"],
     )
     log.info("corpus: %d in, %d out, dropped %s", counts["in"], counts["out"], counts["dropped"])
     return counts
