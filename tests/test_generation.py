@@ -44,6 +44,31 @@ def test_progress_log_resumes_and_ignores_a_line_cut_by_a_kill(tmp_path):
     assert log.load() == {0: Completion("a", "stop"), 2: Completion("c", "length")}
 
 
+@pytest.mark.parametrize("cut_at", [1, 9, 17, 30])
+def test_progress_log_keeps_every_whole_record_once_after_two_kills_mid_write(tmp_path, cut_at):
+    """Two kills, each cutting the chunk being appended at byte `cut_at` of its record, with a
+    resume (load, then append the rest) after each: every whole record is found exactly once,
+    and nothing cut survives."""
+    log = ProgressLog(tmp_path / "x.progress.jsonl", "fp1")
+    finished = {}
+
+    def record(pos):
+        return json.dumps({"pos": pos, "text": f"text {pos} é", "finish": "stop"}) + "\n"
+
+    for chunk in ([0, 1], [2, 3], [4, 5]):
+        done = log.load()
+        assert done == finished
+        log.append([(pos, Completion(f"text {pos} é", "stop")) for pos in chunk[:1]])
+        finished[chunk[0]] = Completion(f"text {chunk[0]} é", "stop")
+        if chunk[1] < 5:  # the kill: the chunk's second record is cut mid-write
+            with open(log.path, "ab") as fh:
+                fh.write(record(chunk[1]).encode()[:cut_at])
+    done = log.load()
+    assert done == finished == {p: Completion(f"text {p} é", "stop") for p in (0, 2, 4)}
+    lines = log.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + 3 and all(json.loads(line) for line in lines)
+
+
 def test_progress_log_from_other_settings_is_moved_aside(tmp_path):
     ProgressLog(tmp_path / "x.progress.jsonl", "old").append([(0, Completion("a", "stop"))])
     assert ProgressLog(tmp_path / "x.progress.jsonl", "new").load() == {}

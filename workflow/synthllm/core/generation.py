@@ -63,28 +63,43 @@ class ProgressLog:
         self.fp = fp
 
     def load(self) -> dict[int, Completion]:
+        """The finished completions on disk. A line cut by a kill mid-write (or anything
+        after it) is truncated away here, so that later appends follow the last whole
+        record: any number of kills at any byte leaves only whole records."""
         if not self.path.exists():
             return {}
-        done: dict[int, Completion] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            lines = fh.read().split("\n")
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
         try:
             header = json.loads(lines[0])
-        except (json.JSONDecodeError, IndexError):
+        except (json.JSONDecodeError, UnicodeDecodeError):
             header = {}
-        if header.get("fingerprint") != self.fp:
+        if len(lines) < 2 or not isinstance(header, dict) or header.get("fingerprint") != self.fp:
             stale = self.path.with_suffix(f".stale-{int(time.time())}.jsonl")
             os.replace(self.path, stale)
             log.warning("%s was written with other settings; moved to %s", self.path, stale)
             return {}
-        for line in lines[1:]:
-            if not line:
-                continue
+        done: dict[int, Completion] = {}
+        whole = len(lines[0]) + 1  # bytes up to the end of the last whole record
+        # the last element follows the last newline: a cut line, or empty
+        for line in lines[1:-1]:
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by a kill mid-write: everything after it is regenerated
-            done[row["pos"]] = Completion(row["text"], row["finish"])
+                completion = Completion(row["text"], row["finish"])
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                break
+            done[row["pos"]] = completion
+            whole += len(line) + 1
+        if whole < len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(whole)
+                fh.flush()
+                os.fsync(fh.fileno())
+            log.warning(
+                "%s: %d bytes after the last whole record (a write cut by a kill) removed",
+                self.path,
+                len(data) - whole,
+            )
         return done
 
     def append(self, rows: Sequence[tuple[int, Completion]]) -> None:
