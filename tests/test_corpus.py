@@ -403,9 +403,8 @@ def stage_parts(tmp_path: Path, n_shards: int = 2) -> dict:
             "n_shards": n_shards,
             "on_bad_record": "skip",
             "max_skipped_share": 0.2,
-            "min_docs_per_source": 1,
         },
-        "execution": {"batch_size": 3, "threads": 1},
+        "execution": {"batch_size": 3, "min_docs_per_source": 1, "threads": 1},
     }
 
 

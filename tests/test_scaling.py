@@ -31,10 +31,13 @@ from synthllm.stages.scaling.tables import TABLES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# the scaling stage's settings with the schema's defaults (rules/12_scaling.smk)
-SCALING, _ = stage_settings(
+# the scaling stage's settings with the schema's defaults (rules/12_scaling.smk), the base
+# point fitted as in the embedded default (config/default.yaml; the schema's default, the
+# paper's fit, leaves it out: test_the_base_point_is_shown_but_not_fitted_by_default)
+SCHEMA_SCALING, _ = stage_settings(
     schema_defaults(models={"train": [{"label": "m", "model": "m"}]}), "scaling"
 )
+SCALING = {**SCHEMA_SCALING, "include_base": True}
 DEFAULT = settings_from_config(SCALING)
 
 
@@ -134,6 +137,21 @@ def test_power_law_is_worse_than_rectified_with_a_pre_learned_offset(loss):
         held_rect["predicted"] - held_rect["measured"]
     )
     assert power["notes"] == ["base_excluded: the power law is undefined at D = 0"]
+
+
+def test_the_base_point_is_shown_but_not_fitted_by_default():
+    """The schema's default (the paper's fit, config/paper.yaml): only trained budgets are
+    fitted; the untrained model stays among the points, as a reference."""
+    settings = settings_from_config(SCHEMA_SCALING)
+    assert SCHEMA_SCALING["include_base"] is False
+    values = true_curve(TOKENS)
+    result = analyse_model("m", BUDGETS, TOKENS, values, settings)
+    roles = {p["budget"]: p["role"] for p in result["points"]}
+    assert roles[0] == "excluded" and roles[7_400_000] == "held_out"
+    assert {roles[b] for b in BUDGETS[1:-1]} == {"fit"}
+    assert (
+        "base_excluded: the power law is undefined at D = 0" not in result["laws"]["power"]["notes"]
+    )
 
 
 def test_tokens_to_margin_is_where_the_curve_meets_e_plus_margin():

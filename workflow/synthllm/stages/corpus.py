@@ -330,7 +330,8 @@ def check_kept(
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """Build the corpus shards beside outputs["counts"]. Settings: config key corpus
-    (sources, n_shards, on_bad_record, max_skipped_share); execution: corpus.batch_size
+    (sources, n_shards, on_bad_record, max_skipped_share); execution: corpus.batch_size and
+    corpus.min_docs_per_source
     (rules/01_corpus.smk).
     The files the sources match are the rule's input (`files`); they are globbed here again."""
     sources = [Source.from_config(i, entry) for i, entry in enumerate(settings["sources"])]
@@ -342,7 +343,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
         on_bad_record=settings["on_bad_record"],
         counts_path=outputs["counts"],
         max_skipped_share=settings["max_skipped_share"],
-        min_docs_per_source=settings["min_docs_per_source"],
+        min_docs_per_source=execution["min_docs_per_source"],
     )
     log.info("corpus: %d in, %d out, dropped %s", counts["in"], counts["out"], counts["dropped"])
     return counts
