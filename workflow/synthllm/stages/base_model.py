@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from synthllm.core.chat import end_of_turn_ids, turn_end_token
 from synthllm.stages.train_settings import TrainError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ def materialise_base(
             f"config key {key}.chat_template: {spec.model} ships no chat "
             "template; name a Jinja file"
         )
+    if turn_end_token(tokenizer) is None:
+        raise TrainError(
+            f"config key {key}.chat_template: its assistant turns do not end with a special "
+            f"token of {spec.model}'s tokenizer, so a model trained on it could not stop"
+        )
     if spec.init == "scratch":
         config = scratch_config(
             AutoConfig.from_pretrained(spec.model), spec.architecture or {}, key
@@ -114,6 +120,9 @@ def materialise_base(
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(spec.model, dtype="auto")
+    # every checkpoint trained from this one inherits its end tokens (generation_config.json),
+    # and generation from any of them stops where training taught it to end a turn
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
     dest = Path(dest)
     scratch = dest.parent / f".{dest.name}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
