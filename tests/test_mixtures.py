@@ -230,7 +230,7 @@ def test_planted_benchmark_question_and_solution_are_caught():
         "We reason: " + " ".join(solution_words[:20]) + " ... done.",
     ]
     table = samples(qs, answers=answers)
-    clean, hits = decontaminate(table, bench, 13)
+    clean, hits = decontaminate(table, bench, 13, 6)
     assert clean["question_id"].to_list() == ["L1-d00000-c0-q0"]
     by_id = {r["question_id"]: r for r in hits.to_dicts()}
     assert by_id["L1-d00001-c0-q0"]["benchmark"] == "math"
@@ -259,8 +259,32 @@ def test_degenerate_repetition_is_no_evidence_of_contamination():
             "The table reads 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 in its first row, then",
         ],
     )
-    clean, hits = decontaminate(table, bench, 13)
+    clean, hits = decontaminate(table, bench, 13, 6)
     assert hits["question_id"].to_list() == ["L1-d00001-c0-q0"]
+
+
+@needs_bench
+def test_a_short_real_math_question_copied_into_a_longer_one_is_caught():
+    """MATH questions shorter than the 13-word n-gram (11.9 % of them) are one gram of
+    themselves; copied into a longer question they share no 13-gram with it."""
+    bench = benchmark_texts({"math": str(BENCH_DIR / "math" / "test.jsonl")})
+    problems = bench.filter(pl.col("benchmark_field") == "question")["text"].to_list()
+    eleven = next(q for q in problems if q == "If $2^8=4^x$, what is the value of $x$?")
+    five = next(q for q in problems if q == "Evaluate $(1+2i)6-3i$.")
+    table = samples(
+        [
+            f"A student is practising exponent rules before an exam. {eleven} Explain each step.",
+            eleven,  # the question itself
+            f"Before moving on, try this: {five} Then check the result by substitution.",
+            five,
+        ]
+    )
+    clean, hits = decontaminate(table, bench, 13, 6)
+    by_id = {r["question_id"]: r for r in hits.to_dicts()}
+    assert set(by_id) == {"L1-d00000-c0-q0", "L1-d00001-c0-q0", "L1-d00003-c0-q0"}
+    assert by_id["L1-d00000-c0-q0"]["matched"] == "if 2 8 4 x what is the value of x"
+    # five words embedded: below decontam.short_min_words, no evidence; verbatim: caught
+    assert clean["question_id"].to_list() == ["L1-d00002-c0-q0"]
 
 
 @needs_bench
@@ -270,7 +294,7 @@ def test_real_gsm8k_train_questions_are_not_flagged_against_the_test_sets():
     benchmarks = {name: str(BENCH_DIR / name / "test.jsonl") for name in BENCHMARKS}
     rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:1000]]
     table = samples([r["question"] for r in rows], answers=[r["answer"] for r in rows])
-    clean, hits = decontaminate(table, benchmark_texts(benchmarks), 13)
+    clean, hits = decontaminate(table, benchmark_texts(benchmarks), 13, 6)
     assert len(hits) <= 10, hits
 
 
@@ -440,7 +464,7 @@ def test_dedup_and_decontam_stages_read_their_settings(tmp_path):
     counts = decontam.run(
         inputs={"questions": dedup_out["questions"], "benchmarks": [str(bench)]},
         outputs=out,
-        settings={"ngram": 13, "benchmarks": {"gsm8k": str(bench)}},
+        settings={"ngram": 13, "short_min_words": 6, "benchmarks": {"gsm8k": str(bench)}},
         execution={"threads": 1},
     )
     assert (counts["in"], counts["out"], counts["dropped"]) == (2, 1, {"benchmark_gsm8k": 1})

@@ -3,8 +3,10 @@
 A synthetic sample is contaminated when its question or its answer shares one word n-gram
 (13 words by default, config key decontam.ngram) with a benchmark record's question or
 reference solution, all texts in the normal form of synthllm.core.textkeys (NFKC, case-folded,
-words = runs of letters and digits). A text shorter than n words counts as one gram of
-itself, so a short benchmark question copied verbatim is still caught. This is the
+words = runs of letters and digits). A benchmark text shorter than n words is one gram of
+itself: a sample containing its words as a contiguous run (a short benchmark question
+copied into a longer one) is contaminated too, when it has at least decontam.short_min_words
+words; a shorter one only when the sample's question or answer is that text. This is the
 n-gram-overlap rule of the GPT-3 / Llama decontamination reports, on the test sets of the
 six benchmarks the evaluation stage reads (config key evaluate.benchmarks). Benchmark
 n-grams of fewer than 3 distinct words (number tables, repeated tokens) are not indexed:
@@ -15,7 +17,7 @@ Output schema:
     decontam/hits.parquet       one row per contaminated sample:
         question_id (string), level (int8), field (string: question | answer, the first
         that hit), benchmark (string), benchmark_id (string), benchmark_field (string:
-        question | solution), matched (string: the sample's n words that matched)
+        question | solution), matched (string: the sample's words that matched)
     decontam/report.json        counts per benchmark and field, with the settings
 """
 
@@ -71,28 +73,47 @@ class GramIndex:
     repeated phrase) are left out: a degenerate model output that loops on one token would
     otherwise "match" them, and they are no evidence of copying."""
 
-    def __init__(self, texts: pl.Series, n: int, min_distinct: int = MIN_DISTINCT_WORDS):
+    def __init__(
+        self,
+        texts: pl.Series,
+        n: int,
+        short_min_words: int,
+        min_distinct: int = MIN_DISTINCT_WORDS,
+    ):
         offsets, hashes = word_hashes(texts)
         gram_offsets, grams = ngram_hashes(offsets, hashes, n)
         owner = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(gram_offsets))
         informative = gram_distinct_words(offsets, hashes, n, gram_offsets) >= min(min_distinct, n)
-        grams, owner = grams[informative], owner[informative]
-        order = np.argsort(grams, kind="stable")
-        self.grams, self.owner, self.n = grams[order], owner[order], n
+        length = np.repeat(np.minimum(np.diff(offsets), n), np.diff(gram_offsets))
+        self.n = n
+        # every gram length to look for: n, and each length of a short benchmark text
+        self.index = {}
+        for k in sorted({n, *length[(length >= short_min_words) & (length < n)].tolist()}):
+            keep = informative & (length == k) if k < n else informative
+            order = np.argsort(grams[keep], kind="stable")
+            self.index[k] = (grams[keep][order], owner[keep][order])
 
-    def first_hits(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(owner, position) per text: the benchmark text of its first matching n-gram and the
-        word position of that gram in the text; owner -1 when nothing matches."""
-        owners, positions = [], []
+    def first_hits(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(owner, position, length) per text: the benchmark text of its first matching gram
+        (n words, else the longest short benchmark text it contains), the gram's word
+        position in the text and its length in words; owner -1 when nothing matches."""
+        owners, positions, lengths = [], [], []
         for start in range(0, len(texts), CHUNK):
             offsets, hashes = word_hashes(texts.slice(start, CHUNK))
-            gram_offsets, grams = ngram_hashes(offsets, hashes, self.n)
-            owner, pos = _first_hits(gram_offsets, grams, self.grams, self.owner)
+            owner = np.full(len(offsets) - 1, -1, dtype=np.int64)
+            pos = np.full(len(offsets) - 1, -1, dtype=np.int64)
+            length = np.zeros(len(offsets) - 1, dtype=np.int64)
+            for k in sorted(self.index, reverse=True):
+                gram_offsets, grams = ngram_hashes(offsets, hashes, k)
+                k_owner, k_pos = _first_hits(gram_offsets, grams, *self.index[k])
+                new = (owner < 0) & (k_owner >= 0)
+                owner[new], pos[new], length[new] = k_owner[new], k_pos[new], k
             owners.append(owner)
             positions.append(pos)
+            lengths.append(length)
         if not owners:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        return np.concatenate(owners), np.concatenate(positions)
+            return (np.empty(0, np.int64),) * 3
+        return np.concatenate(owners), np.concatenate(positions), np.concatenate(lengths)
 
 
 @njit(cache=True, parallel=True)
@@ -110,20 +131,21 @@ def _first_hits(gram_offsets, grams, index, owner):
     return hit_owner, hit_pos
 
 
-def matched_words(texts: pl.Series, positions: np.ndarray, n: int) -> list[str]:
+def matched_words(texts: pl.Series, positions: np.ndarray, lengths: np.ndarray) -> list[str]:
     words = normal_form(texts).str.extract_all(WORD).to_list()
-    return [" ".join(w[p : p + n]) for w, p in zip(words, positions)]
+    return [" ".join(w[p : p + k]) for w, p, k in zip(words, positions, lengths)]
 
 
 def decontaminate(
-    samples: pl.DataFrame, bench: pl.DataFrame, n: int
+    samples: pl.DataFrame, bench: pl.DataFrame, n: int, short_min_words: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(clean, hits): samples whose question or answer shares an n-gram with a benchmark text."""
-    index = GramIndex(bench["text"], n)
+    """(clean, hits): samples whose question or answer shares an n-gram with a benchmark
+    text, or contains a short benchmark text (module docstring)."""
+    index = GramIndex(bench["text"], n, short_min_words)
     hit_rows = []
     contaminated = np.zeros(len(samples), dtype=bool)
     for field in CHECKED_FIELDS:
-        owner, pos = index.first_hits(samples[field])
+        owner, pos, length = index.first_hits(samples[field])
         new = np.flatnonzero((owner >= 0) & ~contaminated)
         contaminated[new] = True
         if len(new):
@@ -137,7 +159,7 @@ def decontaminate(
                         "benchmark": src["benchmark"],
                         "benchmark_id": src["benchmark_id"],
                         "benchmark_field": src["benchmark_field"],
-                        "matched": matched_words(samples[field].gather(new), pos[new], n),
+                        "matched": matched_words(samples[field].gather(new), pos[new], length[new]),
                     },
                     schema=HIT_SCHEMA,
                 )
@@ -148,15 +170,15 @@ def decontaminate(
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The clean samples of inputs questions (the dedup stage's) into outputs questions,
-    hits, report, counts. Settings: decontam.ngram as ngram, evaluate.benchmarks (name ->
-    jsonl) as benchmarks (rules/08_decontam.smk)."""
+    hits, report, counts. Settings: decontam.ngram as ngram, decontam.short_min_words,
+    evaluate.benchmarks (name -> jsonl) as benchmarks (rules/08_decontam.smk)."""
     ngram, benchmarks = settings["ngram"], settings["benchmarks"]
     if ngram < 1:
         raise DecontamError(f"config key decontam.ngram: {ngram} < 1")
     started = time.monotonic()
     samples = pl.read_parquet(inputs["questions"])
     bench = benchmark_texts(benchmarks)
-    clean, hits = decontaminate(samples, bench, ngram)
+    clean, hits = decontaminate(samples, bench, ngram, settings["short_min_words"])
     write_parquet_table(clean.to_arrow(), outputs["questions"])
     write_parquet_table(hits.to_arrow(), outputs["hits"])
     per_benchmark = {
@@ -171,6 +193,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
         outputs["report"],
         {
             "ngram": ngram,
+            "short_min_words": settings["short_min_words"],
             "samples": len(samples),
             "contaminated": len(hits),
             "per_benchmark": per_benchmark,
