@@ -139,6 +139,18 @@ def test_power_law_is_worse_than_rectified_with_a_pre_learned_offset(loss):
     assert power["notes"] == ["base_excluded: the power law is undefined at D = 0"]
 
 
+def test_the_paper_configs_peak_margin_reproduces_the_papers_peaks_from_table_1():
+    """§5.4: the 8B model peaks at about 1T tokens, the 3B model at about 4T: the refit of
+    Table 1 reaches the paper config's asymptote margin within a factor of 1.3 of both."""
+    margin = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["scaling"][
+        "asymptote_margin"
+    ]
+    for model, paper_peak in (("8B", 1e12), ("3B", 4e12)):
+        fit = fit_law(TABLE1_TOKENS, TABLE1_ERROR[model], fit_settings(law="rectified"))
+        peak = tokens_to_margin("rectified", fit.theta, margin)
+        assert 1 / 1.3 <= peak / paper_peak <= 1.3, (model, peak)
+
+
 def test_the_base_point_is_shown_but_not_fitted_by_default():
     """The schema's default (the paper's fit, config/paper.yaml): only trained budgets are
     fitted; the untrained model stays among the points, as a reference."""
