@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from slurmrun import job_stats
+from synthllm.setup.plan import preflight
 from synthllm.setup.plan.dag import count_benchmarks, dag_jobs
 from synthllm.setup.plan.estimate import Job, Sizes, estimate_gpu_hours, gpu_hours, plan_rows, sizes
 from synthllm.setup.plan.rates import params_b, tokens_per_s
@@ -131,3 +132,33 @@ def test_a_missing_config_file_is_one_line_and_exit_2():
     assert proc.stderr.strip().splitlines() == [
         "synthllm plan: error: --configfile config/no-such.yaml: no such file"
     ]
+
+
+def test_the_pre_flight_check_passes_the_paper_config_and_names_the_keys_of_a_short_one(paper):
+    """§4: about 2.3M + 2.6M + 2.6M clean questions feed the 7.4M budget. The paper config
+    reaches it (Level-3 sized with margin); with 5 walk epochs (2.4M Level-3 questions
+    generated) it would fall short of the budget and of the Level ablation's 2.3M."""
+    config, _ = paper
+    s = sizes(config, None, count_benchmarks(config))
+    notes, problems = preflight.check(config, s)
+    assert problems == [] and len(notes) == 4
+    short = {**config, "graph": {**config["graph"], "walks": {**config["graph"]["walks"]}}}
+    short["graph"]["walks"]["epochs"] = 5
+    _, problems = preflight.check(short, sizes(short, None, count_benchmarks(short)))
+    assert len(problems) == 2
+    assert "mixture 'all' needs 7,400,000 samples (mixtures.sample_counts)" in problems[0]
+    assert "graph.walks.epochs" in problems[0]
+    assert "mixture 'level3' needs 2,300,000 Level-3 samples (ablation.samples)" in problems[1]
+
+
+def test_the_cli_fails_after_the_table_when_a_budget_cannot_be_filled(fresh_results, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"mixtures": {"sample_counts": [8, 16, 100_000]}}))
+    proc = synthllm(
+        "plan", "--configfile", TEST_CONFIG, "--configfile", fresh_results, "--configfile", str(big)
+    )
+    assert proc.returncode == 2
+    assert any(line.startswith("total ") for line in proc.stdout.splitlines())
+    error = proc.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("synthllm plan: error: pre-flight: mixture")
+    assert "needs 100,000 samples (mixtures.sample_counts)" in error[0]

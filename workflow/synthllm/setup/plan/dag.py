@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from synthllm.errors import SynthllmError
+from synthllm.setup.plan import preflight
 from synthllm.setup.plan.estimate import Job, Row, plan_rows, sizes
 from synthllm.setup.plan.report import footnotes, table
 from synthllm.stages.corpus_sources import Source
@@ -141,8 +142,9 @@ def dag_jobs(configfiles: list, targets=(), forceall: bool = False) -> tuple[dic
     return config, jobs
 
 
-def plan(configfiles: list, targets=(), forceall: bool = False) -> tuple[list[Row], str]:
-    """The rows of a config's plan and its printed form (table and footnotes)."""
+def plan(configfiles: list, targets=(), forceall: bool = False) -> tuple[list[Row], str, list]:
+    """The rows of a config's plan, its printed form (table and footnotes) and the problems
+    of its pre-flight size check (synthllm.setup.plan.preflight)."""
     config, jobs = dag_jobs(configfiles, targets, forceall)
     # the config's relative paths (corpus globs, benchmarks) are relative to the workflow
     cwd = Path.cwd()
@@ -152,12 +154,16 @@ def plan(configfiles: list, targets=(), forceall: bool = False) -> tuple[list[Ro
     finally:
         os.chdir(cwd)
     rows = plan_rows(jobs, config, s)
-    text = table(rows) + "\n" + "\n".join(f"  * {n}" for n in footnotes(rows, s, config))
-    return rows, text
+    notes, problems = preflight.check(config, s)
+    text = table(rows) + "\n" + "\n".join(f"  * {n}" for n in footnotes(rows, s, config) + notes)
+    return rows, text, problems
 
 
 def main(configfile: list | None, targets: list, forceall: bool = False) -> None:
     """`synthllm plan [--configfile C ...] [targets]`: the cost table of a config (with no
-    --configfile, as snakemake, of config/default.yaml alone)."""
-    _, text = plan(configfile or [], targets, forceall)
+    --configfile, as snakemake, of config/default.yaml alone); it fails, after the table,
+    when the pre-flight size check finds a budget that the generated data cannot fill."""
+    _, text, problems = plan(configfile or [], targets, forceall)
     print(text)
+    if problems:
+        raise PlanError("; ".join(problems))

@@ -90,7 +90,7 @@ def footnotes(rows: list[Row], s: Sizes, config: dict) -> list[str]:
     """The assumptions behind the estimates, one line each."""
     notes = [
         "GPU-h limit: sum over jobs of GPUs x the runtime asked at the first attempt "
-        "(config resources); a retry asks for twice as long",
+        "(config resources); a retry of a job that cannot resume asks for up to twice as long",
         "tokens: gen(erated) = records x calls x sampling max_tokens, an upper bound (the "
         "paper's median answers are 358-545 tokens); tra(in) = samples x epochs x "
         f"train.max_seq_len ({config['train']['max_seq_len']}), an upper bound (the "
