@@ -18,6 +18,7 @@ rule sft_pool:
         **stage_params(
             "sft_pool",
             tokenizer="mixtures.tokenizer",
+            tokenizer_revision="mixtures.tokenizer_revision",
             chat_template="mixtures.chat_template",
             system_prompt="chat.system_prompt",
         ),

@@ -113,7 +113,13 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
                 "--outputs",
                 shlex.quote(json.dumps(dict(output.items()))),
                 "--execution",
-                shlex.quote(json.dumps({**execution, "threads": threads}, sort_keys=True)),
+                # the staged model cache every job reads offline (synthllm fetch-models)
+                shlex.quote(
+                    json.dumps(
+                        {**execution, "threads": threads, "hub": config["models"]["hub"]},
+                        sort_keys=True,
+                    )
+                ),
             ]
         )
 

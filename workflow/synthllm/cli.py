@@ -1,8 +1,12 @@
 """`synthllm <command>`: the dispatcher over synthllm.stages.
 
 A stage command reads its four JSON arguments, sets the thread count of the numerical
-libraries from `execution.threads`, and calls its function by keyword. A SynthllmError
-becomes one line on stderr and exit status 2.
+libraries from `execution.threads`, and calls its function by keyword. Before the stage's
+module (and with it any hub library) is imported, it sets the job's model environment: the
+staged hub cache offline (`execution.hub`, config key models.hub; synthllm.core.models),
+hub tokens and the API keys that no backend of the stage names removed from the process
+(synthllm.core.llm.scrub_environment), and every hub model of the settings checked as
+staged. A SynthllmError becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ def _run_stage(command, args: argparse.Namespace) -> None:
     threads = parts["execution"].get("threads")
     if threads:  # read by numba at import, so before the stage's module is imported
         os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    # read by the hub libraries at import, so before the stage's module is imported too
+    from synthllm.core.llm import scrub_environment
+    from synthllm.core.models import stage_environment
+
+    scrub_environment(parts["execution"])
+    stage_environment(parts["settings"], parts["execution"])
     _target(command)(**parts)
 
 

@@ -5,6 +5,10 @@ A backend takes chat requests (a list of messages each, plus an optional output
 constraint) and returns one completion text per request, in order. The model's chat
 template is applied by the backend. Constraints are dicts with one key, as vLLM's
 structured outputs take them: {"json": schema}, {"regex": pattern} or {"grammar": ebnf}.
+
+Hub models load at their config `revision` from the staged cache (synthllm.core.models);
+the openai backend's key comes from a file or an environment variable and goes nowhere else
+(`OpenAIBackend`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import json
 import logging
 import os
 import random
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthllm.core.models import check_staged, hub_offline, hub_repo, hub_source
 from synthllm.errors import SynthllmError
 from synthllm.settings import schema_default
 
@@ -55,9 +61,9 @@ class Completion:
 class BackendSpec:
     """One entry of config key `models.<role>` (role: generator, answerer, rater) or
     `evaluate.engine`; config/schema.yaml holds the defaults (`from_config`). The keys
-    that default to None are the ones a config may leave unset: gguf_file, base_url and
-    api_key_env, and the openai backend's, which evaluate.engine (vllm, transformers)
-    has none of."""
+    that default to None are the ones a config may leave unset: gguf_file, revision,
+    base_url, api_key_file and api_key_env, and the openai backend's, which evaluate.engine
+    (vllm, transformers) has none of."""
 
     key: str  # the config key, for error messages
     backend: str  # vllm | transformers | openai
@@ -69,8 +75,10 @@ class BackendSpec:
     kv_cache_gib: float
     batch_size: int
     gguf_file: str | None = None
+    revision: str | None = None  # of a hub model: a commit, tag or branch (None: main)
     base_url: str | None = None
-    api_key_env: str | None = None
+    api_key_file: str | None = None  # openai: the key's file (mode 0600), the cluster way
+    api_key_env: str | None = None  # openai: the key's environment variable, for local runs
     concurrency: int | None = None
     max_retries: int | None = None
     timeout_s: float | None = None
@@ -98,7 +106,8 @@ def open_backend(spec: BackendSpec):
 
 
 def _check_local_model(spec: BackendSpec) -> None:
-    """A path-like model that does not exist is a config error, not a hub download."""
+    """A path-like model that does not exist is a config error, not a hub download; a hub
+    model, offline (every job: synthllm.core.models), must be in the staged cache."""
     looks_local = spec.model.startswith((".", "/")) or spec.model.startswith("resources")
     if looks_local and not Path(spec.model).exists():
         raise BackendError(
@@ -111,6 +120,9 @@ def _check_local_model(spec: BackendSpec) -> None:
         raise BackendError(
             f"{spec.key}.gguf_file: {Path(spec.model) / spec.gguf_file} does not exist"
         )
+    repo = hub_repo(spec.model)
+    if repo and hub_offline():
+        check_staged(repo, spec.revision, f"{spec.key}.model")
 
 
 def checkpoint_stop_ids(model: str) -> list[int]:
@@ -141,9 +153,13 @@ class VLLMBackend:
         # seed has its prefill chunked; on CPU the engine-wide seed is used instead.
         self.per_request_seed = not current_platform.is_cpu()
         started = time.time()
+        model, pinned = hub_source(spec.model, spec.revision)
+        if pinned:  # the tokenizer comes from the same commit
+            pinned["tokenizer_revision"] = pinned["revision"]
         try:
             self.llm = LLM(
-                model=spec.model,
+                model=model,
+                **pinned,
                 dtype=spec.dtype,
                 max_model_len=spec.max_model_len,
                 tensor_parallel_size=spec.tensor_parallel_size,
@@ -204,11 +220,13 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec
-        kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+        model, kwargs = hub_source(spec.model, spec.revision)
+        if spec.gguf_file:
+            kwargs["gguf_file"] = spec.gguf_file
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.model, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(
-                spec.model, dtype=getattr(torch, spec.dtype), **kwargs
+                model, dtype=getattr(torch, spec.dtype), **kwargs
             )
         except (OSError, ValueError) as exc:
             raise BackendError(
@@ -258,12 +276,85 @@ class TransformersBackend:
         del self.model
 
 
+# API keys a job may find in its environment: the SLURM plugin submits with --export=ALL,
+# so a key exported in the controller's shell reaches every job; the dispatcher removes
+# these from every stage whose backends do not name them (`scrub_environment`)
+SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
+
+
+def _key_names(execution) -> set[str]:
+    """The api_key_env names of a stage's execution part, at any depth."""
+    names = set()
+    if isinstance(execution, dict):
+        if isinstance(execution.get("api_key_env"), str):
+            names.add(execution["api_key_env"])
+        for value in execution.values():
+            names |= _key_names(value)
+    elif isinstance(execution, list):
+        for value in execution:
+            names |= _key_names(value)
+    return names
+
+
+def scrub_environment(execution: dict) -> list[str]:
+    """Remove the well-known API key variables that none of this stage's backends names
+    (execution `api_key_env`) from the process environment, before any backend, engine
+    worker or launcher starts; the names removed."""
+    keep = _key_names(execution)
+    removed = [name for name in SECRET_ENV_VARS if name not in keep and name in os.environ]
+    for name in removed:
+        del os.environ[name]
+    return removed
+
+
+def read_key_file(path: str, key: str) -> str:
+    """The API key in file `path` (config key `key`, for messages): a regular file of this
+    user that nobody else can read (mode 0600 or 0400), holding the key on its first line."""
+    file = Path(os.path.expandvars(os.path.expanduser(path)))
+    try:
+        info = file.stat()
+    except OSError as exc:
+        raise BackendError(f"{key}: cannot read the key file {file}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BackendError(f"{key}: {file} is not a regular file")
+    if info.st_mode & 0o077:
+        raise BackendError(
+            f"{key}: {file} has mode {stat.S_IMODE(info.st_mode):04o}, readable by others; "
+            f"make it yours alone: chmod 600 {file}"
+        )
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise BackendError(f"{key}: {file} belongs to another user (uid {info.st_uid})")
+    lines = file.read_text().strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise BackendError(f"{key}: the key file {file} is empty")
+    return lines[0].strip()
+
+
+def api_key(spec: BackendSpec) -> str:
+    """The openai backend's key: from `api_key_file` when set (the cluster way: nothing in
+    any job's environment), else from the environment variable `api_key_env` (local runs),
+    else "EMPTY" (a local server without authentication)."""
+    if spec.api_key_file:
+        return read_key_file(spec.api_key_file, f"{spec.key}.api_key_file")
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise BackendError(
+                f"{spec.key}.api_key_env: environment variable {spec.api_key_env} is not set"
+            )
+        return key
+    return "EMPTY"
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint (`vllm serve`, hosted APIs).
 
-    The key is read from the environment variable named by `api_key_env`, never from the
-    config and never logged. Requests run with bounded concurrency; transient failures
-    (connection errors, 429, 5xx) are retried with exponential backoff and jitter.
+    The key comes from the file `api_key_file` (the cluster way) or the environment variable
+    `api_key_env` (local runs); the config, the job's params and settings hold only that path
+    or name. The key is never logged: it lives in this object (not in its repr) and in the
+    client's Authorization header, and an error message that quotes it is masked. Requests
+    run with bounded concurrency; transient failures (connection errors, 429, 5xx) are
+    retried with exponential backoff and jitter.
     """
 
     def __init__(self, spec: BackendSpec):
@@ -271,16 +362,28 @@ class OpenAIBackend:
 
         if not spec.base_url:
             raise BackendError(f"{spec.key}.base_url: required for the openai backend")
-        key = "EMPTY"
-        if spec.api_key_env:
-            key = os.environ.get(spec.api_key_env)
-            if not key:
-                raise BackendError(
-                    f"{spec.key}.api_key_env: environment variable {spec.api_key_env} is not set"
-                )
         self.spec = spec
         self.openai = openai
-        self._key = key
+        self._key = api_key(spec)
+        log.info(
+            "openai backend for %s at %s, key from %s",
+            spec.model,
+            spec.base_url,
+            f"file {spec.api_key_file}"
+            if spec.api_key_file
+            else f"${spec.api_key_env}"
+            if spec.api_key_env
+            else "nowhere (none sent)",
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.spec.key}: {self.spec.model} at {self.spec.base_url})"
+
+    def _masked(self, text: str) -> str:
+        """`text` with the key (should a server quote it) replaced by ***."""
+        if self._key and self._key != "EMPTY" and len(self._key) >= 8:
+            return text.replace(self._key, "***")
+        return text
 
     async def _one(
         self, client, sem: asyncio.Semaphore, request: Request, sampling: Sampling, index: int
@@ -312,17 +415,21 @@ class OpenAIBackend:
                 except transient as exc:
                     if attempt == self.spec.max_retries:
                         raise BackendError(
-                            f"{self.spec.key}.base_url: {self.spec.base_url} failed after "
-                            f"{attempt + 1} attempts: {type(exc).__name__}: {exc}"
-                        ) from exc
+                            self._masked(
+                                f"{self.spec.key}.base_url: {self.spec.base_url} failed after "
+                                f"{attempt + 1} attempts: {type(exc).__name__}: {exc}"
+                            )
+                        ) from None
                     delay = min(60.0, 2.0**attempt) * (0.5 + random.random())
                     log.warning("request %d: %s; retry in %.1f s", index, type(exc).__name__, delay)
                     await asyncio.sleep(delay)
                 except self.openai.APIStatusError as exc:
                     raise BackendError(
-                        f"{self.spec.key}: the server at {self.spec.base_url} "
-                        f"refused the request: {exc.status_code} {exc.message}"
-                    ) from exc
+                        self._masked(
+                            f"{self.spec.key}: the server at {self.spec.base_url} "
+                            f"refused the request: {exc.status_code} {exc.message}"
+                        )
+                    ) from None
         raise AssertionError("unreachable")
 
     def generate(

@@ -139,6 +139,15 @@ TOOLS = (
         ),
     ),
     Command(
+        "fetch-models",
+        "setup.fetch_models:main",
+        "download every hub model a config names into models.hub.home (once, with internet)",
+        (
+            (("--configfile",), {"action": "append", "help": "as snakemake's; repeatable"}),
+            (("--dry-run",), {"action": "store_true", "help": "list the models, fetch nothing"}),
+        ),
+    ),
+    Command(
         "prepare-models",
         "core.models:main",
         "convert the SmolLM2 GGUF into an HF folder",
@@ -152,5 +161,11 @@ TOOLS = (
             (("--dest",), {"default": "resources/demo_corpus"}),
             (("--shared",), {"default": "../shared/data/corpus", "help": "used when present"}),
         ),
+    ),
+    Command(
+        "envs",
+        "setup.envs:main",
+        "write envs/*.yaml, the clusters' conda envs, from pyproject.toml's pins",
+        ((("--check",), {"action": "store_true", "help": "write nothing; fail if one is stale"}),),
     ),
 )

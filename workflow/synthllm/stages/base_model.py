@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from synthllm.core.chat import end_of_turn_ids, turn_end_token
+from synthllm.core.models import hub_source
 from synthllm.stages.train_settings import TrainError
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ class TrainModel:
     architecture: dict | None = None  # init scratch only; the schema has no default
     seed: int
     chat_template: str | None
+    revision: str | None = None  # a hub model's commit (synthllm fetch-models); no default
 
     @classmethod
     def from_config(cls, cfg: dict, key: str = "models.train[]") -> TrainModel:
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names - set(cfg) if n != "architecture")
+        missing = sorted(n for n in names - set(cfg) if n not in ("architecture", "revision"))
         if missing:
             raise TrainError(f"config key {key}: missing setting(s) {missing}")
         spec = cls(**{k: v for k, v in cfg.items() if k in names})
@@ -99,7 +101,8 @@ def materialise_base(
 
     from synthllm.core.files import write_counts
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.model)
+    source, pinned = hub_source(spec.model, spec.revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, **pinned)
     if spec.chat_template:
         tokenizer.chat_template = Path(spec.chat_template).read_text()
     if not tokenizer.chat_template:
@@ -114,12 +117,12 @@ def materialise_base(
         )
     if spec.init == "scratch":
         config = scratch_config(
-            AutoConfig.from_pretrained(spec.model), spec.architecture or {}, key
+            AutoConfig.from_pretrained(source, **pinned), spec.architecture or {}, key
         )
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
-        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto", **pinned)
     # every checkpoint trained from this one inherits its end tokens (generation_config.json),
     # and generation from any of them stops where training taught it to end a turn
     model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)

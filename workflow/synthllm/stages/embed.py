@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from synthllm.core.files import atomic_path, write_counts
+from synthllm.core.models import hub_source
 from synthllm.errors import SynthllmError
 from synthllm.settings import merged, schema_default
 
@@ -46,6 +47,7 @@ class EmbeddingSpec:
     batch_size: int
     dtype: str
     gpus: int
+    revision: str | None = None  # a hub model's commit (synthllm fetch-models); no default
 
     @classmethod
     def from_config(cls, entry: dict) -> EmbeddingSpec:
@@ -89,13 +91,13 @@ class Embedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_model(spec.model)
+        path, pinned = hub_source(resolve_model(spec.model), spec.revision)
         device = "cuda" if spec.gpus > 0 and torch.cuda.is_available() else "cpu"
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path, dtype=getattr(torch, spec.dtype)).to(
-                device
-            )
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **pinned)
+            self.model = AutoModel.from_pretrained(
+                path, dtype=getattr(torch, spec.dtype), **pinned
+            ).to(device)
         except (OSError, ValueError) as exc:
             raise EmbeddingError(
                 f"config key models.embedding.model: cannot load {path}: {exc}"

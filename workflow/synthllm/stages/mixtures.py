@@ -43,13 +43,17 @@ def count_tokens(
     system_prompt: str,
     batch_size: int = 512,
     chat_template: str | None = None,
+    revision: str | None = None,
 ) -> np.ndarray:
     """Exact chat-formatted token count of each record under the training tokenizer."""
     from pathlib import Path
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    from synthllm.core.models import hub_source
+
+    source, pinned = hub_source(tokenizer_path, revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, **pinned)
     if chat_template:
         if not Path(chat_template).is_file():
             raise MixtureError(f"config key mixtures.chat_template: {chat_template} does not exist")
@@ -123,12 +127,18 @@ def nested_subset(
 def run_pool(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
     """The SFT pool (outputs pool, counts) of the clean samples (inputs questions, the
     decontam stage's) with exact token counts. Settings: mixtures.tokenizer as tokenizer,
-    mixtures.chat_template as chat_template (null: the tokenizer's own), chat.system_prompt
-    as system_prompt (rules/09_mixtures.smk)."""
+    mixtures.tokenizer_revision as tokenizer_revision, mixtures.chat_template as chat_template
+    (null: the tokenizer's own), chat.system_prompt as system_prompt (rules/09_mixtures.smk)."""
     tokenizer, chat_template = settings["tokenizer"], settings["chat_template"]
     started = time.monotonic()
     clean = pl.read_parquet(inputs["questions"], columns=SFT_COLUMNS)
-    tokens = count_tokens(clean, tokenizer, settings["system_prompt"], chat_template=chat_template)
+    tokens = count_tokens(
+        clean,
+        tokenizer,
+        settings["system_prompt"],
+        chat_template=chat_template,
+        revision=settings["tokenizer_revision"],
+    )
     pool = clean.with_columns(pl.Series("tokens", tokens))
     write_parquet_table(pool.to_arrow(), outputs["pool"])
     return write_counts(
