@@ -1,12 +1,13 @@
 """SFT training: the pure parts (masking, packing, batching, schedule, settings) on real
 gsm8k samples and the SmolLM2 tokenizer, then real 2-process DeepSpeed runs over gloo,
-one of them SIGKILLed and resumed."""
+one of them SIGKILLed and resumed, one stopped by SIGTERM (as SLURM's --signal) and resumed."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -329,7 +330,9 @@ EXECUTION = {
 }
 
 
-def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Popen:
+def torchrun(
+    mixture: Path, base: Path, out: Path, execution: dict = EXECUTION, **overrides
+) -> subprocess.Popen:
     """`synthllm train` under torchrun, as rules/10_train.smk launches it on CPU."""
     env = {
         **os.environ,
@@ -345,7 +348,7 @@ def torchrun(mixture: Path, base: Path, out: Path, **overrides) -> subprocess.Po
             "log": str(out / "log.jsonl"),
         },
         "settings": {"training": {**SETTINGS, **overrides}, "system_prompt": SYSTEM},
-        "execution": EXECUTION,
+        "execution": execution,
     }
     cmd = [
         sys.executable,
@@ -453,3 +456,48 @@ def test_zero3_partitioned_run_trains_and_saves_the_same_model(
     counts = finish(torchrun(mixture16[0], tiny_base, out, zero_stage=3), out)
     assert counts["final_loss"] == pytest.approx(straight[1]["final_loss"], rel=1e-4)
     assert_same_weights(straight[0] / "final", out / "final", tiny_base)
+
+
+def test_sigterm_to_every_process_checkpoints_that_step_and_the_rerun_resumes(
+    tmp_path, mixture16, tiny_base, straight
+):
+    """SIGTERM to the launcher and both ranks at once, as SLURM's --signal before the time
+    limit: the ranks stop at the same step boundary, save a checkpoint of that step (none is
+    due by the cadence), the job exits non-zero with the stop line, and the rerun resumes
+    from it and ends where the uninterrupted run does."""
+    import psutil
+
+    mixture, _ = mixture16
+    straight_dir, counts = straight
+    # no periodic checkpoint in this run: the one found must be the stop's
+    execution = {**EXECUTION, "training": {**EXECUTION["training"], "checkpoint_every": 100}}
+    out = tmp_path / "stopped"
+    proc = torchrun(mixture, tiny_base, out, execution)
+    progress = out / "checkpoints" / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while not (progress.exists() and progress.read_text().count("\n") >= 2):
+        assert proc.poll() is None, (tmp_path / "stopped.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the run to stop never reached step 2"
+        time.sleep(0.1)
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        p.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=120)
+    text = (tmp_path / "stopped.log").read_text()
+    assert rc != 0, text[-3000:]
+    stops = re.findall(r"train: stopped by SIGTERM after step (\d+) of 8", text)
+    assert len(stops) == 1, text[-3000:]  # said once, by rank 0
+    step = int(stops[0])
+    assert 2 <= step < 8
+    resume = json.loads((out / "checkpoints" / "resume.json").read_text())
+    assert resume["step"] == step and (out / "checkpoints" / resume["tag"]).is_dir()
+    assert not (out / "final").exists() and not (out / "counts.json").exists()
+
+    again = finish(torchrun(mixture, tiny_base, out, execution), out)
+    assert again["resumed_from_step"] == step
+    assert again["final_loss"] == pytest.approx(counts["final_loss"], rel=1e-4)
+    relog = read_log(out)
+    assert [e["step"] for e in relog] == list(range(1, 9))
+    assert [e["loss"] for e in relog] == pytest.approx(
+        [e["loss"] for e in read_log(straight_dir)], rel=1e-4
+    )
+    assert_same_weights(straight_dir / "final", out / "final", tiny_base)

@@ -8,6 +8,10 @@ atomically in input order, and only after that is the progress file removed.
 The progress file starts with a fingerprint of everything that determines the
 completions (model, prompt template, sampling, constraints, inputs). A file left by a run
 with different settings is moved aside, never mixed in.
+
+A SIGTERM (SLURM's, before the time limit) starts nothing new: the chunk in flight is
+appended when it comes back, then the job stops with exit status 75 and no parquet, and
+the rerun resumes (synthllm.core.stop).
 """
 
 from __future__ import annotations
@@ -26,8 +30,16 @@ import pyarrow as pa
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from tqdm import tqdm
 
+from synthllm.core import stop
 from synthllm.core.files import write_counts, write_parquet
-from synthllm.core.llm import BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.core.llm import (
+    BackendError,
+    BackendSpec,
+    Completion,
+    Request,
+    Sampling,
+    open_backend,
+)
 from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
@@ -139,8 +151,15 @@ def generate_resumable(
     """Completions for every request, in order, resuming from the output's progress file.
 
     Returns the completions and run facts (positions resumed, generated, engine start-up).
-    The engine starts only when something is left to generate.
+    The engine starts only when something is left to generate. After a SIGTERM no new chunk
+    starts; the one in flight is kept if the backend returns it whole, and stop.Stopped
+    (exit status 75) is raised: the caller writes nothing, the rerun resumes.
     """
+    with stop.handling():
+        return _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backend_fn)
+
+
+def _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backend_fn):
     progress = ProgressLog(progress_path(output), fp)
     done = progress.load()
     todo = [i for i in range(len(requests)) if i not in done]
@@ -154,22 +173,51 @@ def generate_resumable(
             progress.path,
             len(todo),
         )
-    if todo:
-        started = time.time()
+    if not todo:
+        return [done[i] for i in range(len(requests))], facts
+
+    def stopped(lost: str = "") -> None:
+        stop.exit(
+            f"{desc}: stopped by SIGTERM after {len(done)} of {len(requests)} prompts"
+            f"{lost}; {progress.path} holds them; rerun resumes"
+        )
+
+    started = time.time()
+    # the engine's own processes ignore SIGTERM, so that the chunk in flight is served
+    with stop.shield_children():
         backend = open_backend_fn(spec)
-        facts["startup_s"] = round(time.time() - started, 2)
-        started = time.time()
+    facts["startup_s"] = round(time.time() - started, 2)
+    started = time.time()
+    try:
         with tqdm(
             total=len(requests), initial=len(done), desc=desc, unit="prompt", mininterval=5.0
         ) as bar:
             for start in range(0, len(todo), chunk_size):
+                if stop.requested():
+                    stopped()
                 chunk = todo[start : start + chunk_size]
-                out = backend.generate([requests[i] for i in chunk], sampling, chunk)
+                try:
+                    out = backend.generate([requests[i] for i in chunk], sampling, chunk)
+                except Exception:
+                    if stop.requested():  # the signal reached the engine too
+                        stopped(f" (the {len(chunk)} in flight were lost: the backend failed)")
+                    raise
+                # vLLM aborts what it holds when its engine gets SIGTERM: cut texts,
+                # never to be taken for finished ones
+                aborted = sum(c.finish_reason == "abort" for c in out)
+                if aborted:
+                    if stop.requested():
+                        stopped(f" (the {len(chunk)} in flight came back aborted)")
+                    raise BackendError(
+                        f"{spec.key}: the engine aborted {aborted} of {len(chunk)} requests "
+                        f"(positions {chunk[0]}..{chunk[-1]}); nothing of that chunk was kept"
+                    )
                 progress.append(list(zip(chunk, out)))
                 done.update(zip(chunk, out))
                 bar.update(len(chunk))
-        facts["generate_s"] = round(time.time() - started, 2)
+    finally:
         backend.close()
+    facts["generate_s"] = round(time.time() - started, 2)
     return [done[i] for i in range(len(requests))], facts
 
 

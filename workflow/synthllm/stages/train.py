@@ -18,6 +18,11 @@ Outputs under `train/{model}/{budget}/`:
   `keep_checkpoints` kept, and `resume.json` naming the newest complete one with the run's
   fingerprint (settings, data, base model, world size); a rerun resumes from it when the
   fingerprint matches and starts afresh otherwise. Removed once the final model is saved.
+
+A SIGTERM (SLURM's, `--signal` before the time limit; it reaches every rank) stops the run at
+the next step boundary, the same one on every rank (the flag rides on the step's loss
+all-reduce): a checkpoint as above is saved at that step, and the job exits with status 75
+(synthllm.core.stop) for the rerun to resume from it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from synthllm.core import stop
 from synthllm.stages.train_data import (
     IGNORE,
     Row,
@@ -89,7 +95,13 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
     key train with the model's overrides (`training`) and chat.system_prompt
     (`system_prompt`); execution: train.checkpoint_every, keep_checkpoints, peak_tflops
     and the job's threads, shared by the processes of a node (rules/10_train.smk). Returns the
-    counts on rank 0."""
+    counts on rank 0. After a SIGTERM: a checkpoint at the next step boundary, then
+    stop.Stopped (exit status 75)."""
+    with stop.handling():
+        return _train(inputs=inputs, outputs=outputs, settings=settings, execution=execution)
+
+
+def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict | None:
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -205,7 +217,9 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
         # that of the mean over every label token of the step.
         scale = accumulation * world / max(1, step_label_tokens)
         lr = engine.get_lr()[0]
-        local_sum = torch.zeros((), dtype=torch.float64)
+        # [this rank's token-loss sum, whether it got SIGTERM], summed over ranks below; on
+        # the engine's device, as NCCL reduces only GPU tensors
+        local = torch.zeros(2, dtype=torch.float64, device=device)
         for slot in rank_micro_batches(items, rank, world, training.micro_batch_size, accumulation):
             weight = 1.0 if slot else 0.0
             batch = collate([rows[i] for i in (slot or [int(items[0])])], pad_id)
@@ -220,9 +234,12 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
             )
             engine.backward(token_loss * (scale * weight))
             engine.step()
-            local_sum += token_loss.detach().double().cpu() * weight
-        dist.all_reduce(local_sum)
-        loss = float(local_sum) / max(1, step_label_tokens)
+            local[0] += token_loss.detach().double() * weight
+        # read after the step's work: a SIGTERM during it stops the run after this step
+        local[1] = float(stop.requested())
+        dist.all_reduce(local)
+        loss_sum, stopping = local.tolist()
+        loss = loss_sum / max(1, step_label_tokens)
         if not math.isfinite(loss):
             raise TrainError(f"step {step + 1}: loss is {loss}")
         elapsed = time.perf_counter() - t0
@@ -246,8 +263,16 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
                 f.write(json.dumps(entry) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-        if done % cadence["checkpoint_every"] == 0 and done < total_steps:
+        # every rank has the same `stopping` (the all-reduced flag): all stop after this step
+        if done < total_steps and (done % cadence["checkpoint_every"] == 0 or stopping):
             _save_checkpoint(engine, ckpt_dir, done, fingerprint, cadence["keep_checkpoints"], rank)
+        if stopping and done < total_steps:
+            bar.close()
+            stop.exit(
+                f"train: stopped by SIGTERM after step {done} of {total_steps}; checkpoint "
+                f"{ckpt_dir / _tag(done)} saved; rerun resumes from it",
+                announce=rank == 0,
+            )
     bar.close()
     wall = time.perf_counter() - t_run
 
@@ -339,6 +364,10 @@ def _resume(engine, ckpt_dir: Path, fingerprint: str, rank: int) -> int:
     return int(client["step"])
 
 
+def _tag(step: int) -> str:
+    return f"step-{step:08d}"
+
+
 def _save_checkpoint(
     engine, ckpt_dir: Path, step: int, fingerprint: str, keep: int, rank: int
 ) -> None:
@@ -348,7 +377,7 @@ def _save_checkpoint(
 
     from synthllm.core.files import write_json
 
-    tag = f"step-{step:08d}"
+    tag = _tag(step)
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step})
     dist.barrier()
     if rank == 0:
