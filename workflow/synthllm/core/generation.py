@@ -40,6 +40,7 @@ from synthllm.core.llm import (
     Sampling,
     open_backend,
 )
+from synthllm.core.prompt_fit import TOO_LONG, PromptGuard
 from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,10 @@ def completion_status(parsed_status: str, completion: Completion, free_text: boo
     """The one definition of `truncated`. A completion cut at max_tokens is truncated when
     what it should hold is not all there: free text (an answer, a document) whenever it has
     any text, a structured reply when it did not parse (INCOMPLETE). A reply that parsed in
-    full, or the model's own verdict (Level-1's not_suitable), stands."""
+    full, or the model's own verdict (Level-1's not_suitable), stands. A prompt the length
+    guard refused (synthllm.core.prompt_fit) was never generated."""
+    if completion.finish_reason == TOO_LONG:
+        return TOO_LONG
     if completion.finish_reason != "length":
         return parsed_status
     if free_text:
@@ -265,9 +269,10 @@ def finish_stage(
 class GenerationStage(ABC):
     """The loop every generation stage shares, after NeMo-Skills' GenerationTask: a stage
     names its units (documents, concept sets, questions) and fills three hooks; the base
-    renders the requests, generates resumably with a fingerprint of the settings that change
-    outputs (never the execution knobs), gives every completion its status, and writes the
-    records and counts.
+    renders the requests, fits them to the engine's context (synthllm.core.prompt_fit: a
+    stage passes its documents through `fitted`; a request that cannot fit is not sent),
+    generates resumably with a fingerprint of the settings that change outputs (never the
+    execution knobs), gives every completion its status, and writes the records and counts.
 
     Class attributes: `stage` (counts and progress), `template` (prompt, provenance),
     `schema` (the output parquet), `output` (the outputs key of that parquet), `model_key`
@@ -285,6 +290,16 @@ class GenerationStage(ABC):
         self.settings, self.execution = settings, execution
         self.spec = BackendSpec.from_config(self.model_key, merged(settings, execution, "model"))
         self.sampling = Sampling(**settings["sampling"])
+        self.guard = PromptGuard(self.spec, self.sampling.max_tokens, self.stage)
+        self.prompts_cut = self.prompt_tokens_cut = 0
+
+    def fitted(self, build: Callable[[list[str]], Request], documents: Sequence[str]) -> Request:
+        """build(documents), their tails cut to fit the context, the cut counted."""
+        fit = self.guard.fit(build, documents)
+        if fit.tokens_cut and not fit.too_long:  # a refused prompt counts as too long only
+            self.prompts_cut += 1
+            self.prompt_tokens_cut += fit.tokens_cut
+        return fit.request
 
     @abstractmethod
     def units(self) -> list:
@@ -305,9 +320,10 @@ class GenerationStage(ABC):
     def run(self) -> dict:
         units = self.units()
         requests = [self.request(u) for u in units]
+        sent = [i for i, r in enumerate(requests) if self.guard.fits(r)]
         fp = fingerprint(stage=self.stage, settings=self.settings, requests=requests)
-        completions, facts = generate_resumable(
-            requests,
+        generated, facts = generate_resumable(
+            [requests[i] for i in sent],
             self.spec,
             self.sampling,
             self.outputs[self.output],
@@ -315,6 +331,15 @@ class GenerationStage(ABC):
             self.execution["chunk_size"],
             desc=self.stage,
         )
+        completions = [Completion("", TOO_LONG)] * len(requests)
+        for i, completion in zip(sent, generated):
+            completions[i] = completion
+        facts["prompt_guard"] = {
+            "budget_tokens": self.guard.budget if self.guard.active else None,
+            "prompts_cut": self.prompts_cut,
+            "tokens_cut": self.prompt_tokens_cut,
+            "prompts_too_long": len(requests) - len(sent),
+        }
         self.provenance = provenance(self.spec, self.template, self.sampling)
         rows, statuses = [], Counter()
         for unit, completion in zip(units, completions):

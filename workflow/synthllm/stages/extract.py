@@ -58,7 +58,10 @@ class Extract(GenerationStage):
     def request(self, doc: dict) -> Request:
         s = self.settings
         text = doc["text"][: s["max_doc_chars"]]
-        return extraction_request(text, s["structured"], s["min_kcs"], s["max_kcs"])
+        return self.fitted(
+            lambda texts: extraction_request(texts[0], s["structured"], s["min_kcs"], s["max_kcs"]),
+            [text],
+        )
 
     def records(self, doc: dict, completion: Completion) -> tuple[str, list[dict]]:
         parsed = parse_extraction(completion.text)

@@ -38,7 +38,8 @@ class Level1(QuestionStage):
 
     def request(self, item: dict) -> Request:
         text = item["text"][: self.settings["max_doc_chars"]]
-        return level1_request(text, self.settings["structured"])
+        structured = self.settings["structured"]
+        return self.fitted(lambda texts: level1_request(texts[0], structured), [text])
 
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:

@@ -49,7 +49,10 @@ class Level2(QuestionStage):
 
     def request(self, item: dict) -> Request:
         text = self.texts[item["unit"]][: self.settings["max_doc_chars"]]
-        return level2_request(text, item["topics"], self.settings["structured"])
+        structured = self.settings["structured"]
+        return self.fitted(
+            lambda texts: level2_request(texts[0], item["topics"], structured), [text]
+        )
 
     @property
     def extra(self) -> dict:

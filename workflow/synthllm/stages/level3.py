@@ -55,11 +55,14 @@ class Level3(QuestionStage):
     def request(self, item: dict) -> Request:
         concept_set = item["set"]
         references = [text[: self.settings["max_doc_chars"]] for text in concept_set["ref_texts"]]
-        return level3_request(
-            concept_set["topics"],
-            concept_set["key_concepts"],
+        return self.fitted(
+            lambda refs: level3_request(
+                concept_set["topics"],
+                concept_set["key_concepts"],
+                refs,
+                self.settings["structured"],
+            ),
             references,
-            self.settings["structured"],
         )
 
     @property

@@ -124,7 +124,8 @@ class Rate(GenerationStage):
 
     def request(self, doc: dict) -> Request:
         text = doc["text"][: self.settings["max_doc_chars"]]
-        return rating_request(text, self.settings["structured"])
+        structured = self.settings["structured"]
+        return self.fitted(lambda texts: rating_request(texts[0], structured), [text])
 
     def records(self, doc: dict, completion: Completion) -> tuple[str, list[dict]]:
         rating, parsed = parse_rating(completion.text)

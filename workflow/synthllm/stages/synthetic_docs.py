@@ -25,6 +25,7 @@ import yaml
 
 from synthllm.core.generation import GenerationStage, completion_status, render
 from synthllm.core.llm import Completion, Request
+from synthllm.core.prompt_fit import TOO_LONG
 from synthllm.stages.classifiers import FilterError
 from synthllm.stages.corpus import doc_id_of
 
@@ -119,8 +120,11 @@ class SyntheticDocs(GenerationStage):
 
     def counts(self, units, rows, statuses):
         # every row is written (the classifier reads ok and truncated ones); empty ones are dropped
-        usable = sum(n for status, n in statuses.items() if status != "empty")
-        return Counter(ok=usable, empty=statuses["empty"]), {"by_status": dict(statuses)}
+        usable = sum(n for status, n in statuses.items() if status not in ("empty", TOO_LONG))
+        reported = Counter(ok=usable, empty=statuses["empty"])
+        if statuses[TOO_LONG]:
+            reported[TOO_LONG] = statuses[TOO_LONG]
+        return reported, {"by_status": dict(statuses)}
 
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict:
