@@ -1,5 +1,6 @@
-# Stage 9: the SFT pool with exact token counts, and nested mixtures at the training
-# budgets (paper §1.4, §3). Schema: workflow/synthllm/stages/mixtures.py.
+# Stage 9: the SFT pool with exact token counts, nested mixtures at the training budgets
+# (paper §1.4, §3; schema: workflow/synthllm/stages/mixtures.py), and the pool's question
+# and answer lengths per level (§5.1; workflow/synthllm/stages/length_stats.py).
 
 
 rule sft_pool:
@@ -40,5 +41,35 @@ rule mixture:
         **job_resources("mixture"),
     params:
         **stage_params("mixture", job=mixture_job, seed="mixtures.seed"),
+    shell:
+        STAGE_SHELL
+
+
+rule length_stats:
+    input:
+        pool=f"{RESULTS}/mixtures/pool.parquet",
+    output:
+        csv=report(
+            f"{RESULTS}/mixtures/length_stats.csv",
+            caption="../report/mixtures/length_stats.rst",
+            category="Synthetic data",
+            labels={"item": "question and answer lengths (§5.1)"},
+        ),
+        md=f"{RESULTS}/mixtures/length_stats.md",
+        counts=f"{RESULTS}/mixtures/length_stats.counts.json",
+    log:
+        f"{RESULTS}/logs/length_stats.log",
+    conda:
+        "../envs/main.yaml"
+    resources:
+        **job_resources("length_stats"),
+    params:
+        **stage_params(
+            "length_stats",
+            tokenizer="mixtures.tokenizer",
+            tokenizer_revision="mixtures.tokenizer_revision",
+            length_sample="mixtures.length_sample",
+            seed="mixtures.seed",
+        ),
     shell:
         STAGE_SHELL

@@ -341,6 +341,7 @@ def final_outputs():
         f"{RESULTS}/corpus/counts.json",
         f"{RESULTS}/filter/report.json",
         f"{RESULTS}/decontam/report.json",
+        f"{RESULTS}/mixtures/length_stats.csv",
         f"{RESULTS}/eval/summary.parquet",
     ] + scaling_outputs()
 

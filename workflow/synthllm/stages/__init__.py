@@ -24,7 +24,7 @@ in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.sm
    6 answer: answer
    7 dedup: dedup
    8 decontam: decontam
-   9 mixtures: mixtures (sft_pool, mixture)
+   9 mixtures: mixtures (sft_pool, mixture), length_stats
   10 train: base_model, train, train_data, train_settings
   11 evaluate: evaluate, eval_nll, eval_summary
   12 scaling: scaling/
@@ -83,6 +83,7 @@ STAGES = (
     Command("decontam", "stages.decontam:run", "drop samples copied from a benchmark"),
     Command("sft_pool", "stages.mixtures:run_pool", "SFT records with exact token counts"),
     Command("mixture", "stages.mixtures:run_subset", "one nested subset of the SFT pool"),
+    Command("length_stats", "stages.length_stats:run", "question and answer lengths per level"),
     # 10 train
     Command("base_model", "stages.base_model:run_base_model", "budget 0: the untrained base"),
     Command(
