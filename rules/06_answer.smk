@@ -1,5 +1,6 @@
-# Stage 6: one answer per question of every level (paper §4.3, no verification), one job
-# per shard on the answerer model.
+# Stage 6: one answer per question of every level (paper §4.3, no verification), or the
+# majority of k sampled answers (generation.answer.verify, beyond the paper), one job per
+# shard on the answerer model.
 
 
 rule answer:

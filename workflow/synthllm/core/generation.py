@@ -313,6 +313,16 @@ class GenerationStage(ABC):
     def records(self, unit, completion: Completion) -> tuple[str, list[dict]]:
         """A completion's status (through completion_status) and its output rows."""
 
+    def rows(self, units: list, completions: list[Completion]) -> tuple[list[dict], Counter]:
+        """The output rows and one status per input record (the counts' `in`): by default
+        each unit is a record and gives its rows through `records`."""
+        rows, statuses = [], Counter()
+        for unit, completion in zip(units, completions):
+            status, unit_rows = self.records(unit, completion)
+            statuses[status] += 1
+            rows.extend(unit_rows)
+        return rows, statuses
+
     def counts(self, units: list, rows: list[dict], statuses: Counter) -> tuple[Counter, dict]:
         """The statuses the counts report (ok = out, the rest dropped) and extra counts."""
         return statuses, {}
@@ -341,11 +351,7 @@ class GenerationStage(ABC):
             "prompts_too_long": len(requests) - len(sent),
         }
         self.provenance = provenance(self.spec, self.template, self.sampling)
-        rows, statuses = [], Counter()
-        for unit, completion in zip(units, completions):
-            status, unit_rows = self.records(unit, completion)
-            statuses[status] += 1
-            rows.extend(unit_rows)
+        rows, statuses = self.rows(units, completions)
         reported, extra = self.counts(units, rows, statuses)
         return finish_stage(
             self.stage,
@@ -353,7 +359,7 @@ class GenerationStage(ABC):
             self.schema,
             self.outputs[self.output],
             self.outputs["counts"],
-            len(units),
+            sum(statuses.values()),
             reported,
             **extra,
             **facts,

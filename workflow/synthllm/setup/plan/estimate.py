@@ -210,7 +210,8 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
     total_questions = sum(s.questions.values())
     if rule == "answer":
         questions = total_questions / n_shards
-        w = generate("models.answerer", questions, 1, gen["answer"]["sampling"])
+        samples = gen["answer"]["verify"]["samples"]  # k answers per question when verified
+        w = generate("models.answerer", questions, samples, gen["answer"]["sampling"])
         w.disk = questions * b["sample"]
         return w
     if rule in ("dedup", "decontam", "sft_pool"):
