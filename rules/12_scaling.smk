@@ -1,6 +1,8 @@
 # Stage 12, the last: scaling laws over the evaluation summary (paper §3, Eqs. 2-3, Figs. 1, 2, 7,
 # Table 1). One job: every model's rectified and power-law fits with bootstrap intervals,
 # the held-out check, the extrapolation table and the three figures, all in the HTML report.
+# The models of config models.outside (evaluated as they are, kind outside in the summary)
+# are no points of any fit.
 
 
 rule scaling:

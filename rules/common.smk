@@ -82,14 +82,15 @@ def _formatted(value, wildcards):
     return [_formatted(item, wildcards) for item in value]
 
 
-def stage_params(stage, *merge, env="main", job=None, command=None, **named):
+def stage_params(stage, *merge, env="main", job=None, job_execution=None, command=None, **named):
     """The params of a job of `synthllm <stage>` (see synthllm.stages): its settings, the
     config keys in `merge` and `named` (synthllm.settings.stage_settings) plus what `job`
     (a function of the wildcards; in a registered chain, the chain's own) adds, and what
-    only says how the job runs: the execution knobs, the paths and the command
-    (`command(wildcards, threads)`, default `python -m synthllm <stage>` in the
-    environment `env`), in one command line. Only the settings are a rerun trigger:
-    Snakemake does not record a params function that takes threads, input or output.
+    only says how the job runs: the execution knobs (with the parts `job_execution`, a
+    function of the wildcards, replaces for one job, e.g. an outside model's GPUs), the
+    paths and the command (`command(wildcards, threads)`, default `python -m synthllm
+    <stage>` in the environment `env`), in one command line. Only the settings are a
+    rerun trigger: Snakemake does not record a params function that takes threads, input or output.
     Snakemake calls these functions for every job when it plans: what does not depend on
     the job (the settings of a main-chain rule without `job`, python_env) is computed once."""
     settings, execution = settings_of(config, *merge, **named)
@@ -105,6 +106,7 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
     launcher = command or (lambda wildcards, threads: f"{python_env(env)} -m synthllm {stage}")
 
     def command_line(wildcards, input, output, threads):
+        job_knobs = job_execution(wildcards) if job_execution else {}
         return " ".join(
             [
                 launcher(wildcards, threads),
@@ -116,7 +118,12 @@ def stage_params(stage, *merge, env="main", job=None, command=None, **named):
                 # the staged model cache every job reads offline (synthllm fetch-models)
                 shlex.quote(
                     json.dumps(
-                        {**execution, "threads": threads, "hub": config["models"]["hub"]},
+                        {
+                            **execution,
+                            **job_knobs,
+                            "threads": threads,
+                            "hub": config["models"]["hub"],
+                        },
                         sort_keys=True,
                     )
                 ),

@@ -417,6 +417,35 @@ def test_ablation_table_puts_the_base_row_first_per_model_in_config_order():
         ablation.wide(_eval_rows("1B", "level2", 24, "nll", _six(1.0)), ["1B"], ["level1"])
 
 
+def test_ablation_table_puts_outside_models_after_the_base_row_of_their_group():
+    rows = []
+    for model, label, budget in (("1B", "base", 0), ("1B", "level1", 24), ("3B", "base", 0)):
+        rows += _eval_rows(model, label, budget, "accuracy", _six(20.0))
+        rows += _eval_rows(model, label, budget, "nll", _six(2.0))
+    for model in ("1B-Instruct", "other-1B", "3B-Instruct"):  # accuracy only
+        rows += _eval_rows(model, "outside", 0, "accuracy", _six(30.0))
+    outside = [["other-1B", "1B"], ["3B-Instruct", "3B"], ["1B-Instruct", "1B"]]
+    entries = ablation.wide(rows, ["1B", "3B"], ["level1"], outside)
+    assert [(e["model"], e["set"]) for e in entries if e["metric"] == "accuracy"] == [
+        ("1B", "base"),
+        ("other-1B", "outside"),
+        ("1B-Instruct", "outside"),
+        ("1B", "level1"),
+        ("3B", "base"),
+        ("3B-Instruct", "outside"),
+    ]
+    md = ablation.markdown(entries, "accuracy")
+    assert "| 1B base | 20 |" in md and "| 1B-Instruct | 30 |" in md
+    assert "Instruct" not in md.split("NLL")[1]  # no NLL of an outside model
+    with pytest.raises(ExperimentError, match="model '3B-Instruct' on set 'outside'"):
+        ablation.wide(
+            _eval_rows("3B-Instruct", "outside", 0, "accuracy", _six(1.0)),
+            ["1B"],
+            ["level1"],
+            [["3B-Instruct", "3B"]],
+        )
+
+
 # --- the stage commands --------------------------------------------------------------------
 
 
@@ -531,17 +560,21 @@ def planned_jobs(target: str, *configs: str, results: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    "configs, n_models", [((), 2), (("config/test.yaml",), 1), (("config/paper.yaml",), 2)]
+    "configs, n_models, n_outside",
+    [((), 2, 1), (("config/test.yaml",), 1, 1), (("config/paper.yaml",), 2, 2)],
 )
 def test_ablation_plans_one_training_and_evaluation_per_model_and_level(
-    tmp_path, configs, n_models
+    tmp_path, configs, n_models, n_outside
 ):
     jobs = planned_jobs("ablation", *configs, results=tmp_path)
     # one chain per level set: its mixture of the main pool, trained on by every model
     assert jobs["mixture"] == 3 and jobs["sft_pool"] == 1 and jobs["ablation"] == 1
     assert jobs["train"] == 3 * n_models  # not the scaling ladder
     assert jobs["base_model"] == n_models
-    assert jobs["evaluate"] == jobs["eval_nll"] == 3 * n_models + n_models  # and the base rows
+    assert jobs["eval_nll"] == 3 * n_models + n_models  # and the base rows
+    # and the outside models of the ablation models' groups (Table 3's Instruct rows), no NLL
+    assert jobs["outside_model"] == n_outside
+    assert jobs["evaluate"] == jobs["eval_nll"] + n_outside
     assert "scaling" not in jobs
 
 

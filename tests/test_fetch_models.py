@@ -73,7 +73,21 @@ def test_fetch_models_is_a_tool_next_to_prepare_models():
     assert args.configfile == ["a"] and args.dry_run
 
 
-def test_the_paper_config_names_seven_hub_models_and_the_api_rater_is_not_fetched():
+# the models the paper config evaluates as they are (models.outside: Tables 2 and 3)
+PAPER_OUTSIDE = [
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-3B-Instruct",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.1-70B-Instruct",
+    "AI-MO/NuminaMath-7B-CoT",
+    "AI-MO/NuminaMath-72B-CoT",
+    "TIGER-Lab/MAmmoTH2-8B-Plus",
+    "ToheartZhang/JiuZhang3.0-8B",
+    "nvidia/OpenMath2-Llama3.1-8B",
+]
+
+
+def test_the_paper_config_names_its_hub_models_and_the_api_rater_is_not_fetched():
     models, skipped = fm.models_of(fm.load_config([PAPER]))
     assert [m.repo for m in models] == [
         "mistralai/Mistral-Large-Instruct-2407",
@@ -82,8 +96,15 @@ def test_the_paper_config_names_seven_hub_models_and_the_api_rater_is_not_fetche
         "meta-llama/Llama-3.2-1B",
         "meta-llama/Llama-3.2-3B",
         "meta-llama/Llama-3.1-8B",
+        *PAPER_OUTSIDE,
         "sentence-transformers/all-MiniLM-L6-v2",
     ]
+    outside = {m.repo: m for m in models if m.repo in PAPER_OUTSIDE}
+    assert [m.keys for m in outside.values()] == [
+        [f"models.outside[{i}].model"] for i in range(len(PAPER_OUTSIDE))
+    ]
+    assert outside["AI-MO/NuminaMath-72B-CoT"].revision_keys == ["models.outside[5].revision"]
+    assert all(m.files == "all" for m in outside.values())
     one_b = models[3]
     # the mixtures' tokenizer is the 1B model's repository: fetched once, whole
     assert one_b.keys == ["models.train[0].model", "mixtures.tokenizer"]
@@ -98,6 +119,7 @@ def test_the_default_config_downloads_nothing():
     assert models == []
     whys = {s.key: s.why for s in skipped}
     assert whys["models.generator.model"] == "local folder"
+    assert whys["models.outside[0].model"] == "local folder"
     assert whys["models.embedding.model"] == "installed Python package"
 
 

@@ -247,3 +247,55 @@ def test_gpu_roles_use_no_demo_package_or_local_demo_model(paper):
 
 def test_results_go_to_results_paper(paper):
     assert paper["results"] == "results/paper", f"config key results: {paper['results']}"
+
+
+# ---- the models evaluated as they are (models.outside: paper Tables 2 and 3) ------------
+
+# the paper's comparison rows, by the trained model whose size group they sit in
+PAPER_OUTSIDE = {
+    "Llama-3.2-1B-Instruct": "1B",
+    "Llama-3.2-3B-Instruct": "3B",
+    "Llama-3.1-8B-Instruct": "8B",
+    "Llama-3.1-70B-Instruct": "8B",
+    "NuminaMath-7B-CoT": "8B",
+    "NuminaMath-72B-CoT": "8B",
+    "MAmmoTH2-8B-Plus": "8B",
+    "JiuZhang3.0-8B": "8B",
+    "OpenMath2-Llama3.1-8B": "8B",
+}
+
+
+def test_the_paper_config_evaluates_table_2_and_3s_comparison_models(paper):
+    outside = {m["label"]: m for m in paper["models"]["outside"]}
+    assert {label: m["group"] for label, m in outside.items()} == PAPER_OUTSIDE
+    # Table 3's Instruct rows: one per model of the Level ablation
+    assert {m["group"] for m in outside.values() if "Instruct" in m["label"]} >= set(
+        paper["ablation"]["models"]
+    )
+    engine = paper["evaluate"]["engine"]
+    for label, m in outside.items():
+        gpus = m["gpus"] if m["gpus"] is not None else engine["gpus"]
+        tp = m["tensor_parallel_size"] or engine["tensor_parallel_size"]
+        assert 1 <= tp <= gpus, f"config key models.outside[{label}]: {tp} GPUs of {gpus}"
+        if "70B" in label or "72B" in label:  # 140 GB of bf16 weights
+            assert tp >= 4, f"config key models.outside[{label}].tensor_parallel_size: {tp}"
+    table2 = paper["evaluate"]["table2"]
+    assert table2["budgets"] == [3_200_000, 7_400_000] and table2["metric"] == "accuracy_harness"
+    assert set(table2["budgets"]) <= set(paper["mixtures"]["sample_counts"])
+
+
+def test_the_paper_dag_evaluates_each_outside_model_once_on_its_gpus_without_nll(paper):
+    _, jobs = dag_jobs([str(PAPER)], ["all"], forceall=True)
+    outside = {m["label"]: m for m in paper["models"]["outside"]}
+    staged = sorted(j.wildcards["outside"] for j in jobs if j.rule == "outside_model")
+    assert staged == sorted(outside)
+    evaluated = {j.wildcards["model"]: j for j in jobs if j.rule == "evaluate"}
+    for label, m in outside.items():
+        assert evaluated[label].wildcards["budget"] == "0"
+        assert evaluated[label].gpus == (m["gpus"] or paper["evaluate"]["engine"]["gpus"])
+    trained = [j for j in jobs if j.rule == "evaluate" and j.wildcards["model"] not in outside]
+    assert len(trained) == len(paper["models"]["train"]) * (
+        1 + len(paper["mixtures"]["sample_counts"])
+    )
+    # accuracy only: no NLL of another tokenizer
+    assert not [j for j in jobs if j.rule == "eval_nll" and j.wildcards["model"] in outside]

@@ -89,7 +89,7 @@ def paper():
 
 def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     config, jobs = paper
-    assert len(jobs) == 3689
+    assert len(jobs) == 3708  # with 9 outside models staged and evaluated
     gpus = {}
     for job in jobs:
         key = job.rule if job.rule != "train" else f"train/{job.wildcards['model']}"
@@ -99,7 +99,10 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     assert gpus["answer"] == {4}
     assert gpus["train/1B"] == gpus["train/3B"] == {8}
     assert gpus["train/8B"] == {16}  # 2 nodes x 8
-    assert gpus["evaluate"] == gpus["embed"] == {1}
+    assert gpus["embed"] == {1}
+    # the outside models' evaluations (models.outside): 4 GPUs for the 70B and 72B models
+    assert gpus["evaluate"] == {1, 4}
+    assert gpus["outside_model"] == {0}
     assert gpus["corpus"] == gpus["dedup"] == gpus["rate"] == {0}  # rate: an API model
     level1 = [j for j in jobs if j.rule == "level1"]
     assert len(level1) == 512 and {j.runtime_min for j in level1} == {720}
@@ -114,7 +117,7 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     expected = 520_000 * 2 * 2048 / 400 / 3600 + 512 * 8 * 20 / 60
     assert rows["level1"].est_gpu_h == pytest.approx(expected)
     text = table(list(rows.values()))
-    assert text.splitlines()[-1].split()[:2] == ["total", "3689"]
+    assert text.splitlines()[-1].split()[:2] == ["total", "3708"]
 
 
 def test_the_cli_prints_the_table(fresh_results):

@@ -100,6 +100,9 @@ def expected_gpus(rule: str, paper: dict, model: str | None) -> int:
     if rule == "train":
         spec = {m["label"]: m for m in models["train"]}[model]
         return spec["gpus"] * spec["nodes"]
+    outside = {m["label"]: m for m in models["outside"]}
+    if rule == "evaluate" and outside.get(model, {}).get("gpus") is not None:
+        return outside[model]["gpus"]  # a 70B model evaluated as it is: its own GPUs
     return by_rule.get(rule, 0)
 
 

@@ -281,24 +281,37 @@ OUTPUTS = (
 
 
 def write_summary(
-    path: Path, curves: dict[str, dict], budgets, tokens_per_sample=608.0, noise=0.3, seed=0
+    path: Path,
+    curves: dict[str, dict],
+    budgets,
+    tokens_per_sample=608.0,
+    noise=0.3,
+    seed=0,
+    outside: dict[str, float] | None = None,
 ) -> None:
     """An evaluation summary in the contract's long format, MATH accuracy from known laws
-    (plus an NLL row per point, so the selection by metric and benchmark is exercised)."""
+    (plus an NLL row per point, so the selection by metric and benchmark is exercised), and
+    the MATH accuracy of each `outside` model (config models.outside: budget 0, D = 0)."""
     rng = np.random.default_rng(seed)
-    rows = []
+    rows = [
+        {"model": m, "kind": "outside", "budget": 0, "tokens": 0, "benchmark": "math"}
+        | {"metric": "accuracy", "value": value}
+        for m, value in (outside or {}).items()
+    ]
     for model, params in curves.items():
         tokens = np.asarray(budgets) * tokens_per_sample
         error = predict("rectified", theta_from_params("rectified", params), tokens)
         error = error + rng.normal(0, noise, tokens.size)
         for b, d, e in zip(budgets, tokens, error):
-            common = {"model": model, "budget": int(b), "tokens": int(d)}
+            kind = "base" if b == 0 else "trained"
+            common = {"model": model, "kind": kind, "budget": int(b), "tokens": int(d)}
             rows.append({**common, "benchmark": "math", "metric": "accuracy", "value": 100 - e})
             rows.append({**common, "benchmark": "average", "metric": "nll", "value": e / 50})
     pl.DataFrame(
         rows,
         schema={
             "model": pl.String,
+            "kind": pl.String,
             "budget": pl.Int64,
             "tokens": pl.Int64,
             "benchmark": pl.String,
@@ -354,7 +367,8 @@ def scaling_cli(summary: Path, out: Path, settings: dict | str) -> subprocess.Co
 def test_cli_fits_two_models_and_writes_every_output(tmp_path):
     summary = tmp_path / "summary.parquet"
     eight_b = {"B": 1.9e6, "D_l": 3.4e4, "beta": 0.515, "E": 16.2}
-    write_summary(summary, {"3B": TRUE, "8B": eight_b}, BUDGETS)
+    # an outside model (evaluated as it is) is in the summary and in no fit
+    write_summary(summary, {"3B": TRUE, "8B": eight_b}, BUDGETS, outside={"8B-Instruct": 48.9})
     settings = {
         **copy.deepcopy(SCALING),
         "metric": "accuracy",
@@ -430,6 +444,17 @@ def test_duplicate_points_are_an_error(tmp_path):
         match=r"several accuracy/math rows for \(model, budget\) \[\('3B', 7400000\)\]",
     ):
         load_points(summary, "accuracy", "math", "error")
+
+
+def test_outside_models_are_no_points_of_any_law(tmp_path):
+    summary = tmp_path / "summary.parquet"
+    write_summary(summary, {"3B": TRUE}, BUDGETS, outside={"Llama-3.2-3B-Instruct": 47.5})
+    points = load_points(summary, "accuracy", "math", "error")
+    assert list(points) == ["3B"] and points["3B"][0].tolist() == BUDGETS.tolist()
+    only_outside = tmp_path / "outside.parquet"
+    write_summary(only_outside, {}, BUDGETS, outside={"Llama-3.2-3B-Instruct": 47.5})
+    with pytest.raises(ScalingError, match="no rows with metric 'accuracy'"):
+        load_points(only_outside, "accuracy", "math", "error")
 
 
 def test_snakemake_stage_with_few_budgets_completes_flagged_and_reports(tmp_path):

@@ -70,6 +70,13 @@ def test_run(tmp_path_factory, through_slurm):
 
 
 SHARDS = [f"{i:05d}-of-00002" for i in range(2)]
+# the test config's outside model (config models.outside)
+OUTSIDE = {
+    "label": "SmolLM2-135M-Instruct",
+    "model": "resources/models/SmolLM2-135M-Instruct",
+    "group": "3M",
+}
+LLAMA3_TEMPLATE = "resources/chat_templates/llama3.jinja"
 # what reruns when the answers change: stage 6 once, then one model (3M) trained on each of
 # the test config's two budgets, evaluated, summarised and fitted (the base model stays)
 AFTER_ANSWERS = {
@@ -267,10 +274,16 @@ STAGE_CHANGES = {
     "dedup": ({"dedup": {"near": {"threshold": 0.9}}}, AFTER_ANSWERS),
     "decontamination": ({"decontam": {"ngram": 10}}, AFTER_DEDUP),
     "mixtures": ({"mixtures": {"seed": 1}}, AFTER_POOL),
-    # the base model (budget 0) is evaluated again too: same engine, new settings
+    # the base model (budget 0) and the outside model are evaluated again too: same engine,
+    # new settings
     "evaluation": (
         {"evaluate": {"max_new_tokens": 200}},
-        {"evaluate": 3, "eval_summary": 1, "scaling": 1, "all": 1},
+        {"evaluate": 4, "eval_summary": 1, "scaling": 1, "all": 1},
+    ),
+    # another chat template is another outside model: staged and evaluated again
+    "outside": (
+        {"models": {"outside": [dict(OUTSIDE, chat_template=LLAMA3_TEMPLATE)]}},
+        {"outside_model": 1, "evaluate": 1, "eval_summary": 1, "scaling": 1, "all": 1},
     ),
 }
 
@@ -293,6 +306,7 @@ EXECUTION_CHANGES = {
     "corpus": {"corpus": {"batch_size": 17}},
     "evaluation": {"evaluate": {"engine": ENGINE, "chunk_size": 5, "nll": {"batch_size": 3}}},
     "training": {"train": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3}},
+    "outside": {"models": {"outside": [dict(OUTSIDE, tensor_parallel_size=2)]}},
 }
 
 
@@ -392,7 +406,7 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
 
 def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
-    # three models, seven budgets plus the base model each
+    # three models, seven budgets plus the base model each; nine models evaluated as they are
     assert jobs == {
         "corpus": 1,
         "synthetic_docs": 1,
@@ -418,7 +432,8 @@ def test_paper_config_plans_the_whole_dag():
         "mixture": 7,
         "base_model": 3,
         "train": 21,
-        "evaluate": 24,
+        "outside_model": 9,
+        "evaluate": 33,
         "eval_nll": 24,
         "eval_summary": 1,
         "scaling": 1,

@@ -1,8 +1,8 @@
 # Level ablation (paper §6 Table 3): every model of config ablation.models trained on each
 # level-only mixture of config ablation.sets (entries of mixtures.sets) of the main pool,
 # all of ablation.samples samples: one chain per set (ablation/<set>/) of the main chain's
-# mixture, train and evaluation rules; the table beside the base model's row.
-# Target: `snakemake ablation`.
+# mixture, train and evaluation rules; the table beside the base model's row and the
+# outside models of the model's group (config models.outside). Target: `snakemake ablation`.
 
 
 # the sets are checked when the table is asked for (ablation_sets)
@@ -10,9 +10,22 @@ for level_set in config["ablation"]["sets"]:
     register_ablation_chain(level_set)
 
 
+def ablation_outside():
+    """[label, group] of the outside models (config models.outside) whose group is one of
+    the ablation's models, in config order: rows of Table 3 (the paper's Instruct rows)."""
+    models = experiment_models("ablation")
+    return [[m["label"], m["group"]] for m in config["models"]["outside"] if m["group"] in models]
+
+
+def ablation_outside_files(name):
+    return [f"{RESULTS}/eval/{label}/0/{name}" for label, _ in ablation_outside()]
+
+
 rule ablation:
     input:
         **eval_inputs(ablation_runs),
+        outside_predictions=lambda wildcards: ablation_outside_files("predictions.parquet"),
+        outside_settings=lambda wildcards: ablation_outside_files("settings.json"),
     output:
         table=report(
             f"{RESULTS}/ablation/table3.csv",
@@ -35,6 +48,7 @@ rule ablation:
                 "runs": run_labels(ablation_runs),
                 "models": experiment_models("ablation"),
                 "sets": ablation_sets(),
+                "outside": ablation_outside(),
             },
         ),
     shell:

@@ -2,8 +2,8 @@
 SmolLM2-135M-Instruct folder of the embedded default.
 
 **The hub cache.** Hub models (config keys models.generator, answerer, rater, embedding,
-train[], mixtures.tokenizer, diversity.embedding) are downloaded once, on a node with
-internet, by `synthllm fetch-models` (synthllm.setup.fetch_models) into config key
+train[], outside[], mixtures.tokenizer, diversity.embedding) are downloaded once, on a node
+with internet, by `synthllm fetch-models` (synthllm.setup.fetch_models) into config key
 `models.hub.home` (an HF_HOME; null: the user's own) at each entry's `revision`. Jobs never
 download: `stage_environment`, called by the dispatcher before a stage's module (and with
 it any hub library, which reads these variables at import) is imported, sets HF_HUB_OFFLINE=1

@@ -4,7 +4,8 @@ downloads anything (jobs run with HF_HUB_OFFLINE=1: synthllm.core.models).
 
 The models are those of config keys models.generator, models.answerer and models.rater (not
 an openai backend: its model is served elsewhere), models.embedding, models.train[] (each),
-mixtures.tokenizer (tokenizer files only) and diversity.embedding; a local folder
+models.outside[] (each: the models evaluated as they are), mixtures.tokenizer (tokenizer
+files only) and diversity.embedding; a local folder
 (resources/models/...) or a `package:` model is not downloaded. Each is fetched at its
 config revision (`revision`; mixtures.tokenizer_revision) into config key models.hub.home
 (an HF_HOME on a file system the compute nodes share; null: the user's own), leaving out
@@ -92,6 +93,8 @@ def _entries(config: dict):
         yield "models.embedding", "model", "revision", models["embedding"], "all"
     for i, entry in enumerate(models.get("train") or []):
         yield f"models.train[{i}]", "model", "revision", entry, "all"
+    for i, entry in enumerate(models.get("outside") or []):
+        yield f"models.outside[{i}]", "model", "revision", entry, "all"
     if config.get("mixtures", {}).get("tokenizer"):
         yield "mixtures", "tokenizer", "tokenizer_revision", config["mixtures"], "tokenizer"
     embedding = config.get("diversity", {}).get("embedding")

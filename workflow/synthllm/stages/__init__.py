@@ -26,7 +26,7 @@ in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.sm
    8 decontam: decontam
    9 mixtures: mixtures (sft_pool, mixture), length_stats
   10 train: base_model, train, train_data, train_settings
-  11 evaluate: evaluate, eval_nll, eval_summary
+  11 evaluate: outside_model, evaluate, eval_nll, eval_summary
   12 scaling: scaling/
 """
 
@@ -93,6 +93,7 @@ STAGES = (
         resumable=True,
     ),
     # 11 evaluate
+    Command("outside_model", "stages.outside_model:run", "a model evaluated as it is, staged"),
     Command(
         "evaluate", "stages.evaluate:run", "generate and grade on the benchmarks", resumable=True
     ),

@@ -9,9 +9,10 @@ resumes from `predictions.parquet.progress.jsonl`. Writes into the checkpoint's 
 - `predictions.parquet`, one row per problem: benchmark, id, question, gold, messages (the
   prompt, JSON), completion, finish_reason, extracted (the harness's normalised answer),
   correct_harness, extracted_math_verify, correct_math_verify (see synthllm.core.grading);
-- `settings.json`: model label, budget, tokens (from the training counts), checkpoint
-  folder, system prompt, sampling, engine, benchmark files with their sha256, sample size
-  and seed, engine start-up and generation seconds;
+- `settings.json`: model label, budget, tokens (from the training counts), kind (trained,
+  base, or outside: a model of config models.outside, evaluated as it is, with its entry
+  under `outside`), checkpoint folder, system prompt, sampling, engine, benchmark files with
+  their sha256, sample size and seed, engine start-up and generation seconds;
 - `counts.json`: problems in and out, accuracy per benchmark under both graders.
 """
 
@@ -75,6 +76,17 @@ def load_problems(benchmarks: dict[str, str], max_records: int | None, seed: int
     return problems
 
 
+KINDS = ("trained", "base", "outside")
+
+
+def checkpoint_kind(settings: dict) -> str:
+    """What an evaluated model is, from its job's settings (or its settings.json): outside
+    (an entry of config models.outside), base (budget 0 of models.train) or trained."""
+    if settings.get("outside"):
+        return "outside"
+    return "base" if int(settings["budget"]) == 0 else "trained"
+
+
 def train_tokens(train_counts: str | None) -> int:
     """D of the scaling law: the `tokens` of the checkpoint's training counts (0 without)."""
     if not train_counts:
@@ -90,7 +102,8 @@ def run(
 ) -> dict:
     """Generate and grade one checkpoint (`inputs["checkpoint"]`; D from the optional
     `inputs["train_counts"]`) into `outputs` predictions, settings and counts. Settings:
-    label and budget (the job's wildcards), config keys evaluate.benchmarks, max_records,
+    label and budget (the job's wildcards), `outside` (an outside model's entry of config
+    models.outside; absent for a checkpoint of ours), config keys evaluate.benchmarks, max_records,
     seed, max_new_tokens, grade_timeout_s, the output-affecting part of evaluate.engine
     (`engine`) and chat.system_prompt; execution: evaluate.chunk_size and the engine's
     execution keys (rules/11_evaluate.smk). `open_backend_fn(spec)` (default
@@ -157,6 +170,8 @@ def run(
         "model": label,
         "budget": budget,
         "tokens": train_tokens(train_counts),
+        "kind": checkpoint_kind(settings),
+        **({"outside": settings["outside"]} if settings.get("outside") else {}),
         "checkpoint": checkpoint,
         "system_prompt": system_prompt,
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": max_new_tokens, "n": 1},

@@ -219,6 +219,12 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
     if rule == "mixture":
         return Work(disk=int(job.wildcards.get("budget", 0)) * b["sample"])
     train = {m["label"]: m for m in models["train"]}
+    if rule == "outside_model":  # a tokenizer and links to the weights
+        return Work()
+    if rule == "evaluate" and job.wildcards["model"] not in train:  # a models.outside entry
+        spec = {m["label"]: m for m in models["outside"]}[job.wildcards["model"]]
+        tokens = s.benchmark_records * config["evaluate"]["max_new_tokens"]
+        return Work("generate", spec["model"], tokens, loads, disk=s.benchmark_records * b["eval"])
     if rule in ("base_model", "train", "evaluate", "eval_nll"):
         spec = train[job.wildcards["model"]]
         billions = params_b(spec["model"]) or params_b(spec["label"]) or 0

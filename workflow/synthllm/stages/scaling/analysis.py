@@ -208,7 +208,7 @@ def _analyse_model(model: str, budgets, tokens, values, settings: AnalysisSettin
     }
 
 
-SUMMARY_COLUMNS = ("model", "budget", "tokens", "benchmark", "metric", "value")
+SUMMARY_COLUMNS = ("model", "kind", "budget", "tokens", "benchmark", "metric", "value")
 
 
 def settings_from_config(cfg: dict) -> AnalysisSettings:
@@ -237,14 +237,20 @@ def settings_from_config(cfg: dict) -> AnalysisSettings:
 def load_points(
     path, metric: str, benchmark: str, transform: str
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """model -> (budgets, tokens, fitted values) from an evaluation summary (long format)."""
+    """model -> (budgets, tokens, fitted values) from an evaluation summary (long format),
+    for our models only: an outside model (kind outside, config models.outside) was trained
+    on data of its own and is no point of any scaling law."""
     import polars as pl
 
     frame = pl.read_parquet(path)
     missing = [c for c in SUMMARY_COLUMNS if c not in frame.columns]
     if missing:
         raise ScalingError(f"{path}: missing columns {missing} (has {frame.columns})")
-    rows = frame.filter((pl.col("metric") == metric) & (pl.col("benchmark") == benchmark))
+    rows = frame.filter(
+        (pl.col("metric") == metric)
+        & (pl.col("benchmark") == benchmark)
+        & (pl.col("kind") != "outside")
+    )
     if rows.is_empty():
         pairs = sorted(set(zip(frame["metric"].to_list(), frame["benchmark"].to_list())))
         raise ScalingError(
