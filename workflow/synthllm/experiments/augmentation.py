@@ -160,8 +160,8 @@ class Expand(GenerationStage):
         method = settings["method"]
         if method not in METHODS:
             raise ExperimentError(f"unknown augmentation method {method!r} (one of {METHODS})")
-        super().__init__(inputs=inputs, outputs=outputs, settings=settings, execution=execution)
         self.stage = self.template = method  # counts, progress and prompt are the method's
+        super().__init__(inputs=inputs, outputs=outputs, settings=settings, execution=execution)
 
     def units(self) -> list[dict]:
         s = self.settings
