@@ -5,9 +5,12 @@ against the six benchmarks. Prints wall time and peak memory of each (target: 10
 
 The questions are random word sequences (20-80 words, about the paper's median question
 lengths) over the vocabulary of real math text (GSM8K train and the benchmark problems when
-../shared/data is present). Planted: exact copies (case and spacing changed), near copies (one
-word replaced: 3-gram Jaccard about 0.9) and verbatim benchmark questions. Answers are one
-short line each; `--answer-words N` makes them N words long to time answer checking too.
+../shared/data is present), each with its own final answer. Planted: exact copies (case and
+spacing changed), near copies (one word replaced: 3-gram Jaccard about 0.9) with the
+source's answer (one problem: to be dropped), value copies (one word replaced by a number)
+with another answer (another problem: to be kept) and verbatim benchmark questions.
+Answers are one short line each; `--answer-words N` makes them N words long to time answer
+checking too.
 
     .venv/bin/python benchmarks/dedup_scale.py               # 7.5 M
     .venv/bin/python benchmarks/dedup_scale.py --scale 0.1   # 750 K
@@ -62,21 +65,30 @@ def make_shard(
     questions = []
     for start in range(0, n, CHUNK):
         questions += questions_chunk(rng, vocab, min(CHUNK, n - start))
-    n_exact, n_near = n // 20, n // 20
+    n_exact, n_near, n_value = n // 20, n // 20, n // 40
+    n_plant = n_exact + n_near + n_value
+    final = np.arange(n) % 997
     # targets and sources disjoint, so no source is overwritten by another plant
-    picked = rng.choice(n, size=2 * (n_exact + n_near) + len(bench_questions), replace=False)
-    targets, sources = picked[: n_exact + n_near], picked[n_exact + n_near : 2 * (n_exact + n_near)]
-    planted = {"exact": [], "near": [], "benchmark": []}
+    picked = rng.choice(n, size=2 * n_plant + len(bench_questions), replace=False)
+    targets, sources = picked[:n_plant], picked[n_plant : 2 * n_plant]
+    planted = {"exact": [], "near": [], "value": [], "benchmark": []}
     for k, (t, s) in enumerate(zip(targets, sources)):
         if k < n_exact:
             questions[t] = "  " + questions[s].upper() + " "
             planted["exact"].append((int(t), int(s)))
-        else:
+        elif k < n_exact + n_near:
             words = questions[s].split()
             words[len(words) // 2] = "zzplanted"
             questions[t] = " ".join(words)
+            final[t] = final[s]
             planted["near"].append((int(t), int(s)))
-    for t, q in zip(picked[2 * (n_exact + n_near) :], bench_questions):
+        else:
+            words = questions[s].split()
+            words[len(words) // 2] = "1999"
+            questions[t] = " ".join(words)
+            final[t] = (final[s] + 1) % 997
+            planted["value"].append((int(t), int(s)))
+    for t, q in zip(picked[2 * n_plant :], bench_questions):
         questions[t] = q
         planted["benchmark"].append(int(t))
     levels = np.sort(rng.integers(1, 4, size=n)).astype(np.int8)
@@ -88,7 +100,7 @@ def make_shard(
                 rng, vocab, min(CHUNK, n - start), answer_words, answer_words
             )
     else:
-        answers = [f"So the result is \\boxed{{{i % 997}}}." for i in range(n)]
+        answers = [f"So the result is \\boxed{{{a}}}." for a in final.tolist()]
     pl.DataFrame(
         {
             "question_id": ids,
@@ -96,12 +108,14 @@ def make_shard(
             "level": levels,
             "doc_ids": [[f"doc-{i}"] for i in range(n)],
             "answer": answers,
+            "final_answer": final.astype(str),
             "status": ["ok"] * n,
         }
     ).write_parquet(path)
     return {
         "exact": [(ids[t], ids[s]) for t, s in planted["exact"]],
         "near": [(ids[t], ids[s]) for t, s in planted["near"]],
+        "value": [(ids[t], ids[s]) for t, s in planted["value"]],
         "benchmark": [ids[t] for t in planted["benchmark"]],
     }
 
@@ -168,7 +182,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     shard = work / "answers.parquet"
     t0 = time.perf_counter()
-    made = work / f"planted-{n}-{args.answer_words}.json"
+    made = work / f"planted-v2-{n}-{args.answer_words}.json"
     if shard.exists() and made.exists():  # a --workdir of an earlier run with the same sizes
         planted = {
             k: [tuple(x) if isinstance(x, list) else x for x in v]
@@ -180,22 +194,25 @@ def main() -> None:
     print(
         f"{n:,} synthetic questions ready in {time.perf_counter() - t0:.0f} s "
         f"({shard.stat().st_size / 2**20:.0f} MiB); planted exact {len(planted['exact']):,}, "
-        f"near {len(planted['near']):,}, benchmark {len(planted['benchmark'])}"
+        f"near {len(planted['near']):,}, value {len(planted['value']):,}, "
+        f"benchmark {len(planted['benchmark'])}"
     )
 
-    # the four arguments of each job, as rules/07_dedup.smk builds them; settings: the
-    # schema's defaults of config keys dedup and decontam, spelt out; threads: every core
+    # the four arguments of each job, as rules/07_dedup.smk and 08_decontam.smk build them;
+    # settings: the schema's defaults of config keys dedup and decontam; threads: every core
+    from synthllm.settings import schema_default
+
     execution = {"threads": os.cpu_count()}
-    near = {"ngram": 3, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0}
     dedup_s, dedup_cpu, dedup_gib = timed(
         "dedup",
         inputs={"answers": [str(shard)]},
         outputs={
             "questions": str(work / "kept.parquet"),
             "dropped": str(work / "dropped.parquet"),
+            "report": str(work / "dedup.report.json"),
             "counts": str(work / "dedup.counts.json"),
         },
-        settings={"near": near, "answer_statuses": ["ok"]},
+        settings=schema_default("dedup"),
         execution=execution,
     )
     decon_s, decon_cpu, decon_gib = timed(
@@ -207,7 +224,7 @@ def main() -> None:
             "report": str(work / "report.json"),
             "counts": str(work / "decontam.counts.json"),
         },
-        settings={"ngram": 13, "benchmarks": benchmarks},
+        settings={**schema_default("decontam"), "benchmarks": benchmarks},
         execution=execution,
     )
     dropped = pl.read_parquet(work / "dropped.parquet")
@@ -222,7 +239,9 @@ def main() -> None:
     )
     print(
         f"          planted exact pairs caught {caught(planted['exact'], dropped)}/{len(planted['exact'])}, "
-        f"near {caught(planted['near'], dropped)}/{len(planted['near'])}"
+        f"near {caught(planted['near'], dropped)}/{len(planted['near'])}; value pairs "
+        f"(another answer) kept apart {len(planted['value']) - caught(planted['value'], dropped)}"
+        f"/{len(planted['value'])}"
     )
     text = dict(
         zip(*pl.read_parquet(shard, columns=["question_id", "question"]).to_dict().values())

@@ -13,6 +13,7 @@ rule dedup:
     output:
         questions="{chain}/dedup/questions.parquet",
         dropped="{chain}/dedup/dropped.parquet",
+        report="{chain}/dedup/report.json",
         counts="{chain}/dedup/counts.json",
     log:
         "{chain}/logs/dedup.log",

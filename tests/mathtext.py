@@ -45,3 +45,14 @@ def gsm8k_train(n: int) -> list[dict]:
     """The first n GSM8K train records (question, answer)."""
     return [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:n]]
 
+
+def benchmark_records(name: str) -> list[dict]:
+    """Every record of one benchmark's test file, as the evaluation reads it (question, gold)."""
+    from synthllm.core.eval_data import load_benchmark
+
+    return load_benchmark(name, str(BENCH_DIR / name / "test.jsonl"))
+
+
+def boxed(answers: list[str]) -> list[str]:
+    """Answer texts whose final answer (the last \\boxed{}) is each of `answers`."""
+    return [f"So the final answer is $\\boxed{{{a}}}$." for a in answers]
