@@ -10,17 +10,6 @@ for level_set in config["ablation"]["sets"]:
     register_ablation_chain(level_set)
 
 
-def ablation_outside():
-    """[label, group] of the outside models (config models.outside) whose group is one of
-    the ablation's models, in config order: rows of Table 3 (the paper's Instruct rows)."""
-    models = experiment_models("ablation")
-    return [[m["label"], m["group"]] for m in config["models"]["outside"] if m["group"] in models]
-
-
-def ablation_outside_files(name):
-    return [f"{RESULTS}/eval/{label}/0/{name}" for label, _ in ablation_outside()]
-
-
 rule ablation:
     input:
         **eval_inputs(ablation_runs),

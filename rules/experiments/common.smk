@@ -225,3 +225,14 @@ def register_method_chain(method):
             jobs={"mixture": augmentation_mixture_job},
         )
     )
+
+
+def ablation_outside():
+    """[label, group] of the outside models (config models.outside) whose group is one of
+    the ablation's models, in config order: rows of Table 3 (the paper's Instruct rows)."""
+    models = experiment_models("ablation")
+    return [[m["label"], m["group"]] for m in config["models"]["outside"] if m["group"] in models]
+
+
+def ablation_outside_files(name):
+    return [f"{RESULTS}/eval/{label}/0/{name}" for label, _ in ablation_outside()]
