@@ -629,3 +629,18 @@ def table2_settings():
         "groups": train_labels(),
         "outside": [[m["label"], m["group"]] for m in config["models"]["outside"]],
     }
+
+
+def check_answer_verification():
+    """Verification samples its answers: a greedy sampling with verify.samples > 1 fails the
+    plan, not every answer job (synthllm.stages.answer checks it too, for direct runs)."""
+    answer = config["generation"]["answer"]
+    if answer["verify"]["samples"] > 1 and answer["sampling"]["temperature"] <= 0:
+        raise WorkflowError(
+            "config key generation.answer.sampling.temperature: verification "
+            f"(generation.answer.verify.samples = {answer['verify']['samples']}) samples "
+            "its answers and needs a temperature above 0"
+        )
+
+
+check_answer_verification()
