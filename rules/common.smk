@@ -331,7 +331,9 @@ def train_launcher(wildcards, threads):
             f"{python} -m torch.distributed.run --standalone --nproc_per_node {gpus}"
             " -m synthllm train"
         )
-    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+    # the job's nodes from the controller: the SLURM plugin's job step passes the job's ID
+    # to the rule's shell but none of its other SLURM_ variables (no SLURM_JOB_NODELIST)
+    head = '$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | head -n1)'
     port = "$((20000 + SLURM_JOB_ID % 20000))"
     return (
         f"srun --nodes {nodes} --ntasks-per-node 1 --cpus-per-task {threads}"

@@ -152,6 +152,16 @@ class VLLMBackend:
         # vLLM-CPU crashes ("CPU Generator does not use offset") when a request with its own
         # seed has its prefill chunked; on CPU the engine-wide seed is used instead.
         self.per_request_seed = not current_platform.is_cpu()
+        tensor_parallel = spec.tensor_parallel_size
+        if current_platform.is_cpu() and tensor_parallel > 1:
+            # a job laid out for GPUs (config/cluster-test.yaml on the local cluster) asked
+            # the scheduler for them; vLLM-CPU splits no model across them here
+            log.warning(
+                "%s.tensor_parallel_size is %d: vLLM-CPU runs one engine process",
+                spec.key,
+                tensor_parallel,
+            )
+            tensor_parallel = 1
         started = time.time()
         model, pinned = hub_source(spec.model, spec.revision)
         if pinned:  # the tokenizer comes from the same commit
@@ -162,7 +172,7 @@ class VLLMBackend:
                 **pinned,
                 dtype=spec.dtype,
                 max_model_len=spec.max_model_len,
-                tensor_parallel_size=spec.tensor_parallel_size,
+                tensor_parallel_size=tensor_parallel,
                 enforce_eager=spec.enforce_eager,
                 seed=0,
                 **spec.extra,

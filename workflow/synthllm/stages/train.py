@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,14 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
         os.environ.setdefault(name, default)  # without torchrun: a world of one
     deepspeed.init_distributed(dist_backend=_backend(), auto_mpi_discovery=False)
     rank, world = dist.get_rank(), dist.get_world_size()
+    host = socket.gethostname()
+    log.info("rank %d of %d on %s (local rank %s)", rank, world, host, os.environ["LOCAL_RANK"])
+    # which node ran which rank, into the counts: a multi-node layout is visible after the job
+    hosts = [None] * world
+    dist.all_gather_object(hosts, host)
+    ranks_by_node = {
+        h: [r for r, other in enumerate(hosts) if other == h] for h in sorted(set(hosts))
+    }
     out = Path(outputs["counts"]).parent
     ckpt_dir = out / "checkpoints"
     progress_log = ckpt_dir / "log.jsonl"
@@ -296,6 +305,7 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
             steps=total_steps,
             resumed_from_step=start,
             world_size=world,
+            ranks_by_node=ranks_by_node,
             gradient_accumulation=accumulation,
             global_batch_size=training.global_batch_size,
             micro_batch_size=training.micro_batch_size,
@@ -324,8 +334,6 @@ def _die_with_launcher() -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
