@@ -9,8 +9,9 @@
 #                                   N >= 2 nodes node1..nodeN, each a slurmd in a network
 #                                   namespace of its own (own hostname and address on a private
 #                                   bridge), declaring G GPUs (default 8, count only: no GPU
-#                                   needed) and C CPUs (default 8); partitions `cpu` (default)
-#                                   and `gpu`, both over all nodes
+#                                   needed), C CPUs (default: this machine's cores) and its
+#                                   share of the memory; partitions `cpu` (default) and `gpu`,
+#                                   both over all nodes
 #   slurm/local-cluster.sh status   which daemons run, the partitions and the node states
 #   slurm/local-cluster.sh stop     stop the daemons this script started, and only those; for
 #                                   several nodes also remove the namespaces, bridge, spool
@@ -349,9 +350,9 @@ write_multi_slurm_conf() {  # write_multi_slurm_conf <nodes> <gpus> <cpus>
     if [ -f "$conf" ] && ! grep -qF "$MARKER" "$conf"; then
         die "$conf exists and was not written by this script; not overwriting it"
     fi
-    # every node may use the whole machine's memory (less 1 GiB): a job that fits the one-node
-    # cluster fits any node here; the nodes share it, as they share the cores
-    mem_mb=$(( $(free -m | awk '/^Mem:/ {print $2}') - 1024 ))
+    # the nodes share this machine's memory (less 1 GiB): each declares its share, so that the
+    # jobs SLURM places on them together never ask for more than there is
+    mem_mb=$(( ($(free -m | awk '/^Mem:/ {print $2}') - 1024) / n ))
     nodes="node[1-$n]"
     mkdir -p /etc/slurm "$LOG_DIR" /var/lib/slurm/slurmctld
     chown slurm:slurm "$LOG_DIR" /var/lib/slurm/slurmctld
@@ -667,7 +668,9 @@ start_args() {  # start [--nodes N] [--gpus G] [--cpus C]
     fi
     [ "$nodes" -le 200 ] || die "start: at most 200 nodes (addresses $NET.11-$NET.210)"
     [ "$(id -u)" -eq 0 ] || die "run as root (the daemons, namespaces and /etc/slurm need it)"
-    cmd_start_multi "$nodes" "${gpus:-8}" "${cpus:-8}"
+    # each node declares this machine's real cores by default: N nodes run at most N times the
+    # jobs at once that the one-node cluster would
+    cmd_start_multi "$nodes" "${gpus:-8}" "${cpus:-$(nproc)}"
 }
 
 case "${1:-}" in

@@ -52,41 +52,58 @@ def slurm_run_id(output: str) -> str:
     return found[0]
 
 
-def sacct_jobs(run_id: str) -> list[dict[str, str]]:
-    """The allocations (not steps) SLURM accounted for a run: job id, rule, state, memory."""
+# sacct's fields of an allocation, as sacct_jobs names them
+SACCT_FIELDS = {
+    "job_id": "JobID",
+    "comment": "Comment",
+    "state": "State",
+    "req_mem": "ReqMem",
+    "exit_code": "ExitCode",
+    "partition": "Partition",
+    "alloc_tres": "AllocTRES",
+    "nnodes": "NNodes",
+    "nodelist": "NodeList",
+}
+
+
+def sacct(*args: str) -> list[dict[str, str]]:
+    """sacct's records (-n -P, jobs of the last day) of `args`' fields (-o, field names)."""
+    fields = args[args.index("-o") + 1].split(",")
     proc = subprocess.run(
-        [
-            "sacct",
-            "-X",
-            "-n",
-            "-P",
-            "-S",
-            "now-1days",
-            "--name",
-            run_id,
-            "-o",
-            "JobID,Comment,State,ReqMem,ExitCode",
-        ],
+        ["sacct", "-n", "-P", "-S", "now-1days", *args],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
+    return [dict(zip(fields, line.split("|"))) for line in proc.stdout.splitlines()]
+
+
+def sacct_jobs(run_id: str) -> list[dict[str, str]]:
+    """The allocations (not steps) SLURM accounted for a run, in submission order: job id,
+    rule and wildcards (from the plugin's comment), state, memory, partition, AllocTRES
+    (e.g. {"cpu": "2", "gres/gpu": "8", ...}), node count and node list."""
+    records = sacct("-X", "--name", run_id, "-o", ",".join(SACCT_FIELDS.values()))
     jobs = []
-    for line in proc.stdout.splitlines():
-        job_id, comment, state, req_mem, exit_code = line.split("|")
+    for record in records:
+        job = {key: record[name] for key, name in SACCT_FIELDS.items()}
         # the plugin's comment: rule_<rule>[_wildcards_<values>]
-        rule = comment.removeprefix("rule_").split("_wildcards_")[0]
-        jobs.append(
-            {
-                "job_id": job_id,
-                "rule": rule,
-                "state": state,
-                "req_mem": req_mem,
-                "exit_code": exit_code,
-            }
+        job["rule"], _, job["wildcards"] = (
+            job["comment"].removeprefix("rule_").partition("_wildcards_")
         )
+        job["alloc_tres"] = dict(
+            item.split("=", 1) for item in job["alloc_tres"].split(",") if "=" in item
+        )
+        jobs.append(job)
     return jobs
+
+
+def sacct_steps(job_id: str) -> dict[str, dict[str, str]]:
+    """A job's steps by step id (batch, 0, ...): their task count, nodes and state."""
+    records = sacct("-j", job_id, "-o", "JobID,NTasks,NodeList,State")
+    return {
+        record["JobID"].partition(".")[2]: record for record in records if "." in record["JobID"]
+    }
 
 
 def job_stats(output: str) -> dict[str, int]:

@@ -299,3 +299,37 @@ def test_the_paper_dag_evaluates_each_outside_model_once_on_its_gpus_without_nll
     )
     # accuracy only: no NLL of another tokenizer
     assert not [j for j in jobs if j.rule == "eval_nll" and j.wildcards["model"] in outside]
+
+
+def effective_cluster_test_config() -> dict:
+    """config/test.yaml and config/cluster-test.yaml over the default, validated, as the
+    end-to-end run on the local multi-node cluster sees them."""
+    config = load(DEFAULT)
+    for name in ("test.yaml", "cluster-test.yaml"):
+        update_config(config, load(ROOT / "config" / name))
+    validate(config, str(SCHEMA), set_default=True)
+    return config
+
+
+def test_the_cluster_test_config_has_the_paper_configs_resource_shape(paper):
+    """What the end-to-end SLURM run checks the jobs against is the paper's layout."""
+    shape = effective_cluster_test_config()
+    for role in ("generator", "answerer", "embedding", "rater"):
+        for key in ("gpus", "tensor_parallel_size"):
+            if key in paper["models"][role]:
+                assert shape["models"][role][key] == paper["models"][role][key], (role, key)
+    assert shape["evaluate"]["engine"]["gpus"] == paper["evaluate"]["engine"]["gpus"]
+    # the largest paper model: its nodes and ZeRO stage (2 processes per node, not 8)
+    largest = max(paper["models"]["train"], key=lambda m: m["nodes"])
+    (trained,) = shape["models"]["train"]
+    assert trained["nodes"] == largest["nodes"] == 2 and trained["gpus"] >= 2
+    assert trained["train"]["zero_stage"] == largest["train"]["zero_stage"]
+    # an outside model on as many GPUs as the paper's largest ones
+    widest = max(paper["models"]["outside"], key=lambda m: m.get("gpus") or 0)
+    (outside,) = shape["models"]["outside"]
+    assert (outside["gpus"], outside["tensor_parallel_size"]) == (
+        widest["gpus"],
+        widest["tensor_parallel_size"],
+    )
+    for kind in ("gpu", "cpu"):
+        assert shape["resources"]["scheduler"][kind]["partition"] == kind

