@@ -20,14 +20,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from synthllm.core.eval_data import BENCHMARKS
 from synthllm.core.files import atomic_path
 from synthllm.experiments.docs import ExperimentError, eval_runs, labelled_rows
-from synthllm.stages.eval_summary import METRIC_NOTES, METRICS, summary_rows
+from synthllm.stages.eval_summary import COLUMNS, METRICS, cell, metric_tables, summary_rows
 
 log = logging.getLogger(__name__)
-
-COLUMNS = [*BENCHMARKS, "average"]
 
 
 def wide(
@@ -84,28 +81,7 @@ def row_label(entry: dict) -> str:
 
 
 def markdown(entries: list[dict], metric_first: str) -> str:
-    metrics = [metric_first] + [m for m in METRICS if m != metric_first]
-    out = []
-    for metric in metrics:
-        mine = [e for e in entries if e["metric"] == metric]
-        if not mine:
-            continue
-        out += [
-            f"**{METRIC_NOTES[metric]}**",
-            "",
-            "| Model | " + " | ".join(COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 1) + "|",
-        ]
-        out += [
-            "| " + row_label(e) + " | " + " | ".join(_cell(e.get(c)) for c in COLUMNS) + " |"
-            for e in mine
-        ]
-        out.append("")
-    return "\n".join(out)
-
-
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4g}"
+    return "\n".join(metric_tables(entries, metric_first, [("Model", row_label)]))
 
 
 def write_csv(entries: list[dict], path: str) -> None:
@@ -114,7 +90,7 @@ def write_csv(entries: list[dict], path: str) -> None:
     lines += [
         ",".join(
             [e["model"], e["set"], str(e["samples"]), str(e["tokens"]), e["metric"]]
-            + [_cell(e.get(c)) for c in COLUMNS]
+            + [cell(e.get(c)) for c in COLUMNS]
         )
         for e in entries
     ]

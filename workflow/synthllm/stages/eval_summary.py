@@ -128,30 +128,42 @@ def table2_entries(rows: list[dict], layout: dict) -> list[dict]:
     return entries
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
+    """A score as the tables print it (4 significant digits; empty when not measured)."""
     return "" if value is None else f"{value:.4g}"
 
 
-def table2_markdown(entries: list[dict], metric_first: str) -> str:
-    """One table per metric, `metric_first` first: a row per model, a column per benchmark."""
+def metric_tables(entries: list[dict], metric_first: str, leading: list[tuple]) -> list[str]:
+    """The markdown lines of one table per metric, `metric_first` first, a row per entry of
+    that metric: the `leading` columns ((header, function of the entry) pairs), then the
+    six benchmarks and their average (Table 2 here, Table 3 in synthllm.experiments)."""
     out = []
     for metric in [metric_first, *(m for m in METRICS if m != metric_first)]:
         mine = [e for e in entries if e["metric"] == metric]
         if not mine:
             continue
+        headers = [header for header, _ in leading] + COLUMNS
         out += [
             f"**{METRIC_NOTES[metric]}**",
             "",
-            "| Model | kind | " + " | ".join(COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 2) + "|",
+            "| " + " | ".join(headers) + " |",
+            "|---" * len(headers) + "|",
         ]
         out += [
-            f"| {row_label(e)} | {e['kind']} | "
-            + " | ".join(_cell(e.get(c)) for c in COLUMNS)
+            "| "
+            + " | ".join([value(e) for _, value in leading] + [cell(e.get(c)) for c in COLUMNS])
             + " |"
             for e in mine
         ]
         out.append("")
+    return out
+
+
+def table2_markdown(entries: list[dict], metric_first: str) -> str:
+    """One table per metric, `metric_first` first: a row per model, a column per benchmark."""
+    out = metric_tables(
+        entries, metric_first, [("Model", row_label), ("kind", lambda e: e["kind"])]
+    )
     out.append(
         "kind: trained (ours, fine-tuned on the synthetic data), base (the same model "
         "untrained), outside (config models.outside, evaluated as it is). average: mean of "
@@ -166,7 +178,7 @@ def write_table2(entries: list[dict], csv_path: str, md_path: str, metric_first:
     lines += [
         ",".join(
             [e["model"], e["kind"], e["group"], str(e["budget"]), str(e["tokens"]), e["metric"]]
-            + [_cell(e.get(c)) for c in COLUMNS]
+            + [cell(e.get(c)) for c in COLUMNS]
         )
         for e in entries
     ]
