@@ -41,6 +41,12 @@ def samples(
     )
 
 
+def stage_outputs(folder: Path, stage: str, **names: str) -> dict[str, str]:
+    """A stage's `outputs` argument: each name (with its file extension) as a file
+    `<stage>-<name>.<ext>` in `folder`."""
+    return {name: str(folder / f"{stage}-{name}.{ext}") for name, ext in names.items()}
+
+
 def gsm8k_train(n: int) -> list[dict]:
     """The first n GSM8K train records (question, answer)."""
     return [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:n]]

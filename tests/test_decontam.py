@@ -8,7 +8,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from mathtext import BENCH_DIR, GSM8K_TRAIN, gsm8k_train, needs_bench, needs_gsm8k, samples
+from mathtext import (
+    BENCH_DIR,
+    GSM8K_TRAIN,
+    gsm8k_train,
+    needs_bench,
+    needs_gsm8k,
+    samples,
+    stage_outputs,
+)
 from synthllm.core.eval_data import BENCHMARKS, load_benchmark
 from synthllm.settings import schema_default
 from synthllm.stages import decontam
@@ -208,15 +216,9 @@ def test_the_stage_reads_its_settings_and_shows_its_hits(tmp_path):
     bench.write_text(
         json.dumps({"question": "Name a prime above 10 and below 14.", "answer": "11.\n#### 11"})
     )
-    out = {
-        name: str(tmp_path / f"decontam-{name}.{ext}")
-        for name, ext in (
-            ("questions", "parquet"),
-            ("hits", "parquet"),
-            ("report", "json"),
-            ("counts", "json"),
-        )
-    }
+    out = stage_outputs(
+        tmp_path, "decontam", questions="parquet", hits="parquet", report="json", counts="json"
+    )
     counts = decontam.run(
         inputs={"questions": str(tmp_path / "q.parquet"), "benchmarks": [str(bench)]},
         outputs=out,

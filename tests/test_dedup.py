@@ -9,7 +9,15 @@ import re
 import numpy as np
 import polars as pl
 import pytest
-from mathtext import benchmark_records, boxed, gsm8k_train, needs_bench, needs_gsm8k, samples
+from mathtext import (
+    benchmark_records,
+    boxed,
+    gsm8k_train,
+    needs_bench,
+    needs_gsm8k,
+    samples,
+    stage_outputs,
+)
 from synthllm.core.dedup_tokens import content_free_difference, dedup_tokens, normal_token_hashes
 from synthllm.core.textkeys import ngram_hashes, normal_form
 from synthllm.stages import dedup as dedup_stage
@@ -349,15 +357,9 @@ def test_the_report_shows_example_pairs_per_reason_with_both_answers(tmp_path):
     math = benchmark_records("math")
     table = samples([r["question"] for r in math], answers=boxed([r["gold"] for r in math]))
     table.write_parquet(tmp_path / "answers.parquet")
-    out = {
-        name: str(tmp_path / f"dedup-{name}.{ext}")
-        for name, ext in (
-            ("questions", "parquet"),
-            ("dropped", "parquet"),
-            ("report", "json"),
-            ("counts", "json"),
-        )
-    }
+    out = stage_outputs(
+        tmp_path, "dedup", questions="parquet", dropped="parquet", report="json", counts="json"
+    )
     counts = dedup_stage.run(
         inputs={"answers": [str(tmp_path / "answers.parquet")]},
         outputs=out,
@@ -536,15 +538,9 @@ def test_the_stage_reads_its_settings(tmp_path):
         "seed": 0,
         "answer_timeout_s": 2.0,
     }
-    dedup_out = {
-        name: str(tmp_path / f"dedup-{name}.{ext}")
-        for name, ext in (
-            ("questions", "parquet"),
-            ("dropped", "parquet"),
-            ("report", "json"),
-            ("counts", "json"),
-        )
-    }
+    dedup_out = stage_outputs(
+        tmp_path, "dedup", questions="parquet", dropped="parquet", report="json", counts="json"
+    )
     counts = dedup_stage.run(
         inputs={"answers": [str(tmp_path / "answers.parquet")]},
         outputs=dedup_out,
