@@ -1,5 +1,6 @@
 # Stage 8: decontamination of the deduplicated questions against the six evaluation
-# benchmarks (paper §1.2; method ours). Schema: workflow/synthllm/stages/decontam.py.
+# benchmarks (paper §1.2; method ours), and its optional second opinion (config key
+# decontam_judge). Schemas: workflow/synthllm/stages/decontam.py, decontam_judge.py.
 
 
 rule decontam:
@@ -25,5 +26,41 @@ rule decontam:
         **job_resources("decontam"),
     params:
         **stage_params("decontam", "decontam", benchmarks="evaluate.benchmarks"),
+    shell:
+        STAGE_SHELL
+
+
+rule decontam_judge:
+    input:
+        unpack(
+            chain_inputs(
+                "decontam_judge",
+                questions="{chain}/decontam/questions.parquet",
+                benchmarks=list(config["evaluate"]["benchmarks"].values()),
+            )
+        ),
+    output:
+        questions="{chain}/decontam_judge/questions.parquet",
+        judged="{chain}/decontam_judge/judged.parquet",
+        counts="{chain}/decontam_judge/counts.json",
+    log:
+        "{chain}/logs/decontam_judge.log",
+    conda:
+        "../envs/main.yaml"
+    threads: config["generation"]["threads"]
+    resources:
+        **job_resources("decontam_judge", config["models"]["generator"]["gpus"]),
+    params:
+        **stage_params(
+            "decontam_judge",
+            top_k="decontam_judge.top_k",
+            min_similarity="decontam_judge.min_similarity",
+            sampling="decontam_judge.sampling",
+            model="models.generator",
+            embedding="models.embedding",
+            structured="generation.structured",
+            benchmarks="evaluate.benchmarks",
+            chunk_size="generation.chunk_size",
+        ),
     shell:
         STAGE_SHELL

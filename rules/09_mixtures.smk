@@ -5,7 +5,7 @@
 
 rule sft_pool:
     input:
-        questions="{chain}/decontam/questions.parquet",
+        questions=clean_questions(),
     output:
         pool="{chain}/mixtures/pool.parquet",
         counts="{chain}/mixtures/pool.counts.json",

@@ -343,6 +343,13 @@ def train_launcher(wildcards, threads):
     )
 
 
+def clean_questions():
+    """The decontaminated questions the mixtures read: the n-gram rule's, or with config
+    decontam_judge.enabled the judge's second opinion on them."""
+    stage = "decontam_judge" if config["decontam_judge"]["enabled"] else "decontam"
+    return f"{{chain}}/{stage}/questions.parquet"
+
+
 def final_outputs():
     """What `snakemake` with no target builds: the whole chain, ending in the scaling fits,
     tables and figures (which need every checkpoint's evaluation)."""

@@ -165,3 +165,17 @@ def test_the_cli_fails_after_the_table_when_a_budget_cannot_be_filled(fresh_resu
     error = proc.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("synthllm plan: error: pre-flight: mixture")
     assert "needs 100,000 samples (mixtures.sample_counts)" in error[0]
+
+
+def test_the_decontamination_judge_when_on_is_one_generator_job_priced_by_its_pairs(tmp_path):
+    on = tmp_path / "judge.yaml"
+    on.write_text("decontam_judge: {enabled: true, top_k: 2}\n")
+    config, jobs = dag_jobs([PAPER_CONFIG, str(on)], forceall=True)
+    (judge,) = [j for j in jobs if j.rule == "decontam_judge"]
+    assert judge.gpus == config["models"]["generator"]["gpus"] == 8
+    assert judge.runtime_min == 2880 and judge.mem_mb == 512000
+    s = sizes(config, None, count_benchmarks(config))
+    row = {r.rule: r for r in plan_rows(jobs, config, s)}["decontam_judge"]
+    pairs = 2 * sum(s.questions.values())
+    assert row.tokens == pytest.approx(pairs * (4 + 350 * 0.1))
+    assert row.loads == 1 and row.est_gpu_h > 0

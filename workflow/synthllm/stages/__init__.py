@@ -23,7 +23,7 @@ in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.sm
    5 questions: level1, level2, level3_sets, level3
    6 answer: answer
    7 dedup: dedup
-   8 decontam: decontam
+   8 decontam: decontam, decontam_judge
    9 mixtures: mixtures (sft_pool, mixture), length_stats
   10 train: base_model, train, train_data, train_settings
   11 evaluate: outside_model, evaluate, eval_nll, eval_summary
@@ -81,6 +81,12 @@ STAGES = (
     # 7 dedup, 8 decontam, 9 mixtures
     Command("dedup", "stages.dedup:run", "exact and near-duplicate questions"),
     Command("decontam", "stages.decontam:run", "drop samples copied from a benchmark"),
+    Command(
+        "decontam_judge",
+        "stages.decontam_judge:run",
+        "the generator judges samples nearest to a benchmark question (optional)",
+        resumable=True,
+    ),
     Command("sft_pool", "stages.mixtures:run_pool", "SFT records with exact token counts"),
     Command("mixture", "stages.mixtures:run_subset", "one nested subset of the SFT pool"),
     Command("length_stats", "stages.length_stats:run", "question and answer lengths per level"),

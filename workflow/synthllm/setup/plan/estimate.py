@@ -14,6 +14,8 @@ from synthllm.setup.plan.rates import (
     EMBED_DIM_DEFAULT,
     ENGINES,
     FILTERED_DOCS,
+    JUDGE_PROMPT_TOKENS,
+    PREFILL_COST,
     RECORD_BYTES,
     TOPICS_PER_DOC,
     load_minutes,
@@ -214,6 +216,19 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
         w = generate("models.answerer", questions, samples, gen["answer"]["sampling"])
         w.disk = questions * b["sample"]
         return w
+    if rule == "decontam_judge":
+        # at most top_k pairs per question (those below min_similarity are not sent): their
+        # prompts' prefill in decoded-token equivalents, and the verdicts
+        spec = config["decontam_judge"]
+        pairs = total_questions * spec["top_k"]
+        per_pair = spec["sampling"]["max_tokens"] + JUDGE_PROMPT_TOKENS * PREFILL_COST
+        return Work(
+            "generate",
+            models["generator"]["model"],
+            pairs * per_pair,
+            loads,
+            disk=pairs * b["score"],
+        )
     if rule in ("dedup", "decontam", "sft_pool"):
         return Work(disk=total_questions * b["sample"])
     if rule == "mixture":

@@ -81,7 +81,13 @@ ENGINES = {
     "answer": "models.answerer",
     "evaluate": "evaluate.engine",
     "augmentation_expand": "models.generator",
+    "decontam_judge": "models.generator",
 }
+# the judge's prompt (synthllm.core.prompts/decontam_judge.j2 with two questions of ~80
+# tokens each, the paper's median Level-3 length), and what a prompt token costs against a
+# decoded one: prefill runs batched at the GPU's compute rate (our assumption, not measured)
+JUDGE_PROMPT_TOKENS = 350
+PREFILL_COST = 0.1
 
 
 def params_b(name: str) -> float | None:
