@@ -179,3 +179,18 @@ def test_the_decontamination_judge_when_on_is_one_generator_job_priced_by_its_pa
     pairs = 2 * sum(s.questions.values())
     assert row.tokens == pytest.approx(pairs * (4 + 350 * 0.1))
     assert row.loads == 1 and row.est_gpu_h > 0
+
+
+def test_the_pre_flight_check_says_which_drops_its_keep_rates_leave_out(tmp_path):
+    verified = str(ROOT / "config" / "paper-verified.yaml")
+    on = tmp_path / "judge.yaml"
+    on.write_text("decontam_judge: {enabled: true}\n")
+    for configs, said in (
+        ([PAPER_CONFIG], []),
+        ([PAPER_CONFIG, verified], ["generation.answer.verify.min_agreement"]),
+        ([PAPER_CONFIG, verified, str(on)], ["verify.min_agreement", "decontam_judge.enabled"]),
+    ):
+        config, _ = dag_jobs(configs, forceall=False)
+        notes, _ = preflight.check(config, sizes(config, None, count_benchmarks(config)))
+        bounds = [n for n in notes if "upper bound" in n]
+        assert len(bounds) == len(said) and all(k in n for k, n in zip(said, bounds)), bounds

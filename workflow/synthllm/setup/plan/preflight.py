@@ -68,4 +68,26 @@ def check(config: dict, s: Sizes) -> tuple[list[str], list[str]]:
             f"pre-flight: mixture {name!r} at {samples:,} samples ({key}): about {total:,.0f} "
             f"clean samples expected of its levels ({round(total / samples - 1, 2):+.0%})"
         )
+    notes += uncounted_drops(config)
     return notes, problems
+
+
+def uncounted_drops(config: dict) -> list[str]:
+    """Notes on the drops the keep rates know nothing of, which make the expected clean
+    counts above an upper bound: answers below the verification's agreement, and copies
+    the decontamination judge finds."""
+    out = []
+    verify = config["generation"]["answer"]["verify"]
+    if verify["samples"] > 1 and verify["min_agreement"] > 0:
+        out.append(
+            "pre-flight: the keep rates do not count the answers dropped for agreement below "
+            f"{verify['min_agreement']} (generation.answer.verify.min_agreement): the clean "
+            "counts above are an upper bound; the answer counts' agreement histogram of the "
+            "first shards shows the share lost"
+        )
+    if config["decontam_judge"]["enabled"]:
+        out.append(
+            "pre-flight: the keep rates do not count the copies the decontamination judge "
+            "drops (decontam_judge.enabled): the clean counts above are an upper bound"
+        )
+    return out
