@@ -170,6 +170,9 @@ GPUS_PER_NODE = {
     "train": 2,
 }
 OUTSIDE_GPUS = 4  # the outside model's evaluation job (its own gpus key)
+# config generation.threads: the default's (the test config keeps it)
+DEFAULT_CONFIG = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())
+GENERATION_THREADS = DEFAULT_CONFIG["generation"]["threads"]
 NODES = {"train": 2}
 TRAIN_NODES = {"node1": [0, 1], "node2": [2, 3]}  # ranks by node: 2 processes per node
 
@@ -216,8 +219,10 @@ def test_a_generation_job_runs_one_engine_task_given_its_tensor_parallel_size(
     engines = {"extract": "models.generator", "answer": "models.answerer"}
     for rule, size in (("extract", 8), ("answer", 4)):
         job = next(j for j in jobs if j["rule"] == rule)
+        # one task of generation.threads CPUs was allocated (--ntasks-per-gpu would make
+        # it one task per GPU: 8 x the CPUs), and the job step around the stage ran one
+        assert job["alloc_tres"]["cpu"] == str(GENERATION_THREADS), job
         steps = sacct_steps(job["job_id"])
-        # the job step around the stage: one task on one node, not one per GPU
         assert steps["0"]["NTasks"] == "1", steps
         assert set(steps) <= {"batch", "extern", "0"}, steps
         shard = job["wildcards"].rsplit("_", 1)[-1]
