@@ -11,7 +11,8 @@ candidates only.
 1. neighbours: each sample question and each benchmark question is embedded with
    models.embedding (mean-pooled, L2-normalised: synthllm.stages.embed); a sample's
    candidates are its decontam_judge.top_k most similar benchmark questions whose cosine
-   similarity is at least decontam_judge.min_similarity;
+   similarity is at least decontam_judge.min_similarity (0.8: benchmarks/
+   decontam_judge_candidates.py measures what it costs and finds);
 2. judge: models.generator answers yes or no to prompts/decontam_judge.j2 for each
    candidate pair (greedy, constrained to those two words where the backend can);
 3. a sample with a `yes` for any of its candidates is dropped, counted per benchmark
