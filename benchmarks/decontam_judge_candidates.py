@@ -50,8 +50,7 @@ def reworded(question: str) -> str | None:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT / "workflow"))
-    from synthllm.core.eval_data import load_benchmark
-    from synthllm.stages.decontam_judge import nearest
+    from synthllm.stages.decontam_judge import benchmark_questions, nearest
     from synthllm.stages.embed import Embedder, EmbeddingSpec
 
     files = {b: SHARED / "benchmarks" / b / "test.jsonl" for b in BENCHMARKS}
@@ -59,16 +58,14 @@ def main() -> None:
     missing = [p for p in [*files.values(), train_file] if not p.exists()]
     if missing:
         raise SystemExit(f"{missing[0]} missing: this benchmark needs ../shared/data")
-    bench = [
-        (name, r["question"])
-        for name, path in files.items()
-        for r in load_benchmark(name, str(path))
-    ]
+    # the questions the stage compares with, as it reads them
+    bench = benchmark_questions({name: str(path) for name, path in files.items()})["question"]
+    bench = bench.to_list()
     train = [json.loads(line)["question"] for line in train_file.read_text().splitlines()]
     rng = np.random.default_rng(0)
     copies = []
     for i in rng.permutation(len(bench)):
-        text = reworded(bench[i][1])
+        text = reworded(bench[i])
         if text is not None:
             copies.append((int(i), text))
         if len(copies) == REWORDED:
@@ -78,7 +75,7 @@ def main() -> None:
     defaults = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())["models"]["embedding"]
     embedder = Embedder(EmbeddingSpec.from_config(defaults))
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    bench_vectors, _ = embedder.embed([q for _, q in bench], "benchmarks")
+    bench_vectors, _ = embedder.embed(bench, "benchmarks")
     train_vectors, _ = embedder.embed(train, "gsm8k train")
     copy_vectors, _ = embedder.embed([t for _, t in copies], "reworded")
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
