@@ -20,24 +20,21 @@ from pathlib import Path
 from synthllm.core.chat import prompt_messages
 from synthllm.core.eval_data import BENCHMARKS
 from synthllm.core.grading import grade, parse_gold_math_verify
-from synthllm.core.llm import BackendSpec, Sampling, VLLMBackend
+from synthllm.core.llm import Backend, BackendSpec, Sampling, VLLMBackend
 from synthllm.settings import stage_settings
 from synthllm.stages.evaluate import load_problems, run
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-class SharedEngine:
+class SharedEngine(Backend):
     """The one engine, handed to evaluate.run; closing it is left to this script."""
 
     def __init__(self, backend: VLLMBackend):
         self.backend = backend
 
-    def generate(self, requests, sampling, positions):
-        return self.backend.generate(requests, sampling, positions)
-
-    def close(self) -> None:
-        pass
+    def stream(self, *args, **kwargs):
+        return self.backend.stream(*args, **kwargs)
 
 
 def main() -> None:

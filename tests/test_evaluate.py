@@ -13,6 +13,7 @@ import pytest
 from synthllm.core.eval_data import BENCHMARKS
 from synthllm.core.files import write_json, write_parquet
 from synthllm.core.grading import grade
+from synthllm.core.llm import Backend, Completion
 from synthllm.stages.eval_nll import encode_for_nll, run_nll
 from synthllm.stages.eval_summary import run_summary
 from synthllm.stages.evaluate import EvaluationError, load_problems, run
@@ -278,23 +279,19 @@ def evaluate_parts(tmp_path: Path, train_counts: Path, **execution) -> dict:
     }
 
 
-class FakeEngine:
-    """A backend that answers every request with a boxed 4, and can fail after some calls
-    (a killed job)."""
+class FakeEngine(Backend):
+    """A backend that answers every request with a boxed 4, and can fail after some
+    completions (a killed job); `calls` gets the positions of each stream."""
 
     def __init__(self, calls: list, fail_after: int | None = None):
         self.calls, self.fail_after = calls, fail_after
 
-    def generate(self, requests, sampling, positions):
-        from synthllm.core.llm import Completion
-
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise RuntimeError("killed")
+    def stream(self, requests, sampling, positions, max_in_flight, halt=lambda: False):
         self.calls.append(list(positions))
-        return [Completion("The answer is $\\boxed{4}$.", "stop") for _ in requests]
-
-    def close(self):
-        pass
+        for n, pos in enumerate(positions):
+            if n == self.fail_after:
+                raise RuntimeError("killed")
+            yield pos, Completion("The answer is $\\boxed{4}$.", "stop")
 
 
 @needs_data
@@ -306,15 +303,15 @@ def test_evaluate_resumes_whatever_the_execution_knobs(tmp_path):
     calls = []
     first = evaluate_parts(tmp_path, train_counts, chunk_size=2)
     with pytest.raises(RuntimeError, match="killed"):
-        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=1))
-    assert calls == [[0, 1]]
+        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=2))
+    assert calls == [[0, 1, 2, 3, 4, 5]]  # 0 and 1 finished, then the kill
     knobs = {"enforce_eager": False, "kv_cache_gib": 4, "tensor_parallel_size": 2, "gpus": 2}
     again = evaluate_parts(
         tmp_path, train_counts, chunk_size=4, engine={**ENGINE_EXECUTION, **knobs}
     )
     specs = []
     counts = run(**again, open_backend_fn=lambda spec: specs.append(spec) or FakeEngine(calls))
-    assert calls == [[0, 1], [2, 3, 4, 5]]
+    assert calls == [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5]]
     assert counts["resumed"] == 2 and counts["generated"] == 4
     assert specs[0].tensor_parallel_size == 2 and specs[0].model == str(MODEL)
     settings = json.loads(Path(again["outputs"]["settings"]).read_text())
@@ -324,7 +321,7 @@ def test_evaluate_resumes_whatever_the_execution_knobs(tmp_path):
     # a setting that changes the completions starts afresh
     calls.clear()
     with pytest.raises(RuntimeError, match="killed"):
-        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=1))
+        run(**first, open_backend_fn=lambda spec: FakeEngine(calls, fail_after=2))
     changed = evaluate_parts(tmp_path, train_counts)
     changed["settings"]["max_new_tokens"] = 8
     counts = run(**changed, open_backend_fn=lambda spec: FakeEngine(calls))

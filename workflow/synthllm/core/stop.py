@@ -6,8 +6,8 @@ retry then redoes it, and a job whose work per retry never outgrows what it lose
 ends. So inside `handling()` the first SIGTERM only records a request, and the stage stops
 at its next safe point, where what it has done is on disk:
 
-- generation (synthllm.core.generation.generate_resumable): once the chunk in flight has
-  come back and is appended to the progress log;
+- generation (synthllm.core.generation.generate_resumable): no new request starts; once
+  the requests in flight have finished and are appended to the progress log;
 - training (synthllm.stages.train): at the next step boundary, all ranks at the same one,
   after a checkpoint in the periodic checkpoints' format.
 
@@ -17,7 +17,7 @@ Snakemake's retry of a resumable job then asks for the same limits and resumes.
 
 Once a stop is under way, a SIGINT, or a SIGTERM more than `REPEAT_S` after the first, ends
 the process at once, by the signal's default action; what is on disk stays valid (progress
-appends are per chunk and a cut last line is dropped on load; a checkpoint is named only
+appends are whole lines and a cut last line is dropped on load; a checkpoint is named only
 once every rank has written it). A SIGTERM within `REPEAT_S` of the first is the same
 request: SLURM signals the torchrun launcher too, and it forwards its SIGTERM to the
 workers, which SLURM has signalled already.
@@ -120,9 +120,9 @@ def shield_children():
 
     For an inference engine's helper processes (vLLM runs its engine core, and on several
     GPUs its workers, as processes of their own): SLURM's SIGTERM reaches them as well, and
-    they exit on it, vLLM's engine core after aborting the requests in flight, so the chunk
-    being generated would be lost or come back cut. Blocked, the signal stays pending in
-    them; they serve the chunk and end when the engine is shut down (vLLM: after its 5 s
+    they exit on it, vLLM's engine core after aborting the requests in flight, so those
+    would be lost or come back cut. Blocked, the signal stays pending in
+    them; they serve the requests in flight and end when the engine is shut down (vLLM: after its 5 s
     grace, by SIGKILL), when their parent dies, or at SLURM's SIGKILL at the time limit.
     A blocked signal mask is inherited through fork and exec, and a handler installed later
     does not unblock it. SIGINT is left alone: Ctrl-C still ends them."""
