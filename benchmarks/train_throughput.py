@@ -25,7 +25,13 @@ sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from synthllm.settings import schema_defaults, schema_node, split, stage_settings  # noqa: E402
-from synthllm.stages import base_model, train, train_data, train_settings  # noqa: E402
+from synthllm.stages import (  # noqa: E402
+    base_model,
+    train,
+    train_data,
+    train_settings,
+    train_tokens,
+)
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 SEVEN_M = {
@@ -52,7 +58,11 @@ def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
     with open(data) as f:
         records = [json.loads(next(f)) for _ in range(n)]
     tokens = [
-        len(train_data.chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM)))
+        len(
+            tokenizer.apply_chat_template(
+                sft_messages(r["question"], r["answer"], SYSTEM), tokenize=True, return_dict=True
+            )["input_ids"]
+        )
         for r in records
     ]
     pq.write_table(
@@ -68,22 +78,25 @@ def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
 
 
 def bare_loop(
-    base: Path, mix: Path, s: train_settings.TrainSettings, steps: int
+    base: Path, tokens: Path, s: train_settings.TrainSettings, steps: int
 ) -> tuple[float, float]:
-    """Plain PyTorch: the trainer's batches, loss and schedule without DeepSpeed.
-    Tokens per wall second and per CPU second, after the first step."""
+    """Plain PyTorch: the trainer's batches, loss and schedule without DeepSpeed, on the same
+    token store. Tokens per wall second and per CPU second, after the first step."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    questions, answers, _ = train_data.read_mixture(mix)
-    rows = [
-        train_data.Row(ids, labels, [len(ids)])
-        for ids, labels, _ in (
-            train_data.encode_sample(tokenizer, q, a, SYSTEM, s.loss_on, s.max_seq_len)
-            for q, a in zip(questions, answers)
-        )
-    ]
+    store = train_tokens.open_store(
+        tokens,
+        {
+            "system_prompt": SYSTEM,
+            "loss_on": s.loss_on,
+            "max_seq_len": s.max_seq_len,
+            "tokenizer": train_tokens.tokenizer_digest(tokenizer),
+        },
+    )
+    table = train_data.Rows.of(store, s.max_seq_len, packing=False)
+    rows = [train_data.read_row(store, table, i) for i in range(len(table))]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if s.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
@@ -105,7 +118,7 @@ def bare_loop(
         if step == 1:
             t_start, c_start = time.perf_counter(), time.process_time()
         _, items = train_data.step_items(len(rows), s.global_batch_size, step, s.seed)
-        n_labels = sum(sum(1 for x in rows[i].labels if x != train_data.IGNORE) for i in items)
+        n_labels = int(table.label_tokens[items].sum())
         for slot in train_data.rank_micro_batches(items, 0, 1, s.micro_batch_size, accumulation):
             batch = {
                 k: v.to(device)
@@ -200,10 +213,21 @@ def main() -> None:
         pq.write_table(pq.read_table(mix).slice(0, n), mix)
         steps = train_data.steps_per_epoch(n, args.global_batch)
 
-        bare_tps, bare_cpu = bare_loop(base, mix, training, steps)
+        tokens = tmp / "tokens"
+        train_tokens.run(
+            inputs={"mixture": str(mix), "base": str(base)},
+            outputs={"tokens": str(tokens)},
+            settings={
+                "system_prompt": SYSTEM,
+                "loss_on": training.loss_on,
+                "max_seq_len": training.max_seq_len,
+            },
+            execution={"threads": args.threads},
+        )
+        bare_tps, bare_cpu = bare_loop(base, tokens, training, steps)
         ours = tmp / "ours"
         train.run(
-            inputs={"mixture": str(mix), "base": str(base)},
+            inputs={"tokens": str(tokens), "base": str(base)},
             outputs={
                 "final": str(ours / "final"),
                 "counts": str(ours / "counts.json"),

@@ -1,6 +1,8 @@
 # Stage 10: supervised fine-tuning of every model of config models.train on every budget of
 # the `all` mixture (paper §3.2), with DeepSpeed under torchrun; budget 0 is the untrained
-# base model, materialised once and the starting point of every budget.
+# base model, materialised once and the starting point of every budget. Each mixture is
+# tokenised once per model, on CPUs (train_tokens), and every rank of its training job
+# reads the token store memory-mapped.
 
 
 rule base_model:
@@ -25,15 +27,40 @@ rule base_model:
         STAGE_SHELL
 
 
-rule train:
+rule train_tokens:
     input:
         unpack(
             chain_inputs(
-                "train",
+                "train_tokens",
                 mixture="{chain}/mixtures/all/{budget}.parquet",
                 base=checkpoint_dir("{model}", 0),
             )
         ),
+    output:
+        tokens=directory("{chain}/train_tokens/{model}/{budget}"),
+    log:
+        "{chain}/logs/train_tokens/{model}/{budget}.log",
+    wildcard_constraints:
+        budget=r"[1-9]\d*",
+    conda:
+        "../envs/main.yaml"
+    threads: config["train"]["tokenize_threads"]
+    resources:
+        **job_resources("train_tokens"),
+    params:
+        **stage_params(
+            "train_tokens",
+            system_prompt="chat.system_prompt",
+            job=train_tokens_settings,
+        ),
+    shell:
+        STAGE_SHELL
+
+
+rule train:
+    input:
+        tokens="{chain}/train_tokens/{model}/{budget}",
+        base=checkpoint_dir("{model}", 0),
     output:
         # GPU-days each: Snakemake makes it read-only and will not overwrite it
         final=protected(directory("{chain}/train/{model}/{budget}/final")),

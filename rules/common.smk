@@ -503,6 +503,13 @@ def train_settings(wildcards):
     return {**settings_of(config, "train")[0], **spec.get("train", {})}
 
 
+def train_tokens_settings(wildcards):
+    """What changes a mixture's token ids and labels (synthllm.stages.train_tokens): the
+    model's train.loss_on and train.max_seq_len; its tokenizer is the base model's."""
+    training = train_settings(wildcards)
+    return {key: training[key] for key in ("loss_on", "max_seq_len")}
+
+
 # used by rules/11_evaluate.smk
 # the benchmark files, sample and chat format every evaluation job of a checkpoint uses
 EVAL_DATA = dict(

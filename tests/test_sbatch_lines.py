@@ -109,6 +109,7 @@ def expected_gpus(rule: str, paper: dict, model: str | None) -> int:
 def test_every_job_of_the_paper_plan_is_rendered_except_the_local_ones(lines):
     rules = {line["rule"] for line in lines}
     assert {"extract", "level3", "answer", "train", "evaluate", "corpus", "scaling"} <= rules
+    assert "train_tokens" in rules  # a CPU job (the check below: the cpu partition)
     assert {"level1", "augmentation_expand", "diversity"} <= rules  # the experiments' jobs
     assert not rules & {"all", "eval_summary", "filter_report", "ablation", "augmentation"}
     assert len(lines) > 3500

@@ -1,6 +1,7 @@
-"""SFT training: the pure parts (masking, packing, batching, schedule, settings) on real
-gsm8k samples and the SmolLM2 tokenizer, then real 2-process DeepSpeed runs over gloo,
-one of them SIGKILLed and resumed, one stopped by SIGTERM (as SLURM's --signal) and resumed."""
+"""SFT training: the pure parts (packed rows, batching, schedule, settings) on real gsm8k
+samples and the SmolLM2 tokenizer, then real 2-process DeepSpeed runs over gloo on a token
+store (synthllm train_tokens; its own tests are tests/test_train_tokens.py), one of them
+SIGKILLed and resumed, one stopped by SIGTERM (as SLURM's --signal) and resumed."""
 
 from __future__ import annotations
 
@@ -18,16 +19,14 @@ import numpy as np
 import pytest
 from synthllm.core.chat import sft_messages
 from synthllm.settings import schema_defaults, stage_settings
+from synthllm.stages import train_tokens
 from synthllm.stages.base_model import TrainModel, materialise_base, run_base_model
 from synthllm.stages.train_data import (
     IGNORE,
-    Row,
-    chat_ids,
+    Rows,
     collate,
-    encode_sample,
-    pack,
     rank_micro_batches,
-    read_mixture,
+    read_row,
     step_items,
     steps_per_epoch,
 )
@@ -139,7 +138,12 @@ def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
     import pyarrow.parquet as pq
 
     tokens = [
-        len(chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM))) for r in records
+        len(
+            tokenizer.apply_chat_template(
+                sft_messages(r["question"], r["answer"], SYSTEM), tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+        for r in records
     ]
     pq.write_table(
         pa.table(
@@ -157,62 +161,33 @@ def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
 # ---------------------------------------------------------------------------- pure parts
 
 
-def test_answer_only_labels_cover_exactly_the_assistant_turn(tokenizer):
-    record = gsm8k(1)[0]
-    ids, labels, cut = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM)
-    assert not cut and len(ids) == len(labels)
-    first = next(i for i, x in enumerate(labels) if x != IGNORE)
-    assert all(x == IGNORE for x in labels[:first])
-    assert labels[first:] == ids[first:]
-    # the supervised text is the answer and the end of the assistant's turn, nothing before
-    supervised = tokenizer.decode(ids[first:])
-    assert supervised.startswith(record["answer"][:20])
-    assert record["question"][:30] in tokenizer.decode(ids[:first])
-    assert supervised.rstrip().endswith(tokenizer.decode(ids[-2:]).rstrip())
-
-
-def test_loss_on_all_masks_only_the_first_token(tokenizer):
-    record = gsm8k(1)[0]
-    ids, labels, _ = encode_sample(
-        tokenizer, record["question"], record["answer"], SYSTEM, loss_on="all"
+def make_store(mixture: Path, base: Path, out: Path, loss_on: str, max_seq_len: int):
+    """The mixture's token store, as the train_tokens job makes it for training."""
+    train_tokens.run(
+        inputs={"mixture": str(mixture), "base": str(base)},
+        outputs={"tokens": str(out)},
+        settings={"system_prompt": SYSTEM, "loss_on": loss_on, "max_seq_len": max_seq_len},
+        execution={"threads": 1},
     )
-    assert labels[0] == IGNORE and labels[1:] == ids[1:]
+    return out
 
 
-def test_truncation_is_reported(tokenizer):
-    record = gsm8k(1)[0]
-    ids, labels, cut = encode_sample(
-        tokenizer, record["question"], record["answer"], SYSTEM, max_seq_len=40
-    )
-    assert cut and len(ids) == len(labels) == 40
-
-
-def test_sample_ids_match_the_mixture_token_count(tokenizer):
-    record = gsm8k(1)[0]
-    ids, _, _ = encode_sample(tokenizer, record["question"], record["answer"], SYSTEM)
-    assert len(ids) == len(
-        chat_ids(tokenizer, sft_messages(record["question"], record["answer"], SYSTEM))
-    )
-
-
-def test_pack_keeps_order_and_never_splits(tokenizer):
-    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2] for r in gsm8k(12)]
-    max_len = 600
-    rows = pack(encoded, max_len)
-    assert all(len(r.input_ids) <= max_len for r in rows)
-    assert sum(len(r.segments) for r in rows) == len(encoded)
-    flat = [x for r in rows for x in r.input_ids]
-    assert flat == [x for ids, _ in encoded for x in ids]
-    assert [s for r in rows for s in r.segments] == [len(ids) for ids, _ in encoded]
-    assert len(rows) < len(encoded)
-
-
-def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_base):
+def test_packed_rows_compute_the_losses_of_their_samples_alone(tmp_path, tokenizer, tiny_base):
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    encoded = [encode_sample(tokenizer, r["question"], r["answer"], SYSTEM)[:2] for r in gsm8k(5)]
+    write_mixture(tmp_path / "mix.parquet", gsm8k(5), tokenizer)
+    path = make_store(tmp_path / "mix.parquet", tiny_base, tmp_path / "tokens", "answer", 4096)
+    store = train_tokens.open_store(
+        path,
+        {
+            "system_prompt": SYSTEM,
+            "loss_on": "answer",
+            "max_seq_len": 4096,
+            "tokenizer": train_tokens.tokenizer_digest(tokenizer),
+        },
+    )
 
     def loss_sum(rows):
         batch = collate(rows, tokenizer.pad_token_id)
@@ -226,10 +201,11 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tokenizer, tiny_b
             reduction="sum",
         ).item()
 
-    packed = pack(encoded, 4096)
-    assert len(packed) == 1 and len(packed[0].segments) == 5
-    alone = loss_sum([Row(ids, labels, [len(ids)]) for ids, labels in encoded])
-    assert loss_sum(packed) == pytest.approx(alone, rel=1e-5)
+    packed = Rows.of(store, 4096, packing=True)
+    assert len(packed) == 1 and len(read_row(store, packed, 0).segments) == 5
+    unpacked = Rows.of(store, 4096, packing=False)
+    alone = loss_sum([read_row(store, unpacked, i) for i in range(5)])
+    assert loss_sum([read_row(store, packed, 0)]) == pytest.approx(alone, rel=1e-5)
 
 
 def test_gradient_accumulation_is_derived_from_the_global_batch():
@@ -298,16 +274,6 @@ def test_bad_model_entries_name_the_key():
         materialise_base(TrainModel.from_config(bad_heads), "/nonexistent/final", "/nonexistent/c")
 
 
-def test_mixture_without_token_counts_is_refused(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = tmp_path / "mix.parquet"
-    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), path)
-    with pytest.raises(TrainError, match=r"mix.parquet: missing column\(s\) \['tokens'\]"):
-        read_mixture(path)
-
-
 # ---------------------------------------------------------------------------- real runs
 
 # 16 samples, global batch 4 (micro 1 x 2 accumulation x 2 processes), 2 epochs = 8 steps
@@ -331,7 +297,7 @@ EXECUTION = {
 
 
 def torchrun(
-    mixture: Path, base: Path, out: Path, execution: dict = EXECUTION, **overrides
+    tokens: Path, base: Path, out: Path, execution: dict = EXECUTION, **overrides
 ) -> subprocess.Popen:
     """`synthllm train` under torchrun, as rules/10_train.smk launches it on CPU."""
     env = {
@@ -341,7 +307,7 @@ def torchrun(
         "PYTHONPATH": str(ROOT / "workflow"),
     }
     parts = {
-        "inputs": {"mixture": str(mixture), "base": str(base)},
+        "inputs": {"tokens": str(tokens), "base": str(base)},
         "outputs": {
             "final": str(out / "final"),
             "counts": str(out / "counts.json"),
@@ -378,9 +344,18 @@ def read_log(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def mixture16(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("mix") / "mix.parquet"
-    return path, write_mixture(path, gsm8k(16), tokenizer)
+def mixture16(tmp_path_factory, tokenizer, tiny_base):
+    """16 samples and their token store for SETTINGS (the path of the store, the tokens)."""
+    folder = tmp_path_factory.mktemp("mix")
+    tokens = write_mixture(folder / "mix.parquet", gsm8k(16), tokenizer)
+    store = make_store(
+        folder / "mix.parquet",
+        tiny_base,
+        folder / "tokens",
+        SETTINGS["loss_on"],
+        SETTINGS["max_seq_len"],
+    )
+    return store, tokens
 
 
 @pytest.fixture(scope="module")

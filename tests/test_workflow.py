@@ -92,13 +92,15 @@ OUTSIDE = {
 }
 LLAMA3_TEMPLATE = "resources/chat_templates/llama3.jinja"
 # what reruns when the answers change: stage 6 once, then one model (3M) trained on each of
-# the test config's two budgets, evaluated, summarised and fitted (the base model stays)
+# the test config's two budgets (each mixture tokenised first), evaluated, summarised and
+# fitted (the base model stays)
 AFTER_ANSWERS = {
     "dedup": 1,
     "decontam": 1,
     "sft_pool": 1,
     "length_stats": 1,
     "mixture": 2,
+    "train_tokens": 2,
     "train": 2,
     "evaluate": 2,
     "eval_nll": 2,
@@ -547,7 +549,9 @@ EXECUTION_CHANGES = {
     "filter": {"models": {"embedding": {"batch_size": 3}}, "filter": {"threads": 1}},
     "corpus": {"corpus": {"batch_size": 17}},
     "evaluation": {"evaluate": {"engine": ENGINE, "chunk_size": 5, "nll": {"batch_size": 3}}},
-    "training": {"train": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3}},
+    "training": {
+        "train": {"threads": 1, "cpu_processes": 1, "checkpoint_every": 3, "tokenize_threads": 1}
+    },
     "outside": {"models": {"outside": [dict(OUTSIDE, tensor_parallel_size=2)]}},
 }
 
@@ -564,6 +568,7 @@ def test_adding_a_budget_adds_only_its_mixture_training_evaluation_and_the_fit(t
     more = override(tmp, "budgets.yaml", mixtures={"sample_counts": [16, 24, 32]})
     assert planned_jobs(*configs, more) == {
         "mixture": 1,
+        "train_tokens": 1,
         "train": 1,
         "evaluate": 1,
         "eval_nll": 1,
@@ -673,6 +678,7 @@ def test_paper_config_plans_the_whole_dag():
         "length_stats": 1,
         "mixture": 7,
         "base_model": 3,
+        "train_tokens": 21,
         "train": 21,
         "outside_model": 9,
         "evaluate": 33,

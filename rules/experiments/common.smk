@@ -175,7 +175,7 @@ def register_ablation_chain(level_set):
             root,
             inputs={
                 "mixture": {"pool": f"{RESULTS}/mixtures/pool.parquet"},
-                "train": {"mixture": f"{root}/mixtures/{level_set}/{{budget}}.parquet"},
+                "train_tokens": {"mixture": f"{root}/mixtures/{level_set}/{{budget}}.parquet"},
             },
             jobs={"mixture": lambda wildcards: mixture_job(wildcards, size_key="ablation.samples")},
         )
@@ -220,7 +220,7 @@ def register_method_chain(method):
                 "answer": {"questions": [augmentation_questions(method)]},
                 "dedup": {"answers": [f"{root}/answer/shard-{ONE_SHARD}.parquet"]},
                 "decontam": {"questions": f"{root}/{step}/questions.parquet"},
-                "train": {"mixture": f"{root}/mixtures/{method}/{{budget}}.parquet"},
+                "train_tokens": {"mixture": f"{root}/mixtures/{method}/{{budget}}.parquet"},
             },
             jobs={"mixture": augmentation_mixture_job},
         )

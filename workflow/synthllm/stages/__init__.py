@@ -25,7 +25,7 @@ in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.sm
    7 dedup: dedup
    8 decontam: decontam, decontam_judge
    9 mixtures: mixtures (sft_pool, mixture), length_stats
-  10 train: base_model, train, train_data, train_settings
+  10 train: base_model, train_tokens, train, train_data, train_settings
   11 evaluate: outside_model, evaluate, eval_nll, eval_summary
   12 scaling: scaling/
 """
@@ -92,6 +92,11 @@ STAGES = (
     Command("length_stats", "stages.length_stats:run", "question and answer lengths per level"),
     # 10 train
     Command("base_model", "stages.base_model:run_base_model", "budget 0: the untrained base"),
+    Command(
+        "train_tokens",
+        "stages.train_tokens:run",
+        "token ids and loss masks of one mixture, once (memory-mapped by training)",
+    ),
     Command(
         "train",
         "stages.train:run",

@@ -1,6 +1,7 @@
 """Supervised fine-tuning on a mixture with DeepSpeed (paper §3.2, §5.1): the training
 loop, its logs and checkpoints (synthllm train). The settings are synthllm.stages.train_settings,
-the samples and batches synthllm.stages.train_data, the untrained base synthllm.stages.base_model.
+the rows and batches synthllm.stages.train_data, read from the mixture's token store
+(synthllm.stages.train_tokens), the untrained base synthllm.stages.base_model.
 
 The loss is the mean over the step's label tokens, whatever rank or micro-batch holds them;
 a short last batch fills empty micro-batch slots with zero-weight copies so every rank runs
@@ -10,14 +11,16 @@ Outputs under `train/{model}/{budget}/`:
 - `final/`: Hugging Face folder (config.json, model.safetensors, tokenizer with its chat
   template) that `AutoModelForCausalLM.from_pretrained` and vLLM load;
 - `counts.json`: write_counts fields (samples in/out) plus `tokens` (the mixture's token
-  total), `samples`, `steps`, `epochs`, `final_loss`, throughput and batch geometry;
+  total), `samples`, `truncated_samples` (both the token store's), `steps`, `epochs`,
+  `final_loss`, throughput and batch geometry;
 - `log.jsonl`: one line per optimizer step: step, epoch, loss, lr, tokens, label_tokens,
   tokens_per_s, elapsed_s, cpu_s (this process's CPU time; on a shared machine the steadier
   figure), and mfu where the accelerator's peak FLOP/s is known;
 - `checkpoints/`: DeepSpeed checkpoints every `checkpoint_every` steps, the newest
   `keep_checkpoints` kept, and `resume.json` naming the newest complete one with the run's
-  fingerprint (settings, data, base model, world size); a rerun resumes from it when the
-  fingerprint matches and starts afresh otherwise. Removed once the final model is saved.
+  fingerprint (settings, the token store's digest, base model, world size); a rerun
+  resumes from it when the fingerprint matches and starts afresh otherwise. Removed once
+  the final model is saved.
 
 A SIGTERM (SLURM's, `--signal` before the time limit; it reaches every rank) stops the run at
 the next step boundary, the same one on every rank (the flag rides on the step's loss
@@ -41,12 +44,10 @@ from pathlib import Path
 from synthllm.core import stop
 from synthllm.stages.train_data import (
     IGNORE,
-    Row,
+    Rows,
     collate,
-    encode_sample,
-    pack,
     rank_micro_batches,
-    read_mixture,
+    read_row,
     step_items,
     steps_per_epoch,
 )
@@ -57,6 +58,7 @@ from synthllm.stages.train_settings import (
     gradient_accumulation,
     linear_schedule,
 )
+from synthllm.stages.train_tokens import open_store, tokenizer_digest
 
 log = logging.getLogger("synthllm.stages.train")
 
@@ -90,8 +92,8 @@ def _peak_flops(peak_tflops: float | None, device_type: str) -> float | None:
 
 
 def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict | None:
-    """Fine-tune `inputs["base"]` (an HF folder, e.g. `train/{model}/0/final`) on
-    `inputs["mixture"]`, writing `final/`, `counts.json` and `log.jsonl` into the folder of
+    """Fine-tune `inputs["base"]` (an HF folder, e.g. `train/{model}/0/final`) on the
+    token store `inputs["tokens"]` (a folder, synthllm.stages.train_tokens), writing `final/`, `counts.json` and `log.jsonl` into the folder of
     `outputs["counts"]`. Run under torchrun (or alone, as a world of one). Settings: config
     key train with the model's overrides (`training`) and chat.system_prompt
     (`system_prompt`); execution: train.checkpoint_every, keep_checkpoints, peak_tflops
@@ -110,7 +112,7 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _die_with_launcher()
-    mixture, base_model = inputs["mixture"], inputs["base"]
+    base_model = inputs["base"]
     system_prompt = settings["system_prompt"]
     training = TrainSettings.from_config(settings["training"])
     cadence = execution["training"]
@@ -139,27 +141,23 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
     progress_log = ckpt_dir / "log.jsonl"
     torch.manual_seed(training.seed)
 
-    questions, answers, mixture_tokens = read_mixture(mixture)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if not tokenizer.chat_template:
         raise TrainError(f"{base_model}: the tokenizer has no chat template")
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    encoded, truncated = [], 0
-    for q, a in tqdm(
-        zip(questions, answers), total=len(questions), desc="tokenize", disable=rank != 0
-    ):
-        ids, labels, cut = encode_sample(
-            tokenizer, q, a, system_prompt, training.loss_on, training.max_seq_len
-        )
-        encoded.append((ids, labels))
-        truncated += cut
-    rows = (
-        pack(encoded, training.max_seq_len)
-        if training.packing
-        else [Row(ids, labels, [len(ids)]) for ids, labels in encoded]
+    # the samples as this run's settings and tokenizer make them, tokenised once (its own job)
+    store = open_store(
+        inputs["tokens"],
+        {
+            "system_prompt": system_prompt,
+            "loss_on": training.loss_on,
+            "max_seq_len": training.max_seq_len,
+            "tokenizer": tokenizer_digest(tokenizer),
+        },
     )
+    rows = Rows.of(store, training.max_seq_len, training.packing)
 
     accumulation = gradient_accumulation(
         training.global_batch_size, training.micro_batch_size, world
@@ -197,7 +195,7 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
     del hf_zero3
 
     fingerprint = training.fingerprint(
-        _file_digest(mixture),
+        store.counts["digest"],
         str(world),
         system_prompt,
         _file_digest(Path(base_model) / "config.json"),
@@ -219,8 +217,8 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
     for step in range(start, total_steps):
         t0, c0 = time.perf_counter(), time.process_time()
         epoch, items = step_items(len(rows), training.global_batch_size, step, training.seed)
-        step_label_tokens = sum(sum(1 for x in rows[i].labels if x != IGNORE) for i in items)
-        step_tokens = sum(len(rows[i].input_ids) for i in items)
+        step_label_tokens = int(rows.label_tokens[items].sum())
+        step_tokens = int(rows.tokens[items].sum())
         # Loss of a micro-batch = its token-loss sum / the step's label tokens, times the
         # accumulation and the world size that DeepSpeed divides by again: the gradient is
         # that of the mean over every label token of the step.
@@ -231,7 +229,7 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
         local = torch.zeros(2, dtype=torch.float64, device=device)
         for slot in rank_micro_batches(items, rank, world, training.micro_batch_size, accumulation):
             weight = 1.0 if slot else 0.0
-            batch = collate([rows[i] for i in (slot or [int(items[0])])], pad_id)
+            batch = collate([read_row(store, rows, i) for i in (slot or [int(items[0])])], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
             logits = engine(**batch).logits.float()
@@ -294,13 +292,13 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
         counts = write_counts(
             out / "counts.json",
             "train",
-            len(questions),
-            len(questions),
+            len(store),
+            len(store),
             {},
-            samples=len(questions),
-            tokens=mixture_tokens,
+            samples=len(store),
+            tokens=store.counts["tokens"],
             rows=len(rows),
-            truncated_samples=truncated,
+            truncated_samples=store.counts["truncated_samples"],
             epochs=training.epochs,
             steps=total_steps,
             resumed_from_step=start,

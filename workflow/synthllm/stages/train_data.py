@@ -1,11 +1,12 @@
-"""The training data of SFT: a mixture's samples tokenised with their loss masks, packed
-into rows, collated into micro-batches, and the batches of every step.
+"""The training data of SFT: a mixture's token store (synthllm.stages.train_tokens, made
+once by its own job) read by offset into rows, collated into micro-batches, and the batches
+of every step.
 
-Input: a mixture parquet with columns `question`, `answer` and `tokens` (the token count of
-the chat-formatted sample; its sum is the D of the scaling law). Each sample becomes the
-conversation `synthllm.core.chat.sft_messages(question, answer, chat.system_prompt)` rendered by
-the tokenizer's chat template, the same format evaluation prompts with. By default the loss
-covers only the assistant's turn (`train.loss_on: answer`); `all` covers every token.
+Rows: without packing one row per sample; with `packing: true` samples are packed whole and
+greedily, in mixture order, into rows of at most `max_seq_len` tokens (from the store's
+offsets alone). A row is read from the memory-mapped store only when a micro-batch needs
+it, so a rank holds a few arrays per row (bounds and token counts), whatever the mixture's
+size.
 
 Batching: a step sees `global_batch_size` samples (packed rows with `packing: true`), split
 over the world as `micro_batch_size` x gradient accumulation x processes; the accumulation
@@ -15,79 +16,56 @@ is derived from the other three. The order is a fixed permutation per epoch (`tr
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from synthllm.stages.train_settings import TrainError
+from synthllm.stages.train_tokens import TokenStore
 
 IGNORE = -100
 
 
-def read_mixture(path: str | os.PathLike) -> tuple[list[str], list[str], int]:
-    """Questions, answers and the token total of a mixture parquet."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    missing = {"question", "answer", "tokens"} - set(table.column_names)
-    if missing:
-        raise TrainError(f"{path}: missing column(s) {sorted(missing)}")
-    questions = table.column("question").to_pylist()
-    answers = table.column("answer").to_pylist()
-    for i, (q, a) in enumerate(zip(questions, answers)):
-        if not q or not a:
-            raise TrainError(f"{path}: record {i} has an empty question or answer")
-    tokens = int(sum(t or 0 for t in table.column("tokens").to_pylist()))
-    return questions, answers, tokens
+# ---------------------------------------------------------------------------- rows
 
 
-# ---------------------------------------------------------------------------- samples
+def pack_bounds(offsets: np.ndarray, max_len: int) -> np.ndarray:
+    """Greedy packing in the given order from the samples' offsets (int64 [n + 1]): each
+    sample goes whole into the current row if it fits, else it starts a new row; samples
+    are never split. Row r holds samples bounds[r]:bounds[r + 1] (int64 [rows + 1])."""
+    n = len(offsets) - 1
+    bounds = np.empty(n + 1, dtype=np.int64)
+    bounds[0] = rows = start = 0
+    while start < n:
+        # the most samples from `start` on whose tokens fit in max_len; at least one
+        end = int(np.searchsorted(offsets, offsets[start] + max_len, side="right")) - 1
+        start = max(end, start + 1)
+        rows += 1
+        bounds[rows] = start
+    return bounds[: rows + 1].copy()
 
 
-def encode_sample(
-    tokenizer,
-    question: str,
-    answer: str,
-    system_prompt: str,
-    loss_on: str = "answer",
-    max_seq_len: int | None = None,
-) -> tuple[list[int], list[int], bool]:
-    """Token ids and labels of one training conversation; True when it was truncated.
+@dataclass(frozen=True)
+class Rows:
+    """The rows of a run over a token store: row r holds samples bounds[r]:bounds[r + 1],
+    with its tokens and label tokens (those the loss covers)."""
 
-    With `loss_on="answer"` every token of the prompt (system and user turns and the
-    assistant header) is masked, so the loss covers exactly what the model is asked to
-    generate at evaluation time. The first token is always masked: nothing predicts it.
-    """
-    from synthllm.core.chat import prompt_messages, sft_messages
+    bounds: np.ndarray  # int64 [rows + 1]
+    tokens: np.ndarray  # int64 [rows]
+    label_tokens: np.ndarray  # int64 [rows]
 
-    ids = chat_ids(tokenizer, sft_messages(question, answer, system_prompt))
-    labels = list(ids)
-    if loss_on == "answer":
-        prompt = chat_ids(
-            tokenizer, prompt_messages(question, system_prompt), add_generation_prompt=True
-        )
-        if ids[: len(prompt)] != prompt:
-            raise TrainError(
-                "the chat template renders the prompt differently alone and "
-                "inside the full conversation; loss_on: answer cannot mask it"
-            )
-        labels[: len(prompt)] = [IGNORE] * len(prompt)
-    labels[0] = IGNORE
-    truncated = max_seq_len is not None and len(ids) > max_seq_len
-    if truncated:
-        ids, labels = ids[:max_seq_len], labels[:max_seq_len]
-    return ids, labels, truncated
+    def __len__(self) -> int:
+        return len(self.tokens)
 
-
-def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """Token ids of a conversation through the tokenizer's chat template (as the mixtures
-    stage counts them)."""
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
-    )
-    return list(out["input_ids"])
+    @classmethod
+    def of(cls, store: TokenStore, max_len: int, packing: bool) -> Rows:
+        offsets = np.asarray(store.offsets)
+        n = len(store)
+        bounds = pack_bounds(offsets, max_len) if packing else np.arange(n + 1, dtype=np.int64)
+        labels = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.diff(offsets) - store.label_start, out=labels[1:])
+        return cls(bounds, np.diff(offsets[bounds]), np.diff(labels[bounds]))
 
 
 @dataclass
@@ -95,24 +73,21 @@ class Row:
     """One training sequence: a sample, or several packed back to back (`segments` holds
     each one's length so attention stays inside it)."""
 
-    input_ids: list[int]
-    labels: list[int]
+    input_ids: np.ndarray  # int64
+    labels: np.ndarray  # int64, IGNORE where the loss does not reach
     segments: list[int]
 
 
-def pack(samples: list[tuple[list[int], list[int]]], max_len: int) -> list[Row]:
-    """Greedy packing in the given order: each sample goes whole into the current row if it
-    fits, else it starts a new row. Samples are never split."""
-    rows: list[Row] = []
-    for ids, labels in samples:
-        if rows and len(rows[-1].input_ids) + len(ids) <= max_len:
-            row = rows[-1]
-            row.input_ids.extend(ids)
-            row.labels.extend(labels)
-            row.segments.append(len(ids))
-        else:
-            rows.append(Row(list(ids), list(labels), [len(ids)]))
-    return rows
+def read_row(store: TokenStore, rows: Rows, r: int) -> Row:
+    """Row r of a run, read from the store: its ids, and its labels (each sample's ids from
+    its label start on)."""
+    first, last = int(rows.bounds[r]), int(rows.bounds[r + 1])
+    offsets = np.asarray(store.offsets[first : last + 1]) - store.offsets[first]
+    ids = np.asarray(store.input_ids[store.offsets[first] : store.offsets[last]], dtype=np.int64)
+    labels = ids.copy()
+    for start, label_start in zip(offsets[:-1].tolist(), store.label_start[first:last].tolist()):
+        labels[start : start + label_start] = IGNORE
+    return Row(ids, labels, np.diff(offsets).tolist())
 
 
 def collate(rows: list[Row], pad_id: int):
@@ -135,8 +110,8 @@ def collate(rows: list[Row], pad_id: int):
     )
     for i, row in enumerate(rows):
         n = len(row.input_ids)
-        input_ids[i, :n] = torch.tensor(row.input_ids)
-        labels[i, :n] = torch.tensor(row.labels)
+        input_ids[i, :n] = torch.from_numpy(row.input_ids)
+        labels[i, :n] = torch.from_numpy(row.labels)
         start = 0
         for seg in row.segments:
             position_ids[i, start : start + seg] = torch.arange(seg)
@@ -158,9 +133,12 @@ def collate(rows: list[Row], pad_id: int):
 # ---------------------------------------------------------------------------- batches
 
 
+@functools.lru_cache(maxsize=1)  # every step of an epoch reads it: drawn once per epoch
 def epoch_order(n_items: int, epoch: int, seed: int) -> np.ndarray:
-    """The fixed order of one epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(n_items)
+    """The fixed order of one epoch (read-only)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_items)
+    order.flags.writeable = False
+    return order
 
 
 def steps_per_epoch(n_items: int, global_batch: int) -> int:

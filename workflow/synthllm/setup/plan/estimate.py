@@ -233,6 +233,8 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
         return Work(disk=total_questions * b["sample"])
     if rule == "mixture":
         return Work(disk=int(job.wildcards.get("budget", 0)) * b["sample"])
+    if rule == "train_tokens":  # a CPU job: one mixture tokenised once
+        return Work(disk=int(job.wildcards["budget"]) * b["sample_tokens"])
     train = {m["label"]: m for m in models["train"]}
     if rule == "outside_model":  # a tokenizer and links to the weights
         return Work()

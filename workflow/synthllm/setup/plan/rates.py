@@ -58,6 +58,9 @@ RECORD_BYTES = {
     "question": 500,  # a question and its provenance
     "set": 1000,  # a concept set and its two reference document ids
     "sample": 2500,  # a question and its answer (~600 tokens, paper §5.1)
+    # a sample's token store (synthllm.stages.train_tokens): ~600 int32 ids, its offset
+    # (int64) and label start (int32)
+    "sample_tokens": 600 * 4 + 8 + 4,
     "eval": 4000,  # a benchmark problem, the completion and its grade
 }
 # benchmark sizes when their files are not here (the Qwen2.5-Math harness's test sets)
