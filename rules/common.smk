@@ -19,6 +19,7 @@ WORKFLOW_DIR = Path(workflow.basedir)
 
 sys.path.insert(0, str(WORKFLOW_DIR / "workflow"))
 from synthllm.settings import schema_node, split
+from synthllm.stages.corpus_parts import PART_PATTERN, part_groups
 from synthllm.settings import stage_settings as settings_of
 from synthllm.stages import STAGES
 
@@ -179,6 +180,7 @@ def python_env(kind):
 
 wildcard_constraints:
     shard=r"\d{5}-of-\d{5}",
+    part=PART_PATTERN,
     subset=r"\d{3}-of-\d{3}",
     budget=r"\d+",
     mixture=r"[A-Za-z0-9_]+",
@@ -255,12 +257,52 @@ def all_reference_docs():
     return expand(REFERENCE_DOCS, shard=shard_ids())
 
 
-def corpus_input_files():
-    """Every file the corpus sources match now; globs that match nothing are reported by the job."""
-    files = []
-    for source in config["corpus"]["sources"]:
-        files.extend(sorted(p for p in glob(source["glob"], recursive=True) if Path(p).is_file()))
-    return files
+# the corpus's scatter jobs (rules/01_corpus.smk), from the files the sources match now: one
+# per corpus.files_per_job files of a source (synthllm.stages.corpus_parts); a source
+# matching no file gets a job that fails naming it, unless it is optional
+CORPUS_PARTS = {
+    part["id"]: part
+    for part in part_groups(config["corpus"]["sources"], config["corpus"]["files_per_job"])
+}
+# the sources with max_docs: their cutoffs come from the corpus_limits job
+CORPUS_MAX_DOCS = [source.get("max_docs") for source in config["corpus"]["sources"]]
+
+
+def corpus_part_files(kind, parts=None):
+    """The scatter jobs' part files (kind "arrow") or counts ("json"), in corpus order."""
+    return [f"{RESULTS}/corpus_parts/{part}.{kind}" for part in parts or CORPUS_PARTS]
+
+
+def corpus_part_job(wildcards):
+    """A scatter job's own settings: its source's config entry (but max_docs, which only the
+    limits job reads) and where its files start among the source's."""
+    part = CORPUS_PARTS[wildcards.part]
+    index = part["source_index"]
+    entry = config["corpus"]["sources"][index]
+    return {
+        "part": wildcards.part,
+        "source_index": index,
+        "first_file": part["first_file"],
+        "source": {key: value for key, value in entry.items() if key != "max_docs"},
+        "limited": entry.get("max_docs") is not None,
+    }
+
+
+def corpus_limited_parts():
+    """The parts the limits job reads: those of the sources up to the last with max_docs."""
+    last = max(i for i, m in enumerate(CORPUS_MAX_DOCS) if m is not None)
+    return [p for p, part in CORPUS_PARTS.items() if part["source_index"] <= last]
+
+
+def corpus_limits_input():
+    """The limits job's cutoffs, for the jobs after it; none when no source has max_docs."""
+    if all(m is None for m in CORPUS_MAX_DOCS):
+        return {}
+    return {"limits": f"{RESULTS}/corpus_parts/limits.json"}
+
+
+def corpus_source_names():
+    return [source["name"] for source in config["corpus"]["sources"]]
 
 
 if "all" not in config["mixtures"]["sets"]:

@@ -89,7 +89,9 @@ def paper():
 
 def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     config, jobs = paper
-    assert len(jobs) == 3708  # with 9 outside models staged and evaluated
+    # with 9 outside models staged and evaluated; the corpus's scatter (one job here, for the
+    # absent files: it would fail naming the glob) and gather (one job per shard)
+    assert len(jobs) == 3729 + 1 + 512
     gpus = {}
     for job in jobs:
         key = job.rule if job.rule != "train" else f"train/{job.wildcards['model']}"
@@ -104,6 +106,7 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     assert gpus["evaluate"] == {1, 4}
     assert gpus["outside_model"] == {0}
     assert gpus["corpus"] == gpus["dedup"] == gpus["rate"] == {0}  # rate: an API model
+    assert gpus["corpus_part"] == gpus["corpus_shard"] == {0}
     level1 = [j for j in jobs if j.rule == "level1"]
     assert len(level1) == 512 and {j.runtime_min for j in level1} == {720}
 
@@ -117,7 +120,7 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     expected = 520_000 * 2 * 2048 / 400 / 3600 + 512 * 8 * 20 / 60
     assert rows["level1"].est_gpu_h == pytest.approx(expected)
     text = table(list(rows.values()))
-    assert text.splitlines()[-1].split()[:2] == ["total", "3708"]
+    assert text.splitlines()[-1].split()[:2] == ["total", str(3729 + 1 + 512)]
 
 
 def test_the_cli_prints_the_table(fresh_results):

@@ -417,6 +417,9 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
     more = override(tmp, "shards.yaml", corpus={"n_shards": 3})
     # the synthetic positives and the base model do not depend on the corpus
     assert planned_jobs(*configs, more) == {
+        "corpus_part": 3,
+        "corpus_limits": 1,
+        "corpus_shard": 3,
         "corpus": 1,
         "embed": 3,
         "coldstart": 1,
@@ -655,6 +658,8 @@ def test_paper_config_plans_the_whole_dag():
     jobs = planned_jobs("--configfile", "config/paper.yaml")
     # three models, seven budgets plus the base model each; nine models evaluated as they are
     assert jobs == {
+        "corpus_part": 1,
+        "corpus_shard": 512,
         "corpus": 1,
         "synthetic_docs": 1,
         "embed": 512,
@@ -723,7 +728,7 @@ def test_a_failing_job_names_the_bad_file_and_leaves_no_output(tmp_path):
     )
     proc = snakemake("--configfile", "config/test.yaml", cfg, check=False)
     assert proc.returncode != 0
-    log = (results / "logs" / "corpus.log").read_text()
+    log = (results / "logs" / "corpus_part" / "bad-00000-of-00001.log").read_text()
     assert "a.jsonl:2: malformed JSON" in log
     assert not any((results / "corpus").glob("*"))
 

@@ -15,7 +15,8 @@ reading aids with arguments of their own.
 The modules of this package, one per pipeline stage (named after the stage) and its helpers,
 in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.smk:
 
-   1 corpus: corpus, corpus_sources
+   1 corpus: corpus (corpus_part, corpus_limits, corpus_shard, corpus), corpus_sources,
+     corpus_parts
    2 filter: embed, synthetic_docs, classifiers (coldstart, finegrained), rate, filter_docs,
      filter_report
    3 extract: extract
@@ -48,7 +49,10 @@ class Command:
 
 STAGES = (
     # 1 corpus
-    Command("corpus", "stages.corpus:run", "read, normalise, deduplicate and shard the corpus"),
+    Command("corpus_part", "stages.corpus:run_part", "read, normalise and hash some corpus files"),
+    Command("corpus_limits", "stages.corpus:run_limits", "where the max_docs sources stop"),
+    Command("corpus_shard", "stages.corpus:run_shard", "one shard of every part, deduplicated"),
+    Command("corpus", "stages.corpus:run", "the corpus's counts and checks, then its shards"),
     # 2 filter
     Command("embed", "stages.embed:run", "mean-pooled, L2-normalised document embeddings"),
     Command(

@@ -8,7 +8,6 @@ read at all raises BadFile, with a reason the stage counts under `on_bad_record:
 
 from __future__ import annotations
 
-import glob as globlib
 import gzip
 import json
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from synthllm.errors import SynthllmError
+from synthllm.stages.corpus_parts import source_files
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet", "csv")
 
@@ -91,7 +91,7 @@ class Source:
         )
 
     def files(self) -> list[str]:
-        return sorted(p for p in globlib.glob(self.glob, recursive=True) if Path(p).is_file())
+        return source_files(self.glob)
 
 
 @dataclass

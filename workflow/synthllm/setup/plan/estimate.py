@@ -165,6 +165,10 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
         return Work()
     if rule == "corpus":
         return Work(disk=s.corpus_docs * b["document"])
+    if rule in ("corpus_part", "corpus_limits", "corpus_shard"):
+        # the corpus's scatter-gather: temporary files, removed once `corpus` has linked
+        # the gathered shards under their final names (the disk above)
+        return Work()
     if rule in ("embed", "embed_synthetic"):
         spec = models["embedding"]
         docs = (
