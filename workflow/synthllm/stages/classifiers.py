@@ -281,6 +281,52 @@ def labelled_check(scores: pa.Table, shards: list[str], positive_sources: list[s
     return {"positive_sources": positive_sources, **precision_recall(kept, positive)}
 
 
+def rating_histogram(ratings) -> dict[str, int]:
+    """Ratings per whole number 1-10, each rounded half up to the nearest (an expected
+    rating, synthllm.stages.rate, is fractional)."""
+    rounded = np.clip(np.floor(np.asarray(ratings, dtype=float) + 0.5), 1, 10)
+    return {str(k): int(np.sum(rounded == k)) for k in range(1, 11)}
+
+
+def rating_stats(ratings) -> dict:
+    """n, mean, std, min, max and the interquartile range (iqr: how far apart the middle
+    half of the ratings lie, the spread the report's floor reads) of ratings."""
+    y = np.asarray(ratings, dtype=float)
+    if not len(y):
+        return dict.fromkeys(("mean", "std", "min", "max", "iqr"), None) | {"n": 0}
+    q25, q75 = np.percentile(y, [25, 75])
+    return {
+        "n": len(y),
+        "mean": float(y.mean()),
+        "std": float(y.std()),
+        "min": float(y.min()),
+        "max": float(y.max()),
+        "iqr": float(q75 - q25),
+    }
+
+
+def labelled_ratings(
+    items: list[dict], shards: list[str], positive_sources: list[str]
+) -> dict | None:
+    """rating_stats of the rated documents from the labelled sources (config key
+    filter.positive_sources) and of the others, or None when no source is labelled: whether
+    the rater tells math from the rest."""
+    if not positive_sources:
+        return None
+    source = {
+        shard_name_of(s): pq.read_table(s, columns=["source"])
+        .column("source")
+        .to_numpy(zero_copy_only=False)
+        for s in shards
+    }
+    positive = [source[r["shard"]][r["row"]] in positive_sources for r in items]
+    return {
+        "positive_sources": positive_sources,
+        "positive": rating_stats([r["rating"] for r, p in zip(items, positive) if p]),
+        "other": rating_stats([r["rating"] for r, p in zip(items, positive) if not p]),
+    }
+
+
 def _save_model(model, path: str) -> None:
     import joblib
 
@@ -376,7 +422,9 @@ def run_finegrained(*, inputs: dict, outputs: dict, settings: dict, execution: d
         "iteration": iteration,
         "regressor": "RandomForestRegressor",
         "ratings": len(items),
-        "rating_histogram": {str(k): int(np.sum(y == k)) for k in range(1, 11)},
+        "rating_histogram": rating_histogram(y),
+        "rating_stats": rating_stats(y),
+        "labelled_ratings": labelled_ratings(items, shards, settings["positive_sources"]),
         "threshold": threshold,
         "forest": forest.__dict__,
         "split_seed": seed,
