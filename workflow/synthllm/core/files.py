@@ -1,4 +1,5 @@
-"""Atomic writes, the per-stage counts file, and per-step time and memory of a long job.
+"""Atomic writes, the per-stage counts file, per-step time and memory of a long job, and
+slices of a stored .npz read from disk.
 
 Every output is written to a temporary name in the destination folder and renamed into
 place only when complete, so a killed or failed job never leaves a truncated file behind
@@ -13,8 +14,10 @@ import logging
 import os
 import resource
 import shutil
+import struct
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +158,54 @@ class StepLog:
 
     def seconds(self) -> float:
         return round(sum(s["seconds"] for s in self.steps.values()), 1)
+
+
+class StoredNpz:
+    """The arrays of an uncompressed .npz (as `np.savez` writes it), read by slice straight
+    from the file: a slice costs its own bytes only, so a job can stream arrays larger than
+    its memory (memory-mapping them instead would count every page touched in the job's
+    resident memory until the map is closed)."""
+
+    def __init__(self, path: str | os.PathLike):
+        import numpy as np
+
+        self.path = Path(path)
+        self.members: dict[str, tuple[int, Any, tuple[int, ...]]] = {}
+        with zipfile.ZipFile(self.path) as z, open(self.path, "rb") as f:
+            for info in z.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(
+                        f"{self.path}: member {info.filename} is compressed; only np.savez's "
+                        "uncompressed members can be read by slice"
+                    )
+                f.seek(info.header_offset + 26)  # the local header's name and extra lengths
+                name_len, extra_len = struct.unpack("<HH", f.read(4))
+                f.seek(info.header_offset + 30 + name_len + extra_len)
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
+                if fortran and len(shape) > 1:
+                    raise ValueError(f"{self.path}: member {info.filename} is in Fortran order")
+                self.members[info.filename.removesuffix(".npy")] = (f.tell(), dtype, shape)
+
+    def read(self, name: str, start: int = 0, stop: int | None = None):
+        """Items [start, stop) of a 1-d member (the whole member by default; a 0-d member is
+        read whole)."""
+        import numpy as np
+
+        if name not in self.members:
+            raise KeyError(f"{self.path}: no array {name!r} (it holds {sorted(self.members)})")
+        offset, dtype, shape = self.members[name]
+        if not shape:
+            return np.fromfile(self.path, dtype, 1, offset=offset).reshape(())
+        stop = shape[0] if stop is None else stop
+        if not 0 <= start <= stop <= shape[0]:
+            raise IndexError(f"{self.path}: items {start}:{stop} of array {name} ({shape[0]})")
+        out = np.fromfile(self.path, dtype, stop - start, offset=offset + start * dtype.itemsize)
+        if len(out) != stop - start:
+            raise ValueError(f"{self.path}: array {name} is cut short (read {len(out)} items)")
+        return out
