@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from corpusrun import build_shards
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthllm.stages.corpus import (
     SCHEMA,
-    build_shards,
     doc_id_of,
     normalise,
     run,
@@ -75,7 +75,7 @@ def test_all_formats_normalise_to_one_schema(tmp_path):
     pq.write_table(pa.table({"q": ["Parquet doc"], "a": ["body"]}), tmp_path / "c.parquet")
     (tmp_path / "d.csv").write_text('q,a\n"CSV doc\nwith a newline",tail\n')
     src = source(tmp_path, "*", text=["q", "a"], meta=[])
-    counts = build_shards([src], tmp_path / "out", n_shards=2, progress=False)
+    counts = build_shards([src], tmp_path / "out", n_shards=2)
     table = read_shards(tmp_path / "out", 2)
     assert table.schema == SCHEMA
     texts = sorted(table.column("text").to_pylist())
@@ -95,7 +95,7 @@ def test_id_url_and_meta_columns_are_kept(tmp_path):
         tmp_path / "a.jsonl", [{"text": "doc", "uid": "u1", "link": "http://x", "score": 3}]
     )
     src = source(tmp_path, "*.jsonl", id="uid", url="link", meta=["score"])
-    build_shards([src], tmp_path / "out", n_shards=1, progress=False)
+    build_shards([src], tmp_path / "out", n_shards=1)
     row = read_shards(tmp_path / "out", 1).to_pylist()[0]
     assert row["url"] == "http://x" and row["source"] == "t"
     meta = json.loads(row["meta"])
@@ -113,7 +113,7 @@ def test_empty_and_duplicate_documents_are_dropped_and_counted(tmp_path):
             {"text": "other"},
         ],
     )
-    counts = build_shards([source(tmp_path, "*.jsonl")], tmp_path / "out", 3, progress=False)
+    counts = build_shards([source(tmp_path, "*.jsonl")], tmp_path / "out", 3)
     assert counts["out"] == 2
     assert counts["dropped"] == {"duplicate": 1, "empty_text": 2}
     assert sorted(read_shards(tmp_path / "out", 3).column("text").to_pylist()) == ["other", "same"]
@@ -122,8 +122,8 @@ def test_empty_and_duplicate_documents_are_dropped_and_counted(tmp_path):
 def test_shards_partition_by_doc_id_and_are_deterministic(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": f"document number {i}"} for i in range(200)])
     src = source(tmp_path, "*.jsonl")
-    build_shards([src], tmp_path / "o1", 5, batch_size=7, progress=False)
-    build_shards([src], tmp_path / "o2", 5, batch_size=64, progress=False)
+    build_shards([src], tmp_path / "o1", 5, batch_size=7)
+    build_shards([src], tmp_path / "o2", 5, batch_size=64)
     for i in range(5):
         t1 = pq.read_table(tmp_path / "o1" / shard_name(i, 5))
         t2 = pq.read_table(tmp_path / "o2" / shard_name(i, 5))
@@ -139,9 +139,7 @@ def test_shards_partition_by_doc_id_and_are_deterministic(tmp_path):
 def test_every_distinct_nonempty_text_lands_in_exactly_one_shard(tmp_path_factory, texts, n_shards):
     tmp = tmp_path_factory.mktemp("prop")
     write_jsonl(tmp / "a.jsonl", [{"text": t} for t in texts] or [{"text": ""}])
-    counts = build_shards(
-        [source(tmp, "*.jsonl")], tmp / "out", n_shards, batch_size=5, progress=False
-    )
+    counts = build_shards([source(tmp, "*.jsonl")], tmp / "out", n_shards, batch_size=5)
     got = read_shards(tmp / "out", n_shards).column("text").to_pylist()
     expected = {t.strip() for t in texts if t.strip()}
     assert sorted(got) == sorted(expected)
@@ -150,9 +148,7 @@ def test_every_distinct_nonempty_text_lands_in_exactly_one_shard(tmp_path_factor
 
 def test_max_docs_limits_a_source(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": f"d{i}"} for i in range(50)])
-    counts = build_shards(
-        [source(tmp_path, "*.jsonl", max_docs=10)], tmp_path / "out", 2, progress=False
-    )
+    counts = build_shards([source(tmp_path, "*.jsonl", max_docs=10)], tmp_path / "out", 2)
     assert counts["out"] == 10 and counts["per_source"]["t"]["limited_by_max_docs"]
 
 
@@ -177,7 +173,7 @@ def test_fineweb_edu_preset_reads_the_hub_layout(tmp_path):
     src = Source.from_config(
         0, {"name": "fw", "glob": str(tmp_path / "*.parquet"), "preset": "fineweb-edu"}
     )
-    build_shards([src], tmp_path / "out", 1, progress=False)
+    build_shards([src], tmp_path / "out", 1)
     row = read_shards(tmp_path / "out", 1).to_pylist()[0]
     assert row["url"] == "https://example.org/f"
     assert json.loads(row["meta"])["int_score"] == 3
@@ -247,9 +243,7 @@ def test_bad_record_fails_with_a_clear_error_and_writes_nothing(tmp_path, case):
     make(tmp_path / "in")
     out = tmp_path / "out"
     with pytest.raises(CorpusError) as err:
-        build_shards(
-            [source(tmp_path, "in/*")], out, 2, counts_path=out / "counts.json", progress=False
-        )
+        build_shards([source(tmp_path, "in/*")], out, 2, counts_path=out / "counts.json")
     for word in words:
         assert word in str(err.value)
     assert "on_bad_record: skip" in str(err.value)
@@ -261,9 +255,7 @@ def test_bad_record_is_counted_and_skipped(tmp_path, case):
     make, _, reason = BAD_CASES[case]
     (tmp_path / "in").mkdir()
     make(tmp_path / "in")
-    counts = build_shards(
-        [source(tmp_path, "in/*")], tmp_path / "out", 2, on_bad_record="skip", progress=False
-    )
+    counts = build_shards([source(tmp_path, "in/*")], tmp_path / "out", 2, on_bad_record="skip")
     assert counts["dropped"] == {reason: 1}
     assert read_shards(tmp_path / "out", 2).column("text").to_pylist() == ["good"]
 
@@ -276,11 +268,11 @@ def test_bad_file_fails_or_is_skipped(tmp_path, case):
     write_jsonl(tmp_path / "in" / "z_good.jsonl", [{"text": "good"}])
     out = tmp_path / "out"
     with pytest.raises(CorpusError) as err:
-        build_shards([source(tmp_path, "in/*")], out, 2, progress=False)
+        build_shards([source(tmp_path, "in/*")], out, 2)
     for word in words:
         assert word in str(err.value)
     assert_nothing_written(out)
-    counts = build_shards([source(tmp_path, "in/*")], out, 2, on_bad_record="skip", progress=False)
+    counts = build_shards([source(tmp_path, "in/*")], out, 2, on_bad_record="skip")
     assert counts["files_skipped"] == {reason: 1} and counts["out"] == 1
 
 
@@ -290,7 +282,7 @@ def test_skip_mode_fails_when_too_much_is_bad_and_writes_nothing(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"body": f"doc {i}"} for i in range(5)])
     out = tmp_path / "out"
     with pytest.raises(CorpusError, match="no document kept of 5 records in 1 files"):
-        build_shards([source(tmp_path, "*.jsonl")], out, 2, on_bad_record="skip", progress=False)
+        build_shards([source(tmp_path, "*.jsonl")], out, 2, on_bad_record="skip")
     assert_nothing_written(out)
     write_jsonl(tmp_path / "a.jsonl", [{"text": f"doc {i}"} for i in range(9)], [b"{bad"])
     with pytest.raises(CorpusError, match="1 of 10 records were bad.*max_skipped_share 0.05"):
@@ -299,7 +291,6 @@ def test_skip_mode_fails_when_too_much_is_bad_and_writes_nothing(tmp_path):
             out,
             2,
             on_bad_record="skip",
-            progress=False,
             max_skipped_share=0.05,
         )
     assert_nothing_written(out)
@@ -308,7 +299,6 @@ def test_skip_mode_fails_when_too_much_is_bad_and_writes_nothing(tmp_path):
         out,
         2,
         on_bad_record="skip",
-        progress=False,
         max_skipped_share=0.1,
     )
     assert (counts["out"], counts["dropped"]) == (9, {"bad_json": 1})
@@ -332,7 +322,6 @@ def test_a_source_that_keeps_nothing_fails_naming_it_even_when_others_keep_plent
             out,
             2,
             on_bad_record="skip",
-            progress=False,
             max_skipped_share=0.1,
             min_docs_per_source=1,
         )
@@ -341,7 +330,7 @@ def test_a_source_that_keeps_nothing_fails_naming_it_even_when_others_keep_plent
     assert "missing_text" in message and "corpus.min_docs_per_source (1)" in message
     assert_nothing_written(out)
     counts = build_shards(
-        sources, out, 2, on_bad_record="skip", progress=False, max_skipped_share=0.1
+        sources, out, 2, on_bad_record="skip", max_skipped_share=0.1
     )  # no floor: the old behaviour, 100 kept
     assert counts["out"] == 100 and counts["per_source"]["web"]["out"] == 0
 
@@ -349,21 +338,21 @@ def test_a_source_that_keeps_nothing_fails_naming_it_even_when_others_keep_plent
 def test_a_failed_rerun_leaves_earlier_shards_intact(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "first"}])
     out = tmp_path / "out"
-    build_shards([source(tmp_path, "*.jsonl")], out, 1, progress=False)
+    build_shards([source(tmp_path, "*.jsonl")], out, 1)
     before = (out / shard_name(0, 1)).read_bytes()
     write_jsonl(tmp_path / "a.jsonl", [{"text": "second"}], [b"{broken"])
     with pytest.raises(CorpusError):
-        build_shards([source(tmp_path, "*.jsonl")], out, 1, progress=False)
+        build_shards([source(tmp_path, "*.jsonl")], out, 1)
     assert (out / shard_name(0, 1)).read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [shard_name(0, 1)]
 
 
 def test_glob_matching_nothing_names_the_config_key(tmp_path):
     with pytest.raises(CorpusError, match=r"corpus.sources\[0\].glob: no file matches"):
-        build_shards([source(tmp_path, "nothing/*.jsonl")], tmp_path / "out", 1, progress=False)
+        build_shards([source(tmp_path, "nothing/*.jsonl")], tmp_path / "out", 1)
     optional = source(tmp_path, "nothing/*.jsonl", optional=True)
     with pytest.raises(CorpusError, match="no input file matches any source"):
-        build_shards([optional], tmp_path / "out", 1, progress=False)
+        build_shards([optional], tmp_path / "out", 1)
 
 
 @pytest.mark.skipif(
@@ -392,7 +381,7 @@ def test_real_shared_samples_read_cleanly(tmp_path):
             },
         ),
     ]
-    counts = build_shards(sources, tmp_path / "out", 3, progress=False)
+    counts = build_shards(sources, tmp_path / "out", 3)
     assert counts["per_source"]["mse"]["in"] == 988
     assert counts["per_source"]["edu"]["in"] == 150
     assert counts["per_source"]["legal"]["in"] == 300

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from corpusrun import build_shards
 from snakemake.utils import validate
 from synthllm.core import generation
 from synthllm.core.llm import Completion
 from synthllm.settings import SCHEMA, schema_default
 from synthllm.stages import classifiers as filtering
 from synthllm.stages import embed, filter_docs, filter_report, rate, synthetic_docs
-from synthllm.stages.corpus import build_shards
 from synthllm.stages.corpus_sources import Source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,7 +342,7 @@ def _shards(tmp_path, texts_by_source, n_shards=2):
         sources.append(
             Source.from_config(len(sources), {"name": name, "glob": str(folder / f"{name}.jsonl")})
         )
-    build_shards(sources, tmp_path / "corpus", n_shards, progress=False)
+    build_shards(sources, tmp_path / "corpus", n_shards)
     return sorted(str(p) for p in (tmp_path / "corpus").glob("shard-*.parquet"))
 
 
@@ -593,9 +593,7 @@ def test_coldstart_classifier_on_the_real_corpus(tmp_path):
         {"name": "c4", "glob": f"{SHARED_CORPUS}/c4_demo/*.jsonl"},
         {"name": "fineweb_legal", "glob": f"{SHARED_CORPUS}/fineweb_legal_pilot/*.parquet"},
     ]
-    build_shards(
-        [Source.from_config(i, s) for i, s in enumerate(sources)], tmp_path, 1, progress=False
-    )
+    build_shards([Source.from_config(i, s) for i, s in enumerate(sources)], tmp_path, 1)
     table = pq.read_table(tmp_path / "shard-00000-of-00001.parquet")
     vectors, _ = embed.Embedder(spec).embed(table.column("text").to_pylist())
     positive = np.array(table.column("source").to_pylist()) == "math_stackexchange"

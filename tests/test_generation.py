@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from corpusrun import build_shards
 from synthllm.core.generation import ProgressLog, progress_path
 from synthllm.core.llm import (
     Backend,
@@ -24,7 +25,7 @@ from synthllm.core.llm import (
     open_backend,
 )
 from synthllm.settings import schema_default
-from synthllm.stages.corpus import build_shards, shard_name
+from synthllm.stages.corpus import shard_name
 from synthllm.stages.corpus_sources import Source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +240,7 @@ def _docs_shard(tmp: Path, n_docs: int) -> Path:
             "max_docs": n_docs,
         },
     )
-    build_shards([src], tmp / "corpus", 1, progress=False)
+    build_shards([src], tmp / "corpus", 1)
     return tmp / "corpus" / shard_name(0, 1)
 
 

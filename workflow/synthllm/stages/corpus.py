@@ -43,8 +43,7 @@ The stage is a scatter-gather of jobs (rules/01_corpus.smk), each holding its ow
 
 The shards and counts do not depend on `files_per_job` or `batch_size` (the row group
 size aside). Under `on_bad_record: fail` a bad record fails the job that reads it; when
-several are bad, which one the error names can differ from one run to the next. `build_shards`
-runs the four steps in one process (for tests and small corpora).
+several are bad, which one the error names can differ from one run to the next.
 
 The sources, their column mapping and the per-format readers are in
 synthllm.stages.corpus_sources; how the files are split into jobs in
@@ -66,8 +65,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthllm.core.files import atomic_dir, atomic_path, write_counts, write_json
-from synthllm.stages.corpus_parts import part_groups
+from synthllm.core.files import atomic_path, write_counts, write_json
 from synthllm.stages.corpus_sources import (
     FORMATS,
     READERS,
@@ -637,94 +635,6 @@ def check_kept(
                 f"corpus.max_skipped_share {max_share}; check corpus.sources (columns, "
                 "formats) or raise the share"
             )
-
-
-# ---------------------------------------------------------------- in one process
-
-
-def build_shards(
-    sources: list[Source],
-    out_dir: str | Path,
-    n_shards: int,
-    batch_size: int = 10_000,
-    on_bad_record: str = "fail",
-    counts_path: str | Path | None = None,
-    progress: bool = False,
-    max_skipped_share: float = 1.0,
-    min_docs_per_source: int = 0,
-    files_per_job: int = 8,
-) -> dict:
-    """The four steps of the stage in this process: read every source, write `n_shards`
-    parquet shards into `out_dir`, return the counts (and write them to `counts_path`).
-
-    on_bad_record: "fail" stops at the first bad record or unreadable file with an error
-    naming it; "skip" drops it and counts it by reason. Empty texts and exact duplicates
-    are always dropped and counted. Nothing is written under a final name unless the
-    whole stage succeeds: in skip mode it fails when no document is kept or when more than
-    `max_skipped_share` of the records or of the files were skipped (1.0 sets no limit).
-    A source whose files keep fewer than `min_docs_per_source` documents fails it too, in
-    either mode, naming the source and why its records were dropped. `progress` is
-    ignored (the steps log what they did)."""
-    check_policy(on_bad_record, n_shards)
-    out_dir = Path(out_dir)
-    started = time.time()
-    groups = part_groups([_entry(src) for src in sources], files_per_job)
-    with atomic_dir(out_dir) as scratch:
-        parts, part_paths = [], []
-        for g in groups:
-            src = sources[g["source_index"]]
-            path = scratch / f"{g['id']}.arrow"
-            parts.append(
-                scatter(
-                    src,
-                    g["files"],
-                    path,
-                    scratch / f"{g['id']}.json",
-                    part=g["id"],
-                    first_file=g["first_file"],
-                    n_shards=n_shards,
-                    on_bad_record=on_bad_record,
-                    limited=src.max_docs is not None,
-                    batch_size=batch_size,
-                )
-            )
-            part_paths.append(path)
-        names = [src.name for src in sources]
-        source_limits = limits([src.max_docs for src in sources], names, parts, part_paths)
-        merged, shard_counts = [], []
-        for i in range(n_shards):
-            path = scratch / "merged" / shard_name(i, n_shards)
-            shard_counts.append(
-                gather(
-                    i,
-                    n_shards,
-                    parts,
-                    part_paths,
-                    path,
-                    scratch / "merged" / f"{i}.json",
-                    source_limits,
-                    batch_size,
-                )
-            )
-            merged.append(path)
-        return finish(
-            names,
-            parts,
-            shard_counts,
-            merged,
-            [out_dir / shard_name(i, n_shards) for i in range(n_shards)],
-            counts_path,
-            n_shards=n_shards,
-            source_limits=source_limits,
-            on_bad_record=on_bad_record,
-            max_skipped_share=max_skipped_share,
-            min_docs_per_source=min_docs_per_source,
-            elapsed_s=time.time() - started,
-        )
-
-
-def _entry(src: Source) -> dict:
-    return {"name": src.name, "glob": src.glob, "optional": src.optional}
 
 
 # ---------------------------------------------------------------- the jobs (rules/01_corpus.smk)
