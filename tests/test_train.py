@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthllm.core.chat import sft_messages
 from synthllm.settings import schema_defaults, stage_settings
 from synthllm.stages import train_tokens
 from synthllm.stages.base_model import TrainModel, materialise_base, run_base_model
@@ -36,18 +35,9 @@ from synthllm.stages.train_settings import (
     gradient_accumulation,
     linear_schedule,
 )
+from trainfiles import NEEDS_DATA, ROOT, SYSTEM, TOKENIZER, gsm8k, write_mixture
 
-ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
-TOKENIZER = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
-SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-pytestmark = [
-    pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)"),
-    pytest.mark.skipif(
-        not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"
-    ),
-]
+pytestmark = NEEDS_DATA
 
 # one layer, one head of 64: about 3 M parameters, nearly all in the embedding
 TINY = {
@@ -71,11 +61,6 @@ TINY = {
 TRAINING, TRAINING_EXECUTION = stage_settings(
     schema_defaults(models={"train": [copy.deepcopy(TINY)]}), "train"
 )
-
-
-def gsm8k(n: int) -> list[dict]:
-    with open(GSM8K_TRAIN) as f:
-        return [json.loads(next(f)) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -131,31 +116,6 @@ def test_a_template_whose_turns_end_in_no_special_token_is_refused(tmp_path, tok
             settings={"model": {**TINY, "chat_template": str(template)}},
             execution={"threads": 1},
         )
-
-
-def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tokens = [
-        len(
-            tokenizer.apply_chat_template(
-                sft_messages(r["question"], r["answer"], SYSTEM), tokenize=True, return_dict=True
-            )["input_ids"]
-        )
-        for r in records
-    ]
-    pq.write_table(
-        pa.table(
-            {
-                "question": [r["question"] for r in records],
-                "answer": [r["answer"] for r in records],
-                "tokens": pa.array(tokens, pa.int32()),
-            }
-        ),
-        path,
-    )
-    return sum(tokens)
 
 
 # ---------------------------------------------------------------------------- pure parts

@@ -5,7 +5,6 @@ file, record or key."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -21,23 +20,9 @@ from synthllm.stages.train_tokens import (
     tokenizer_digest,
     write_store,
 )
+from trainfiles import NEEDS_DATA, SYSTEM, TOKENIZER, gsm8k, write_mixture
 
-ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
-TOKENIZER = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
-SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-pytestmark = [
-    pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} absent (../shared/data)"),
-    pytest.mark.skipif(
-        not TOKENIZER.is_dir(), reason="resources/models not filled: run ./install.sh"
-    ),
-]
-
-
-def gsm8k(n: int) -> list[dict]:
-    with open(GSM8K_TRAIN) as f:
-        return [json.loads(next(f)) for _ in range(n)]
+pytestmark = NEEDS_DATA
 
 
 @pytest.fixture(scope="module")
@@ -81,26 +66,6 @@ def old_pack(samples: list[tuple[list[int], list[int]]], max_len: int) -> list[t
         else:
             rows.append((list(ids), list(labels), [len(ids)]))
     return rows
-
-
-def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tokens = [
-        len(chat_ids(tokenizer, sft_messages(r["question"], r["answer"], SYSTEM))) for r in records
-    ]
-    pq.write_table(
-        pa.table(
-            {
-                "question": [r["question"] for r in records],
-                "answer": [r["answer"] for r in records],
-                "tokens": pa.array(tokens, pa.int32()),
-            }
-        ),
-        path,
-    )
-    return sum(tokens)
 
 
 def tokenise(mixture: Path, out: Path, loss_on="answer", max_seq_len=1024, base=TOKENIZER):
