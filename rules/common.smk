@@ -394,10 +394,12 @@ def clean_questions():
 
 def final_outputs():
     """What `snakemake` with no target builds: the whole chain, ending in the scaling fits,
-    tables and figures (which need every checkpoint's evaluation)."""
+    tables and figures (which need every checkpoint's evaluation), and the graph of record
+    of each Level-3 subset (nothing else reads it)."""
     return [
         f"{RESULTS}/corpus/counts.json",
         f"{RESULTS}/filter/report.json",
+        *expand(f"{RESULTS}/graph/subset-{{subset}}/graph.counts.json", subset=subset_ids()),
         f"{RESULTS}/decontam/report.json",
         f"{RESULTS}/mixtures/length_stats.csv",
         f"{RESULTS}/eval/summary.parquet",

@@ -14,9 +14,11 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
 from synthllm.core.concepts import ConceptGraphError, clean_label, concept_key
+from synthllm.core.files import StoredNpz
 from synthllm.settings import schema_default
 from synthllm.stages import concept_graph as graph
 from synthllm.stages import graph_arrays, level3_sets, walks
+from synthllm.stages import graph_record as record
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH_PYTHON = ROOT / ".venv-graph" / "bin" / "python"
@@ -280,7 +282,7 @@ def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
             "--outputs",
             json.dumps(outputs),
             "--settings",
-            json.dumps({"subset": "000-of-001", "eps": 0.5}),
+            json.dumps({"subset": "000-of-001"}),
             "--execution",
             json.dumps({"threads": 1}),
         ],
@@ -291,6 +293,28 @@ def test_graph_of_record_holds_counts_weights_and_labels(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = json.loads((out / "counts.json").read_text())
     assert (counts["in"], counts["out"], counts["dropped"]) == (4, 3, {"no_concepts": 1})
+    assert not (out / "graph.gt").exists()  # the graph of record is a job of its own
+    record = {"graph": str(out / "graph.gt"), "counts": str(out / "graph.counts.json")}
+    proc = subprocess.run(
+        [
+            str(GRAPH_PYTHON),
+            "-m",
+            "synthllm",
+            "graph_record",
+            "--inputs",
+            json.dumps({name: outputs[name] for name in ("sampler", "nodes", "report")}),
+            "--outputs",
+            json.dumps(record),
+            "--settings",
+            json.dumps({"subset": "000-of-001", "eps": 0.5}),
+            "--execution",
+            json.dumps({}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
     check = r"""
 import json, sys, math
 from graph_tool import load_graph
@@ -326,7 +350,10 @@ print(json.dumps({
     assert sum(1 for k in edges if k[2] == 1) == 6
     report = json.loads((out / "report.json").read_text())
     assert report["edges"] == {"topic_topic": 1, "topic_kc": 6, "kc_kc": 2}
-    assert report["components"]["count"] == 2
+    record_counts = json.loads((out / "graph.counts.json").read_text())
+    assert (record_counts["in"], record_counts["out"]) == (9, 9)
+    assert record_counts["edges"] == report["edges"] and record_counts["vertices"] == 7
+    assert record_counts["components"]["count"] == 2
     # the walks over it, by keyword: the subset comes from the job, not the folder's name
     walk_out = tmp_path / "walks"
     counts = walks.run(
@@ -356,6 +383,34 @@ print(json.dumps({
     assert sets["set_id"][0].startswith("s000-of-001-e0-t")
 
 
+def test_edge_blocks_give_every_edge_once_with_its_count(tmp_path):
+    """Blocks cut anywhere in a row or between rows give back each sub-graph's edges and
+    counts from the running counts on disk, in the arrays' order."""
+    rng = np.random.default_rng(4)
+    doc_sets = [rng.choice(40, size=rng.integers(2, 12), replace=False) for _ in range(60)]
+    doc = np.repeat(np.arange(60), [len(s) for s in doc_sets]).astype(np.int32)
+    node = np.concatenate([np.sort(s) for s in doc_sets]).astype(np.int32)
+    n_topics = 9
+    incidence = graph_arrays.incidence_csr(doc, node, 60, 40)
+    counts = graph_arrays.cooccurrence(incidence, n_topics, 40, threads=1)
+    np.savez(tmp_path / "sampler.npz", **graph_arrays.sampler_arrays(counts, incidence, n_topics))
+    stored = StoredNpz(tmp_path / "sampler.npz")
+    offsets = {"tt": (0, 0), "tk": (0, n_topics), "kk": (n_topics, n_topics)}
+    expected = {}
+    for name, m in counts.items():
+        coo = (sp.triu(m, 1) if name != "tk" else m).tocoo()
+        expected[name] = sorted(
+            zip(coo.row + offsets[name][0], coo.col + offsets[name][1], coo.data)
+        )
+    for block in (1, 7, 10**9):
+        got = dict.fromkeys(offsets, [])
+        for name, pairs, c in record.edge_blocks(stored, block):
+            got[name] = got[name] + list(zip(pairs[:, 0], pairs[:, 1], c))
+        assert {k: sorted(v) for k, v in got.items()} == expected, block
+        sources = [u for u, _, _ in got["kk"]]
+        assert sources == sorted(sources)  # rows in order
+
+
 def test_graph_outputs_must_share_one_folder(tmp_path):
     outputs = {name: str(tmp_path / file) for name, file in graph.OUTPUT_FILES.items()}
     outputs["report"] = str(tmp_path / "elsewhere" / "report.json")
@@ -363,7 +418,7 @@ def test_graph_outputs_must_share_one_folder(tmp_path):
         graph.run(
             inputs={"extracted": []},
             outputs=outputs,
-            settings={"subset": "000-of-001", "eps": 0.5},
+            settings={"subset": "000-of-001"},
             execution={"threads": 1},
         )
 

@@ -89,9 +89,10 @@ def paper():
 
 def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     config, jobs = paper
-    # with 9 outside models staged and evaluated; the corpus's scatter (one job here, for the
-    # absent files: it would fail naming the glob) and gather (one job per shard)
-    assert len(jobs) == 3729 + 1 + 512
+    # with 9 outside models staged and evaluated and 5 graphs of record; the corpus's scatter
+    # (one job here, for the absent files: it would fail naming the glob) and gather (one
+    # job per shard)
+    assert len(jobs) == 3734 + 1 + 512
     gpus = {}
     for job in jobs:
         key = job.rule if job.rule != "train" else f"train/{job.wildcards['model']}"
@@ -120,7 +121,7 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     expected = 520_000 * 2 * 2048 / 400 / 3600 + 512 * 8 * 20 / 60
     assert rows["level1"].est_gpu_h == pytest.approx(expected)
     text = table(list(rows.values()))
-    assert text.splitlines()[-1].split()[:2] == ["total", str(3729 + 1 + 512)]
+    assert text.splitlines()[-1].split()[:2] == ["total", str(3734 + 1 + 512)]
 
 
 def test_the_cli_prints_the_table(fresh_results):

@@ -431,6 +431,7 @@ def test_changing_the_shard_count_reruns_the_corpus_stage_and_what_follows(test_
         "level1": 3,
         "level2": 3,
         "concept_graph": 1,
+        "graph_record": 1,
         "walks": 1,
         "level3_sets": 1,
         "level3": 3,
@@ -449,6 +450,7 @@ AFTER_FILTERING = {
     "level1": 2,
     "level2": 2,
     "concept_graph": 1,
+    "graph_record": 1,
     "walks": 1,
     "level3_sets": 1,
     "level3": 2,
@@ -472,6 +474,7 @@ STAGE_CHANGES = {
             "extract": 2,
             "level2": 2,
             "concept_graph": 1,
+            "graph_record": 1,
             "walks": 1,
             "level3_sets": 1,
             "level3": 2,
@@ -492,7 +495,7 @@ STAGE_CHANGES = {
     "graph": (
         {"graph": {"eps": 1.0e-5}},
         {
-            "concept_graph": 1,
+            "graph_record": 1,
             "walks": 1,
             "level3_sets": 1,
             "level3": 2,
@@ -600,6 +603,8 @@ def test_level3_sets_come_from_the_graph_with_their_best_references(test_run):
     graph_dir = results / "graph" / "subset-000-of-001"
     report = json.loads((graph_dir / "report.json").read_text())
     assert report["nodes"]["topic"] > 0 and report["edges"]["topic_kc"] > 0
+    record = json.loads((graph_dir / "graph.counts.json").read_text())
+    assert record["edges"] == report["edges"] and (graph_dir / "graph.gt").stat().st_size > 0
     sets = pq.read_table(results / "walks" / "subset-000-of-001.parquet").to_pylist()
     walk_counts = json.loads((results / "walks" / "subset-000-of-001.counts.json").read_text())
     assert walk_counts["in"] == report["nodes"]["topic"]  # one epoch in the test config
@@ -673,6 +678,7 @@ def test_paper_config_plans_the_whole_dag():
         "level1": 512,
         "level2": 512,
         "concept_graph": 5,
+        "graph_record": 5,
         "walks": 5,
         "level3_sets": 1,
         "level3": 512,

@@ -20,7 +20,7 @@ in pipeline order, as the rule files rules/01_corpus.smk ... rules/12_scaling.sm
    2 filter: embed, synthetic_docs, classifiers (coldstart, finegrained), rate, filter_docs,
      filter_report
    3 extract: extract
-   4 graph: concept_graph, graph_arrays, walks
+   4 graph: concept_graph, graph_arrays, graph_record, walks
    5 questions: level1, level2, level3_sets, level3
    6 answer: answer
    7 dedup: dedup
@@ -72,8 +72,9 @@ STAGES = (
     Command(
         "concept_graph",
         "stages.concept_graph:run",
-        "the Level-3 concept graph of a subset",
+        "the Level-3 concept graph of a subset, as flat arrays",
     ),
+    Command("graph_record", "stages.graph_record:run", "the graph-tool graph of a subset"),
     Command("walks", "stages.walks:run", "random-walk concept sets and reference documents"),
     # 5 questions
     Command("level1", "stages.level1:run", "Level-1 questions per document", resumable=True),

@@ -1,8 +1,9 @@
 """The concept graph of Level-3 as arrays (paper §1.2): a document's subset, the concept
 pairs of the extraction rows, the node and document index, the (doc, node) incidence, the
 three co-occurrence count matrices (topic-topic, topic-KC, KC-KC), the sampler's flat arrays,
-edge lists, and the edge and degree statistics of the report. Pure functions: nothing here
-reads or writes files or needs graph-tool (synthllm.stages.concept_graph does both).
+and the edge and degree statistics of the report. Pure functions: nothing here reads or
+writes files (synthllm.stages.concept_graph does) or needs graph-tool
+(synthllm.stages.graph_record does).
 
 The flat arrays (`sampler_arrays`, written as sampler.npz): for sub-graph g in tt, tk, kk:
 g_indptr (int64), g_indices (int32; the target kind's local index: topic i is node i, KC j is
@@ -268,16 +269,6 @@ def sampler_arrays(
         arrays[f"{name}_indices"] = np.asarray(m.indices, np.int32)
         arrays[f"{name}_cumcount"] = row_cumcount(m)
     return arrays
-
-
-def edge_list(m: sp.csr_matrix, upper: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(source row, target column, count) of a count matrix; `upper` keeps each undirected
-    edge of a symmetric matrix once."""
-    rows = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
-    if not upper:
-        return rows, m.indices, m.data
-    keep = m.indices > rows
-    return rows[keep], m.indices[keep], m.data[keep]
 
 
 def degree_summary(degrees: np.ndarray) -> dict:

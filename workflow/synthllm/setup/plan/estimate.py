@@ -204,9 +204,11 @@ def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
         w = generate("models.generator", per_shard, spec["calls_per_doc"], spec["sampling"])
         w.disk = s.questions[rule] / n_shards * b["question"]
         return w
-    if rule in ("concept_graph", "walks", "level3_sets"):
-        share = s.l3_sets / (config["graph"]["subsets"] if rule != "level3_sets" else 1)
-        return Work(disk=share * b["set"] if rule != "concept_graph" else 0)
+    if rule in ("concept_graph", "graph_record"):
+        return Work()
+    if rule in ("walks", "level3_sets"):
+        share = s.l3_sets / (config["graph"]["subsets"] if rule == "walks" else 1)
+        return Work(disk=share * b["set"])
     if rule == "level3":
         spec = gen["level3"]
         sets = s.l3_sets / n_shards
