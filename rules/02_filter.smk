@@ -44,6 +44,7 @@ rule synthetic_docs:
             "filter.synthetic",
             model="models.generator",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL
@@ -124,6 +125,7 @@ rule rate:
             max_doc_chars="filter.finegrained.max_doc_chars",
             seed="filter.seed",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
             job=lambda wildcards: {"iteration": int(wildcards.iteration)},
         ),
     shell:

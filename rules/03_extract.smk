@@ -24,6 +24,7 @@ rule extract:
             max_doc_chars="generation.max_doc_chars",
             max_docs="generation.max_docs_per_shard",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL

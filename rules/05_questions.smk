@@ -26,6 +26,7 @@ rule level1:
             max_doc_chars="generation.max_doc_chars",
             max_docs="generation.max_docs_per_shard",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL
@@ -58,6 +59,7 @@ rule level2:
             structured="generation.structured",
             max_doc_chars="generation.max_doc_chars",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL
@@ -107,6 +109,7 @@ rule level3:
             structured="generation.structured",
             max_doc_chars="generation.max_doc_chars",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL

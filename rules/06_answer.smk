@@ -28,6 +28,7 @@ rule answer:
             "generation.answer",
             model="models.answerer",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL

@@ -61,6 +61,7 @@ rule decontam_judge:
             structured="generation.structured",
             benchmarks="evaluate.benchmarks",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
         ),
     shell:
         STAGE_SHELL

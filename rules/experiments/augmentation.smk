@@ -55,6 +55,7 @@ rule augmentation_expand:
             model="models.generator",
             structured="generation.structured",
             chunk_size="generation.chunk_size",
+            engine_keepalive_s="generation.engine_keepalive_s",
             job=augmentation_expand_job,
         ),
     shell:

@@ -47,6 +47,7 @@ from synthllm.core.llm import (
     open_backend,
 )
 from synthllm.core.prompt_fit import TOO_LONG, PromptGuard
+from synthllm.core.shared_engine import SharedEngine
 from synthllm.settings import merged
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,8 @@ def _generate(requests, spec, sampling, output, fp, chunk_size, desc, open_backe
     with stop.shield_children():
         backend = open_backend_fn(spec)
     facts["startup_s"] = round(time.time() - started, 2)
+    if hasattr(backend, "shared_facts"):  # synthllm.core.shared_engine
+        facts["shared_engine"] = backend.shared_facts
     started = time.time()
     finished: list[tuple[int, Completion]] = []  # not yet on disk
     aborted: list[int] = []
@@ -358,7 +361,12 @@ class GenerationStage(ABC):
         return fit.request
 
     def open_backend(self, spec: BackendSpec):
-        """The backend the stage generates with (started only when something is left)."""
+        """The backend the stage generates with (started only when something is left): a
+        vLLM engine shared with the jobs before and after this one when
+        `generation.engine_keepalive_s` is set (synthllm.core.shared_engine), else its own."""
+        keepalive_s = self.execution.get("engine_keepalive_s", 0)
+        if keepalive_s and spec.backend == "vllm":
+            return SharedEngine(spec, keepalive_s)
         return open_backend(spec)
 
     @abstractmethod
