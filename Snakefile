@@ -33,6 +33,16 @@ include: "rules/experiments/augmentation.smk"
 
 
 check_resource_rules()
+# generation.shards_per_job: the shard jobs of each generation rule run that many to a SLURM
+# allocation, one after another (rules/common.smk shard_group); a local run ignores job groups
+if shards_per_job() > 1:
+    workflow.register_resource(ENGINE_JOBS, 1)
+
+
+resource_scopes:
+    engine_jobs="local",
+
+
 # the bookkeeping rules run in the controller's own process (config resources.local_rules);
 # what the `localrules:` directive does, for names from the config
 workflow.localrules(*config["resources"]["local_rules"])

@@ -10,6 +10,8 @@ rule extract:
         counts=f"{RESULTS}/extract/shard-{{shard}}.counts.json",
     log:
         f"{RESULTS}/logs/extract/shard-{{shard}}.log",
+    group:
+        shard_group("extract")
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

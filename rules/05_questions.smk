@@ -12,6 +12,8 @@ rule level1:
         counts="{chain}/level1/shard-{shard}.counts.json",
     log:
         "{chain}/logs/level1/shard-{shard}.log",
+    group:
+        shard_group("level1")
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -46,6 +48,8 @@ rule level2:
         counts="{chain}/level2/shard-{shard}.counts.json",
     log:
         "{chain}/logs/level2/shard-{shard}.log",
+    group:
+        shard_group("level2")
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]
@@ -96,6 +100,8 @@ rule level3:
         counts="{chain}/level3/shard-{shard}.counts.json",
     log:
         "{chain}/logs/level3/shard-{shard}.log",
+    group:
+        shard_group("level3")
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

@@ -17,6 +17,8 @@ rule answer:
         counts="{chain}/answer/shard-{shard}.counts.json",
     log:
         "{chain}/logs/answer/shard-{shard}.log",
+    group:
+        shard_group("answer")
     conda:
         "../envs/main.yaml"
     threads: config["generation"]["threads"]

@@ -406,6 +406,52 @@ def final_outputs():
     ] + scaling_outputs()
 
 
+# the generation rules with one job per shard: on SLURM, config generation.shards_per_job of
+# their jobs run in one allocation, one after another (a Snakemake job group named after the
+# rule, that many components), sharing one engine (generation.engine_keepalive_s)
+SHARD_GENERATION_RULES = tuple(command.name for command in STAGES if command.shard_grouped)
+# the local-scoped resource that makes a group's jobs run one after another: each asks for
+# one and a group job holds one (registered in the Snakefile), so its GPUs and memory are
+# one job's and its runtime the sum of its jobs'
+ENGINE_JOBS = "engine_jobs"
+
+
+def shards_per_job():
+    """Config generation.shards_per_job, checked against what makes it useful."""
+    k = config["generation"]["shards_per_job"]
+    if k > 1 and not config["generation"]["engine_keepalive_s"]:
+        raise WorkflowError(
+            f"config key generation.shards_per_job is {k} but generation.engine_keepalive_s "
+            "is 0: every job of a group would load its own engine; set a keepalive (e.g. 300)"
+        )
+    return k
+
+
+def shard_group(rule):
+    """The job group of a shard-wise generation rule's jobs, or None (each job its own).
+
+    Its size, generation.shards_per_job, is the group's number of components (the shard
+    jobs are independent: one component each). Snakemake takes group components from its
+    command line, which it reads after this file, so the size is set when the first job's
+    group is asked for, before the groups are formed; --group-components for other groups
+    stay. The jobs of a group run one after another: each asks for one ENGINE_JOBS, a
+    local-scoped resource of which a group job has one (registered in the Snakefile)."""
+    if shards_per_job() == 1:
+        return None
+
+    def group(wildcards):
+        settings = workflow.group_settings  # None while Snakemake checks the workflow
+        components = (settings.group_components or {}) if settings else {}
+        if settings is not None and components.get(rule) != shards_per_job():
+            settings.group_components = {
+                **components,
+                **{name: shards_per_job() for name in SHARD_GENERATION_RULES},
+            }
+        return rule
+
+    return group
+
+
 def job_resources(rule, gpus=0, nodes=1):
     """Scheduler resources of a rule's jobs (config key resources): memory and runtime from
     resources.default or resources.rules.<rule>; the GPUs of each node (`gpus`, a number or a
@@ -477,10 +523,14 @@ def job_resources(rule, gpus=0, nodes=1):
         values = layout(gpus, nodes)
         kind = "gpu" if gpus else "cpu"
         limits(kind)  # a job over its caps fails the plan, not in the queue
+        grouped = rule in SHARD_GENERATION_RULES and shards_per_job() > 1
+        if grouped:
+            group_runtime_fits(rule, spec["runtime"], limits(kind)["max_runtime"], kind)
         return {
             "mem_mb": attempt_limit("mem_mb", "max_mem_mb", lambda wildcards: kind),
             "runtime": attempt_limit("runtime", "max_runtime", lambda wildcards: kind),
             **{key: value for key, value in values.items() if value is not None},
+            **({ENGINE_JOBS: 1} if grouped else {}),
         }
     per_node = gpus if callable(gpus) else (lambda wildcards: gpus)
     node_count = nodes if callable(nodes) else (lambda wildcards: nodes)
@@ -500,6 +550,18 @@ def job_resources(rule, gpus=0, nodes=1):
             if key not in unset
         },
     }
+
+
+def group_runtime_fits(rule, runtime, max_runtime, kind):
+    """A group of generation.shards_per_job jobs asks SLURM for their runtimes summed: fail
+    the plan when that is over the kind's cap."""
+    total = runtime * shards_per_job()
+    if max_runtime is not None and total > max_runtime:
+        raise WorkflowError(
+            f"config key generation.shards_per_job: {shards_per_job()} jobs of rule {rule} "
+            f"({runtime} min each, resources.rules.{rule}.runtime) ask for {total} min in one "
+            f"allocation, over resources.scheduler.{kind}.max_runtime ({max_runtime})"
+        )
 
 
 def check_resource_rules():

@@ -5,8 +5,9 @@ the controller's Python (the environment of the plugin), from the checkout:
     .venv-controller/bin/python slurm/sbatch_lines.py --configfile config/paper.yaml [targets]
         [--forceall] [--attempt N] [--json]
 
-It plans like `snakemake --profile slurm -n` (the profile's default-resources included)
-and prints, per job, what the plugin would submit: `sbatch ...` without its --wrap, and the
+It plans like `snakemake --profile slurm -n` (the profile's default-resources included; job
+groups as the SLURM executor forms them: generation.shards_per_job) and prints, per job
+or group job, what the plugin would submit: `sbatch ...` without its --wrap, and the
 `srun ...` the plugin's job step puts around the rule's command (a multi-node job's command
 starts its own srun: that one is shown instead). Account and partition are written as the
 plugin writes them, without asking the cluster whether they exist. `--attempt 2` shows what
@@ -27,6 +28,7 @@ from snakemake.api import SnakemakeApi
 from snakemake.settings.types import (
     ConfigSettings,
     DAGSettings,
+    ExecutionSettings,
     OutputSettings,
     Quietness,
     ResourceSettings,
@@ -39,6 +41,7 @@ from snakemake_executor_plugin_slurm_jobstep import (
     get_gpu_setting,
     get_node_setting,
 )
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "config.yaml"
@@ -50,7 +53,8 @@ def profile_default_resources() -> dict:
 
 
 def planned_jobs(configfiles: list[str], targets: list[str], forceall: bool):
-    """Snakemake's own jobs of the plan, as the SLURM executor receives them."""
+    """Snakemake's own jobs of the plan, as the SLURM executor receives them: a job, or a
+    group job where the config groups jobs (generation.shards_per_job)."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(
             resource_settings=ResourceSettings(
@@ -63,17 +67,31 @@ def planned_jobs(configfiles: list[str], targets: list[str], forceall: bool):
         )
         workflow_api.dag(DAGSettings(targets=frozenset(targets), forceall=forceall))
         workflow = workflow_api._workflow
+        # planned for the SLURM executor, so that job groups are formed as for a real run
+        # (a local run has none)
+        workflow._executor_plugin = ExecutorPluginRegistry().get_plugin("slurm")
+        workflow.execution_settings = ExecutionSettings()
         workflow._prepare_dag(
             forceall=forceall, ignore_incomplete=True, lock_warn_only=True, nolock=True
         )
         workflow._build_dag()
+        workflow.async_run(workflow.dag.postprocess(update_needrun=False))
         # a local job (localrules, rule all) runs in the controller: nothing is submitted
         local = workflow._localrules
-        return [
-            job
-            for job in workflow.dag.needrun_jobs()
-            if not job.rule.norun and job.rule.name not in local
-        ]
+        planned = {}
+        for job in workflow.dag.needrun_jobs():
+            if job.rule.norun or job.rule.name in local:
+                continue
+            group = workflow.dag.get_job_group(job)
+            planned.setdefault(id(group or job), group or job)
+        return list(planned.values())
+
+
+def members(job) -> list:
+    """A group job's jobs in order, or the job itself."""
+    if job.is_group():
+        return sorted(job.jobs, key=lambda j: sorted(j.wildcards_dict.items()))
+    return [job]
 
 
 def account_arg(job) -> str:
@@ -102,11 +120,14 @@ def step_line(job) -> str:
 
 def sbatch_line(job) -> str:
     validate_slurm_extra(job)
-    wildcards = "_".join(f"{k}_{v}" for k, v in job.wildcards_dict.items())
+    kind = "group" if job.is_group() else "rule"
+    wildcards = (
+        "" if job.is_group() else "_".join(f"{k}_{v}" for k, v in job.wildcards_dict.items())
+    )
     params = {
         "run_uuid": "<run id>",
-        "slurm_logfile": f".snakemake/slurm_logs/rule_{job.name}/%j.log",
-        "comment_str": f"rule_{job.name}" + (f"_wildcards_{wildcards}" if wildcards else ""),
+        "slurm_logfile": f".snakemake/slurm_logs/{kind}_{job.name}/%j.log",
+        "comment_str": f"{kind}_{job.name}" + (f"_wildcards_{wildcards}" if wildcards else ""),
         "account": account_arg(job),
         "partition": partition_arg(job),
         "workdir": str(ROOT),
@@ -120,13 +141,15 @@ def render(configfiles: list[str], targets: list[str], forceall: bool, attempt: 
         job.attempt = attempt  # its resources are evaluated again, as for a retry
     return [
         {
-            "rule": job.rule.name,
-            "wildcards": dict(job.wildcards_dict),
+            "rule": members(job)[0].rule.name,
+            "wildcards": dict(members(job)[0].wildcards_dict),
+            # a group job's jobs, run one after another in its allocation
+            "jobs": [dict(member.wildcards_dict) for member in members(job)],
             "threads": job.threads,
             "sbatch": " ".join(sbatch_line(job).split()),
             "srun": " ".join(step_line(job).split()),
             # the rule's command up to its arguments: what the job step runs
-            "launcher": (job.shellcmd or "").split(" --inputs ")[0],
+            "launcher": (members(job)[0].shellcmd or "").split(" --inputs ")[0],
         }
         for job in jobs
     ]
@@ -145,7 +168,7 @@ def main() -> None:
         json.dump(lines, sys.stdout)
         return
     for line in lines:
-        wildcards = ", ".join(f"{k}={v}" for k, v in line["wildcards"].items())
+        wildcards = "; ".join(", ".join(f"{k}={v}" for k, v in job.items()) for job in line["jobs"])
         print(f"{line['rule']} {wildcards}\n  {line['sbatch']}\n  {line['srun']}")
 
 

@@ -65,7 +65,11 @@ def test_gpu_hours_of_a_small_case():
     # 10 documents x 2 calls x 100 tokens per job, and a CPU rule; rows in pipeline order
     config = {
         "corpus": {"n_shards": 1},
-        "generation": {"level1": {"calls_per_doc": 2, "sampling": {"max_tokens": 100}}},
+        "generation": {
+            "level1": {"calls_per_doc": 2, "sampling": {"max_tokens": 100}},
+            "engine_keepalive_s": 0,
+            "shards_per_job": 1,
+        },
         "models": {"generator": {"model": "org/some-2B", "backend": "vllm"}, "train": []},
     }
     s = Sizes(100, 10, 5, {"level1": 50, "level2": 50, "level3": 15}, 10)
@@ -114,11 +118,13 @@ def test_the_paper_config_jobs_ask_for_its_gpus(paper):
     s = sizes(config, None, count_benchmarks(config))
     rows = {r.rule: r for r in plan_rows(jobs, config, s)}
     assert rows["level1"].limit_gpu_h == 512 * 8 * 12
-    assert rows["level1"].loads == rows["answer"].loads == 512
+    # four shards to an allocation on one engine (generation.shards_per_job)
+    assert config["generation"]["shards_per_job"] == 4
+    assert rows["level1"].loads == rows["answer"].loads == 512 / 4
     assert rows["train"].loads == 0 and rows["rate"].loads == 0
-    # 520K documents x 2 calls x 2048 tokens, Mistral-Large at 400 tok/s per GPU, 512 loads
+    # 520K documents x 2 calls x 2048 tokens, Mistral-Large at 400 tok/s per GPU, 128 loads
     assert rows["level1"].tokens == pytest.approx(520_000 * 2 * 2048)
-    expected = 520_000 * 2 * 2048 / 400 / 3600 + 512 * 8 * 20 / 60
+    expected = 520_000 * 2 * 2048 / 400 / 3600 + 128 * 8 * 20 / 60
     assert rows["level1"].est_gpu_h == pytest.approx(expected)
     text = table(list(rows.values()))
     assert text.splitlines()[-1].split()[:2] == ["total", str(3734 + 1 + 512)]

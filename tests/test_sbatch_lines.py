@@ -14,6 +14,8 @@ import yaml
 from slurmrun import ROOT
 
 CONTROLLER_PYTHON = ROOT / ".venv-controller" / "bin" / "python"
+# the rules whose shard jobs run several to an allocation (generation.shards_per_job)
+GROUPED = {"extract", "level1", "level2", "level3", "answer"}
 TARGETS = ["all", "diversity", "ablation", "augmentation"]
 SITE = {
     "resources": {
@@ -24,7 +26,8 @@ SITE = {
                 "qos": "high",
                 "constraint": "h100",
                 "max_mem_mb": 1_000_000,
-                "max_runtime": 4320,
+                # four days: four answer shards of 24 h in one allocation (shards_per_job)
+                "max_runtime": 5760,
             },
             "cpu": {"partition": "cpu", "account": "lab", "max_mem_mb": 64000, "max_runtime": 900},
         }
@@ -112,7 +115,8 @@ def test_every_job_of_the_paper_plan_is_rendered_except_the_local_ones(lines):
     assert "train_tokens" in rules  # a CPU job (the check below: the cpu partition)
     assert {"level1", "augmentation_expand", "diversity"} <= rules  # the experiments' jobs
     assert not rules & {"all", "eval_summary", "filter_report", "ablation", "augmentation"}
-    assert len(lines) > 3500
+    # the generation rules' 512 shards each run 4 to an allocation (shards_per_job)
+    assert len(lines) > 2400 and sum(len(line["jobs"]) for line in lines) > 3500
 
 
 def test_gpu_jobs_ask_for_their_gpus_as_one_task_in_the_gpu_partition(lines, paper):
@@ -167,13 +171,16 @@ def test_the_two_node_training_job_runs_one_launcher_per_node(lines, paper):
 
 
 def test_first_attempts_ask_for_the_configured_memory_and_time(lines, paper):
+    """A job's memory and runtime; a group of shard jobs (generation.shards_per_job) asks
+    for one job's memory and the runtimes of its jobs summed."""
     resources = paper["resources"]
     for line in lines:
         spec = {**resources["default"], **resources["rules"].get(line["rule"], {})}
         if line["rule"] == "augmentation_level3_sets":
             spec = {**resources["default"], **resources["rules"]["level3_sets"]}
         sbatch = flags(line["sbatch"])
-        assert (sbatch["--mem"], sbatch["-t"]) == (str(spec["mem_mb"]), str(spec["runtime"]))
+        runtime = spec["runtime"] * len(line["jobs"])
+        assert (sbatch["--mem"], sbatch["-t"]) == (str(spec["mem_mb"]), str(runtime))
 
 
 def test_resumable_jobs_are_signalled_and_retry_with_the_same_limits(lines, site):
@@ -181,12 +188,20 @@ def test_resumable_jobs_are_signalled_and_retry_with_the_same_limits(lines, site
         "synthetic_docs", "rate", "extract", "level1", "level2", "level3", "answer",
         "evaluate", "augmentation_expand", "train",
     }  # fmt: skip
-    retried = {(line["rule"], json.dumps(line["wildcards"])): line for line in render(site, 2)}
+    # a group's shards may be others in another plan (Snakemake groups them in no set
+    # order); the groups of a rule and size ask for the same resources
+
+    def key(line):
+        if line["rule"] in GROUPED:  # a group: its size says its resources
+            return line["rule"], len(line["jobs"])
+        return line["rule"], json.dumps(line["wildcards"])
+
+    retried = {key(line): line for line in render(site, 2)}
     caps = SITE["resources"]["scheduler"]
     capped = 0
     for line in lines:
         first = flags(line["sbatch"])
-        second = flags(retried[(line["rule"], json.dumps(line["wildcards"]))]["sbatch"])
+        second = flags(retried[key(line)]["sbatch"])
         if line["rule"] in resumable:
             assert first["--signal"] == "TERM@600", line["sbatch"]
             assert (second["--mem"], second["-t"]) == (first["--mem"], first["-t"])
@@ -213,3 +228,60 @@ def test_a_first_attempt_over_its_partitions_cap_fails_before_any_job(tmp_path):
     )
     assert proc.returncode != 0
     assert "resources.scheduler.gpu.max_mem_mb (256000)" in proc.stderr
+
+
+def render_with(tmp_path, overrides: dict, *configs: str) -> subprocess.CompletedProcess:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump(overrides))
+    return subprocess.run(
+        [str(CONTROLLER_PYTHON), "slurm/sbatch_lines.py", "--forceall", "--json"]
+        + ["--configfile", "config/paper.yaml", *configs, str(extra)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_shard_jobs_run_several_to_an_allocation_one_after_another(tmp_path, paper):
+    """generation.shards_per_job 4: each generation rule's 512 shard jobs are 128 group
+    jobs of 4 shards, each asking for one job's GPUs and memory and the 4 runtimes summed;
+    every shard is in exactly one group."""
+    grouping = {"generation": {"shards_per_job": 4, "engine_keepalive_s": 300}}
+    proc = render_with(tmp_path, grouping)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = json.loads(proc.stdout)
+    shards = paper["corpus"]["n_shards"]
+    for rule in ("extract", "level1", "level2", "level3", "answer"):
+        groups = [line for line in lines if line["rule"] == rule]
+        assert len(groups) == shards // 4
+        assert sorted(job["shard"] for g in groups for job in g["jobs"]) == sorted(
+            {job["shard"] for g in groups for job in g["jobs"]}
+        )
+        assert sum(len(g["jobs"]) for g in groups) == shards
+        sbatch = flags(groups[0]["sbatch"])
+        rule_resources = paper["resources"]["rules"][rule]
+        assert sbatch["-t"] == str(4 * rule_resources["runtime"])
+        assert sbatch["--mem"] == str(rule_resources["mem_mb"])
+        assert sbatch["--gpus"].endswith(str(expected_gpus(rule, paper, None)))
+    # the other rules keep one job each
+    assert len([line for line in lines if line["rule"] == "embed"]) == shards
+
+
+def test_grouped_shards_without_a_shared_engine_or_over_the_runtime_cap_fail_the_plan(
+    tmp_path, site
+):
+    no_engine = render_with(
+        tmp_path, {"generation": {"shards_per_job": 4, "engine_keepalive_s": 0}}
+    )
+    assert no_engine.returncode != 0
+    assert "generation.shards_per_job is 4 but generation.engine_keepalive_s is 0" in (
+        no_engine.stderr
+    )
+    # the site's GPU partition allows 5760 min: 8 answer jobs of 1440 do not fit
+    too_long = render_with(
+        tmp_path, {"generation": {"shards_per_job": 8, "engine_keepalive_s": 300}}, str(site)
+    )
+    assert too_long.returncode != 0
+    assert "generation.shards_per_job: 8 jobs of rule" in too_long.stderr
+    assert "resources.scheduler.gpu.max_runtime (5760)" in too_long.stderr

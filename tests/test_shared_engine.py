@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from slurmrun import PROFILE_ARGS, ROOT, sacct_jobs, slurm_run_id, snakemake_command
 from synthllm.core.generation import progress_path
 from synthllm.core.llm import BackendError, BackendSpec, Request, Sampling, open_backend
 from synthllm.core.shared_engine import SharedEngine, engine_dir, engine_key
@@ -171,3 +173,54 @@ def test_extract_jobs_share_a_vllm_engine_and_a_killed_job_resumes_on_it(engines
         pq.read_table(shared).column("completion").to_pylist()
         == pq.read_table(alone).column("completion").to_pylist()
     )
+
+
+@needs_model
+@needs_corpus
+def test_shard_jobs_of_one_slurm_allocation_share_one_engine(
+    slurm_cluster, cluster_shape, tmp_path
+):
+    """generation.shards_per_job 2 on the local cluster, in the paper's resource shape: the
+    test config's two extraction jobs run in one allocation of the generator's 8 GPUs, one
+    after another, and the second finds the engine the first loaded."""
+    if not cluster_shape:
+        pytest.skip("needs the multi-node cluster with GPU partitions")
+    results = tmp_path / "results"
+    shards = [f"{i:05d}-of-00002" for i in range(2)]
+    docs = _docs_shard(tmp_path, 4)
+    (results / "filter" / "docs").mkdir(parents=True)
+    for shard in shards:  # the extraction's input, as the filter writes it
+        shutil.copy(docs, results / "filter" / "docs" / f"shard-{shard}.parquet")
+    grouping = tmp_path / "grouping.yaml"
+    grouping.write_text(
+        yaml.safe_dump(
+            {
+                "results": str(results),
+                "generation": {"shards_per_job": 2, "engine_keepalive_s": 60},
+            }
+        )
+    )
+    targets = [str(results / "extract" / f"shard-{shard}.parquet") for shard in shards]
+    proc = subprocess.run(
+        [*snakemake_command(slurm=True), *targets, *PROFILE_ARGS, "--allowed-rules", "extract"]
+        + ["--configfile", "config/test.yaml", "config/cluster-test.yaml", str(grouping)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    (allocation,) = sacct_jobs(slurm_run_id(out))
+    assert allocation["state"] == "COMPLETED", allocation
+    assert allocation["partition"] == "gpu" and allocation["alloc_tres"]["gres/gpu"] == "8"
+    engines = [
+        json.loads((results / "extract" / f"shard-{shard}.counts.json").read_text())[
+            "shared_engine"
+        ]
+        for shard in shards
+    ]
+    assert sorted((e["started_here"], e["jobs_before"]) for e in engines) == [
+        (False, 1),
+        (True, 0),
+    ]

@@ -45,6 +45,9 @@ class Command:
     # resumes a killed job from what it wrote (generation's progress log, training's
     # checkpoints): its retries ask for the same limits, and SLURM signals it before its limit
     resumable: bool = False
+    # one job per shard on an LLM engine: on SLURM, config generation.shards_per_job of its
+    # jobs run in one allocation, one after another, and share one engine load
+    shard_grouped: bool = False
 
 
 STAGES = (
@@ -66,7 +69,11 @@ STAGES = (
     Command("filter_report", "stages.filter_report:run", "sizes and checks of every round"),
     # 3 extract
     Command(
-        "extract", "stages.extract:run", "topics and key concepts per document", resumable=True
+        "extract",
+        "stages.extract:run",
+        "topics and key concepts per document",
+        resumable=True,
+        shard_grouped=True,
     ),
     # 4 graph
     Command(
@@ -77,12 +84,32 @@ STAGES = (
     Command("graph_record", "stages.graph_record:run", "the graph-tool graph of a subset"),
     Command("walks", "stages.walks:run", "random-walk concept sets and reference documents"),
     # 5 questions
-    Command("level1", "stages.level1:run", "Level-1 questions per document", resumable=True),
-    Command("level2", "stages.level2:run", "Level-2 questions per document", resumable=True),
+    Command(
+        "level1",
+        "stages.level1:run",
+        "Level-1 questions per document",
+        resumable=True,
+        shard_grouped=True,
+    ),
+    Command(
+        "level2",
+        "stages.level2:run",
+        "Level-2 questions per document",
+        resumable=True,
+        shard_grouped=True,
+    ),
     Command("level3_sets", "stages.level3_sets:run", "concept sets of each Level-3 shard"),
-    Command("level3", "stages.level3:run", "Level-3 questions per concept set", resumable=True),
+    Command(
+        "level3",
+        "stages.level3:run",
+        "Level-3 questions per concept set",
+        resumable=True,
+        shard_grouped=True,
+    ),
     # 6 answer
-    Command("answer", "stages.answer:run", "one answer per question", resumable=True),
+    Command(
+        "answer", "stages.answer:run", "one answer per question", resumable=True, shard_grouped=True
+    ),
     # 7 dedup, 8 decontam, 9 mixtures
     Command("dedup", "stages.dedup:run", "exact and near-duplicate questions"),
     Command("decontam", "stages.decontam:run", "drop samples copied from a benchmark"),

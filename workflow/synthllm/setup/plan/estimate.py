@@ -24,6 +24,8 @@ from synthllm.setup.plan.rates import (
 )
 from synthllm.stages import STAGES
 
+SHARD_GROUPED = {command.name for command in STAGES if command.shard_grouped}
+
 
 @dataclass(frozen=True)
 class Job:
@@ -45,7 +47,7 @@ class Work:
     kind: str | None = None
     model: str | None = None
     tokens: float = 0
-    loads: int = 0
+    loads: float = 0
     disk: float = 0
     scratch: float = 0  # peak bytes while running, removed at the end (DeepSpeed checkpoints)
 
@@ -55,7 +57,7 @@ def gpu_hours(jobs) -> float:
     return sum(j.gpus * j.runtime_min for j in jobs) / 60
 
 
-def estimate_gpu_hours(tokens: float, rate: float | None, loads: int, gpus: int, load_min):
+def estimate_gpu_hours(tokens: float, rate: float | None, loads: float, gpus: int, load_min):
     """GPU-hours of `tokens` at `rate` tokens/s per GPU plus `loads` engine starts of
     `load_min` minutes on `gpus` GPUs each; None when the rate is unknown."""
     if rate is None:
@@ -134,10 +136,15 @@ def experiment_of(job: Job, config: dict) -> str | None:
     return Path(chain).relative_to(config["results"]).parts[0]
 
 
-def engine_loads(rule: str, config: dict) -> int:
-    """1 when a job of the rule starts an LLM engine (not for an API model), else 0."""
+def engine_loads(rule: str, config: dict) -> float:
+    """1 when a job of the rule starts an LLM engine (not for an API model), else 0; 1/k for
+    a shard job that runs with k - 1 others in one allocation on one engine
+    (generation.shards_per_job, synthllm.stages.Command.shard_grouped)."""
     key = ENGINES.get(rule)
-    return int(bool(key) and _lookup(config, key).get("backend", "vllm") != "openai")
+    loads = int(bool(key) and _lookup(config, key).get("backend", "vllm") != "openai")
+    if rule in SHARD_GROUPED and config["generation"]["engine_keepalive_s"]:
+        return loads / config["generation"]["shards_per_job"]
+    return loads
 
 
 def work_of(job: Job, config: dict, s: Sizes) -> Work | None:
@@ -284,7 +291,7 @@ class Row:
     tokens: float = 0
     kind: str | None = None
     est_gpu_h: float | None = 0
-    loads: int = 0
+    loads: float = 0
     disk: float = 0
     scratch: float = 0
     over_limit: int = 0  # jobs whose estimate exceeds their runtime limit

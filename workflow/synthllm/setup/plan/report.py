@@ -55,7 +55,7 @@ def table(rows: list[Row]) -> str:
                 _hours(r.limit_gpu_h) if any(r.gpus) else "-",
                 tokens,
                 est,
-                str(r.loads) if r.loads else "-",
+                str(round(r.loads)) if r.loads else "-",
                 _bytes(r.disk),
             )
         )
@@ -69,7 +69,7 @@ def table(rows: list[Row]) -> str:
             "",
             _hours(sum(e for e in estimates if e is not None))
             + ("+?" if None in estimates else ""),
-            str(sum(r.loads for r in rows)),
+            str(round(sum(r.loads for r in rows))),
             _bytes(sum(r.disk for r in rows)),
         )
     )
