@@ -27,6 +27,7 @@ rule extract:
             max_docs="generation.max_docs_per_shard",
             chunk_size="generation.chunk_size",
             engine_keepalive_s="generation.engine_keepalive_s",
+            shards_per_job="generation.shards_per_job",
         ),
     shell:
         STAGE_SHELL

@@ -29,6 +29,7 @@ rule level1:
             max_docs="generation.max_docs_per_shard",
             chunk_size="generation.chunk_size",
             engine_keepalive_s="generation.engine_keepalive_s",
+            shards_per_job="generation.shards_per_job",
         ),
     shell:
         STAGE_SHELL
@@ -64,6 +65,7 @@ rule level2:
             max_doc_chars="generation.max_doc_chars",
             chunk_size="generation.chunk_size",
             engine_keepalive_s="generation.engine_keepalive_s",
+            shards_per_job="generation.shards_per_job",
         ),
     shell:
         STAGE_SHELL
@@ -116,6 +118,7 @@ rule level3:
             max_doc_chars="generation.max_doc_chars",
             chunk_size="generation.chunk_size",
             engine_keepalive_s="generation.engine_keepalive_s",
+            shards_per_job="generation.shards_per_job",
         ),
     shell:
         STAGE_SHELL

@@ -31,6 +31,7 @@ rule answer:
             model="models.answerer",
             chunk_size="generation.chunk_size",
             engine_keepalive_s="generation.engine_keepalive_s",
+            shards_per_job="generation.shards_per_job",
         ),
     shell:
         STAGE_SHELL

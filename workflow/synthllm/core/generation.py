@@ -363,9 +363,15 @@ class GenerationStage(ABC):
     def open_backend(self, spec: BackendSpec):
         """The backend the stage generates with (started only when something is left): a
         vLLM engine shared with the jobs before and after this one when
-        `generation.engine_keepalive_s` is set (synthllm.core.shared_engine), else its own."""
+        `generation.engine_keepalive_s` is set (synthllm.core.shared_engine), else its own.
+        Inside a SLURM job an engine is shared only by the jobs of a group
+        (`generation.shards_per_job` > 1): a job alone in its allocation has no one to
+        share with, and its engine ends with it."""
         keepalive_s = self.execution.get("engine_keepalive_s", 0)
-        if keepalive_s and spec.backend == "vllm":
+        alone = (
+            bool(os.environ.get("SLURM_JOB_ID")) and self.execution.get("shards_per_job", 1) == 1
+        )
+        if keepalive_s and spec.backend == "vllm" and not alone:
             return SharedEngine(spec, keepalive_s)
         return open_backend(spec)
 
