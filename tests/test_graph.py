@@ -381,6 +381,27 @@ print(json.dumps({
     assert counts["settings"]["eps"] == 0.5 and counts["settings"]["seed"] == 3
     assert set(sets["subset"]) == {"000-of-001"}
     assert sets["set_id"][0].startswith("s000-of-001-e0-t")
+    # a nodes table that lacks a vertex the edges reach (graph-tool would add it silently)
+    short = tmp_path / "short-nodes.parquet"
+    pl.read_parquet(outputs["nodes"]).head(6).write_parquet(short)
+    failed = subprocess.run(
+        [str(GRAPH_PYTHON), "-m", "synthllm", "graph_record"]
+        + [
+            "--inputs",
+            json.dumps({**{n: outputs[n] for n in ("sampler", "report")}, "nodes": str(short)}),
+        ]
+        + [
+            "--outputs",
+            json.dumps({"graph": str(tmp_path / "g.gt"), "counts": str(tmp_path / "c.json")}),
+        ]
+        + ["--settings", json.dumps({"subset": "000-of-001", "eps": 0.5}), "--execution", "{}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 2
+    assert f"reach 7 vertices, {short} has 6" in failed.stderr
+    assert not (tmp_path / "g.gt").exists()
 
 
 def test_edge_blocks_give_every_edge_once_with_its_count(tmp_path):

@@ -146,6 +146,12 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
             f"{inputs['sampler']}: edges per sub-graph {edges} differ from {inputs['report']}'s "
             f"{expected}; rebuild the concept graph of subset {name}"
         )
+    # graph-tool adds the vertices an out-of-range edge end names, silently
+    if g.num_vertices() != nodes.height:
+        raise ConceptGraphError(
+            f"{inputs['sampler']}: its edges reach {g.num_vertices()} vertices, "
+            f"{inputs['nodes']} has {nodes.height}; rebuild the concept graph of subset {name}"
+        )
     steps("graph-tool graph")
     found = components(g)
     steps("components")
