@@ -50,31 +50,18 @@ def bench_config(tokenizer: str, architecture: dict) -> dict:
     return schema_defaults(models={"train": [{**model, "architecture": architecture}]})
 
 
-def mixture(path: Path, data: Path, n: int, tokenizer) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from synthllm.core.chat import sft_messages
+def mixture(path: Path, data: Path, n: int, tokenizer_path: Path) -> None:
+    """The first `n` records of `data` as a mixture, tokens counted as the mixture stage does."""
+    import polars as pl
+    from synthllm.stages.mixtures import count_tokens
 
     with open(data) as f:
         records = [json.loads(next(f)) for _ in range(n)]
-    tokens = [
-        len(
-            tokenizer.apply_chat_template(
-                sft_messages(r["question"], r["answer"], SYSTEM), tokenize=True, return_dict=True
-            )["input_ids"]
-        )
-        for r in records
-    ]
-    pq.write_table(
-        pa.table(
-            {
-                "question": [r["question"] for r in records],
-                "answer": [r["answer"] for r in records],
-                "tokens": pa.array(tokens, pa.int32()),
-            }
-        ),
-        path,
+    frame = pl.DataFrame(
+        {"question": [r["question"] for r in records], "answer": [r["answer"] for r in records]}
     )
+    tokens = count_tokens(frame, str(tokenizer_path), SYSTEM)
+    frame.with_columns(pl.Series("tokens", tokens, dtype=pl.Int32)).write_parquet(path)
 
 
 def bare_loop(
@@ -171,7 +158,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     config = bench_config(args.tokenizer, json.loads(args.architecture_json))
@@ -205,7 +191,7 @@ def main() -> None:
             execution={"threads": args.threads},
         )
         mix = tmp / "mix.parquet"
-        mixture(mix, args.data, args.samples, AutoTokenizer.from_pretrained(base))
+        mixture(mix, args.data, args.samples, base)
         # exactly `steps` steps: one epoch of steps x global batch samples
         n = min(args.samples, args.steps * args.global_batch)
         import pyarrow.parquet as pq

@@ -137,7 +137,7 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tmp_path, tokeniz
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    write_mixture(tmp_path / "mix.parquet", gsm8k(5), tokenizer)
+    write_mixture(tmp_path / "mix.parquet", gsm8k(5), TOKENIZER)
     path = make_store(tmp_path / "mix.parquet", tiny_base, tmp_path / "tokens", "answer", 4096)
     store = train_tokens.open_store(
         path,
@@ -304,10 +304,10 @@ def read_log(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def mixture16(tmp_path_factory, tokenizer, tiny_base):
+def mixture16(tmp_path_factory, tiny_base):
     """16 samples and their token store for SETTINGS (the path of the store, the tokens)."""
     folder = tmp_path_factory.mktemp("mix")
-    tokens = write_mixture(folder / "mix.parquet", gsm8k(16), tokenizer)
+    tokens = write_mixture(folder / "mix.parquet", gsm8k(16), TOKENIZER)
     store = make_store(
         folder / "mix.parquet",
         tiny_base,

@@ -87,10 +87,10 @@ def store_settings(tokenizer, loss_on="answer", max_seq_len=1024) -> dict:
 
 
 @pytest.fixture(scope="module")
-def mixture300(tmp_path_factory, tokenizer):
+def mixture300(tmp_path_factory):
     path = tmp_path_factory.mktemp("mix") / "mix.parquet"
     records = gsm8k(300)
-    return path, records, write_mixture(path, records, tokenizer)
+    return path, records, write_mixture(path, records, TOKENIZER)
 
 
 # ---------------------------------------------------------------------------- ids and labels
@@ -155,7 +155,7 @@ def test_stored_samples_match_the_mixture_token_counts(tmp_path, tokenizer, mixt
     assert isinstance(store.input_ids, np.memmap)
 
 
-def test_the_store_is_the_same_when_made_again(tmp_path, tokenizer, mixture300):
+def test_the_store_is_the_same_when_made_again(tmp_path, mixture300):
     """A rerun of the job writes the same digest: a training checkpoint stays resumable."""
     mixture, _, _ = mixture300
     a = tokenise(mixture, tmp_path / "a")

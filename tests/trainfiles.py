@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from synthllm.core.chat import sft_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train" / "train.jsonl"
@@ -27,28 +26,15 @@ def gsm8k(n: int) -> list[dict]:
         return [json.loads(next(f)) for _ in range(n)]
 
 
-def write_mixture(path: Path, records: list[dict], tokenizer) -> int:
-    """A mixture parquet (question, answer, tokens: the sample's chat-template length) of
-    `records`; returns its tokens."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_mixture(path: Path, records: list[dict], tokenizer_path: Path) -> int:
+    """A mixture parquet (question, answer, tokens: the sample's chat-template length, as the
+    mixture stage counts it) of `records`; returns its tokens."""
+    import polars as pl
+    from synthllm.stages.mixtures import count_tokens
 
-    tokens = [
-        len(
-            tokenizer.apply_chat_template(
-                sft_messages(r["question"], r["answer"], SYSTEM), tokenize=True, return_dict=True
-            )["input_ids"]
-        )
-        for r in records
-    ]
-    pq.write_table(
-        pa.table(
-            {
-                "question": [r["question"] for r in records],
-                "answer": [r["answer"] for r in records],
-                "tokens": pa.array(tokens, pa.int32()),
-            }
-        ),
-        path,
+    frame = pl.DataFrame(
+        {"question": [r["question"] for r in records], "answer": [r["answer"] for r in records]}
     )
-    return sum(tokens)
+    tokens = count_tokens(frame, str(tokenizer_path), SYSTEM)
+    frame.with_columns(pl.Series("tokens", tokens, dtype=pl.Int32)).write_parquet(path)
+    return int(tokens.sum())
