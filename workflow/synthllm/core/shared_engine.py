@@ -87,6 +87,10 @@ def engine_key(spec: BackendSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class EngineGone(BackendError):
+    """The engine process closed the connection: it ended, or ran out of keepalive."""
+
+
 class SharedEngine(Backend):
     """A job's side of a shared engine (the module docstring): `stream` as every backend's,
     served by the engine process, which this starts when none answers."""
@@ -98,8 +102,15 @@ class SharedEngine(Backend):
         self.address = folder / f"{key}.sock"
         self.log_path = folder / f"{key}.log"
         started = time.time()
-        self.conn, self.process = self._connect_or_start(folder / f"{key}.lock", keepalive_s)
-        facts = self._receive_ready()
+        for attempt in (1, 2):
+            self.conn, self.process = self._connect_or_start(folder / f"{key}.lock", keepalive_s)
+            try:
+                facts = self._receive_ready()
+                break
+            except EngineGone:
+                # an engine that ran out of keepalive as this job connected: start another
+                if attempt == 2:
+                    raise
         self.startup_s = time.time() - started
         # what the stage's counts say of the engine (synthllm.core.generation)
         self.shared_facts = {
@@ -177,7 +188,7 @@ class SharedEngine(Backend):
         try:
             return self.conn.recv()
         except (EOFError, OSError):
-            raise BackendError(self._ended("ended mid-job")) from None
+            raise EngineGone(self._ended("ended mid-job")) from None
 
     def _receive_ready(self) -> dict:
         message = self._recv()

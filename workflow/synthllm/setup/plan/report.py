@@ -108,6 +108,13 @@ def footnotes(rows: list[Row], s: Sizes, config: dict) -> list[str]:
             f"train also holds up to {_bytes(scratch)} per job of DeepSpeed checkpoints "
             "(14 bytes/parameter) while it runs, removed at the end"
         )
+    generation = config["generation"]
+    if generation["shards_per_job"] > 1 and generation["engine_keepalive_s"]:
+        notes.append(
+            f"loads: the shard jobs of extract, level1-3 and answer run "
+            f"{generation['shards_per_job']} to an allocation on one engine "
+            "(generation.shards_per_job)"
+        )
     if any(r.kind == "api" for r in rows):
         notes.append("rate: an API model (models.rater backend openai): tokens, no GPU time")
     over = [r.rule for r in rows if r.over_limit]
