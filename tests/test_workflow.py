@@ -160,7 +160,11 @@ def test_generation_stages_ran_with_the_real_engine(test_run):
         answers = pq.read_table(results / "answer" / f"shard-{shard}.parquet").to_pylist()
         assert [a["question_id"] for a in answers] == questions
         log = (results / "logs" / "extract" / f"shard-{shard}.log").read_text()
-        assert "vLLM engine for resources/models/SmolLM2-135M-Instruct ready" in log
+        counts = json.loads((results / "extract" / f"shard-{shard}.counts.json").read_text())
+        if "shared_engine" in counts:  # a local run: the engine of the run's jobs
+            assert "shared engine for resources/models/SmolLM2-135M-Instruct" in log
+        else:  # through SLURM, alone in its allocation: its own engine
+            assert "vLLM engine for resources/models/SmolLM2-135M-Instruct ready" in log
 
 
 # What each job asks SLURM for in config/cluster-test.yaml (the paper's shape): GPUs per node
