@@ -21,7 +21,7 @@ backend spec but the config key's name) and, for a local model folder, of its fi
 and times: a retrained checkpoint is a new engine. It serves one job at a time; a second
 job waits for the first. The protocol, pickled over the socket: the engine sends
 ("ready", facts) once loaded, or ("error", message); the job sends ("stream", requests,
-sampling, positions, max_in_flight) and gets ("done", position, completion) as each
+sampling, positions, max_in_flight, halted) and gets ("done", position, completion) as each
 finishes, then ("end",), or ("error", message); during a stream the job may send ("halt",)
 (a SIGTERM: no new request) or ("abort",) (the stream was closed: what is in flight is
 aborted). A job that dies mid-stream counts as an abort.
@@ -197,8 +197,9 @@ class SharedEngine(Backend):
         return message[1]
 
     def stream(self, requests, sampling, positions, max_in_flight, halt=_never):
-        self.conn.send(("stream", list(requests), sampling, list(positions), max_in_flight))
-        halted = ended = False
+        halted = halt()  # a stop asked before the stream begins: nothing is to start
+        self.conn.send(("stream", list(requests), sampling, list(positions), max_in_flight, halted))
+        ended = False
         try:
             while True:
                 if not halted and halt():
@@ -289,11 +290,9 @@ def _serve_job(backend: Backend, job: Connection) -> None:
     """Every stream one job asks for, until it closes its connection."""
     while True:
         message = job.recv()  # EOFError: the job is done
-        if message[0] == "abort":  # an abort that crossed the end of its stream
-            job.send(("end",))
+        if message[0] in ("abort", "halt"):  # sent as its stream ended: that "end" is sent
             continue
-        _, requests, sampling, positions, max_in_flight = message
-        halted = False
+        _, requests, sampling, positions, max_in_flight, halted = message
 
         def halt() -> bool:
             nonlocal halted
