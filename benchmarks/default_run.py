@@ -88,13 +88,19 @@ def stage_table(jobs: dict[int, dict]) -> list[dict]:
 
 
 def engine_startups(results: Path) -> tuple[int, float]:
-    """Engine start-ups the generation stages' counts report (`startup_s` > 0) and their sum."""
+    """Engine loads the stages' counts report and their seconds: a job on a shared engine
+    counts when it started the engine (`shared_engine.started_here`, its `load_s`), any
+    other when it opened one (`startup_s` > 0)."""
     n, total = 0, 0.0
     for path in results.rglob("*counts.json"):
         try:
-            startup = json.loads(path.read_text()).get("startup_s")
+            counts = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        shared = counts.get("shared_engine")
+        startup = shared["load_s"] if shared and shared["started_here"] else None
+        if startup is None and not shared:
+            startup = counts.get("startup_s")
         if isinstance(startup, (int, float)) and startup > 0:
             n += 1
             total += startup

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synthllm.setup.plan.estimate import Row, Sizes
+from synthllm.setup.plan.estimate import SHARD_GROUPED, Row, Sizes
 from synthllm.setup.plan.rates import MFU, PEAK_TFLOPS
 
 
@@ -111,7 +111,7 @@ def footnotes(rows: list[Row], s: Sizes, config: dict) -> list[str]:
     generation = config["generation"]
     if generation["shards_per_job"] > 1 and generation["engine_keepalive_s"]:
         notes.append(
-            f"loads: the shard jobs of extract, level1-3 and answer run "
+            f"loads: the shard jobs of {', '.join(sorted(SHARD_GROUPED))} run "
             f"{generation['shards_per_job']} to an allocation on one engine "
             "(generation.shards_per_job)"
         )
