@@ -570,8 +570,11 @@ def finish(
         check_kept(
             records_in, records_out, skipped_records, n_files, files_skipped, max_skipped_share
         )
+    # one mtime for every shard: each output is the same file as its input, so a later
+    # stamp on one shard would make the earlier outputs look older than an input
+    stamp_ns = time.time_ns()
     for src, dst in zip(merged_paths, shard_paths):
-        link_into_place(Path(src), Path(dst))
+        link_into_place(Path(src), Path(dst), stamp_ns)
     extra = {
         "n_shards": n_shards,
         "docs_per_shard": [c["rows"] for c in shard_counts],
@@ -591,9 +594,10 @@ def finish(
     }
 
 
-def link_into_place(src: Path, dst: Path) -> None:
+def link_into_place(src: Path, dst: Path, stamp_ns: int) -> None:
     """`dst` names the file `src` (a hard link; a copy where the filesystem has none),
-    replacing any file there, with a fresh mtime (Snakemake compares it with the inputs')."""
+    replacing any file there, with the mtime `stamp_ns` (Snakemake compares it with the
+    inputs')."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -602,7 +606,7 @@ def link_into_place(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     try:
-        os.utime(tmp)
+        os.utime(tmp, ns=(stamp_ns, stamp_ns))
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
