@@ -697,9 +697,7 @@ def test_the_jobs_write_what_build_shards_writes(tmp_path):
     # shards are the gathered ones under new names, so one shard's stamp is every shard's
     inputs = [*(tmp_path / "work").glob("*.json"), *(tmp_path / "work").glob("*.parquet")]
     outputs = [*out.glob("shard-*.parquet"), out / "counts.json"]
-    assert min(p.stat().st_mtime_ns for p in outputs) >= max(
-        p.stat().st_mtime_ns for p in inputs
-    )
+    assert min(p.stat().st_mtime_ns for p in outputs) >= max(p.stat().st_mtime_ns for p in inputs)
     assert (counts["in"], counts["out"]) == (19, 15)
     assert counts["dropped"] == {"bad_json": 1, "duplicate": 3}
     direct = build_shards(
