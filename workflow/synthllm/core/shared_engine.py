@@ -241,7 +241,7 @@ def serve(spec: BackendSpec, address: Path, keepalive_s: float) -> None:
     listener.settimeout(POLL_S)
     started = time.time()
     try:
-        backend = open_backend(spec)
+        backend = open_backend(spec, long_lived=True)
     except BackendError as exc:
         address.unlink(missing_ok=True)  # no new job; those already waiting are told
         _refuse_all(listener, str(exc))
