@@ -40,7 +40,7 @@ rule evaluate:
         "{chain}/logs/eval/{model}/{budget}.log",
     conda:
         "../envs/main.yaml"
-    threads: config["generation"]["threads"]
+    threads: config["evaluate"]["threads"]
     resources:
         **job_resources("evaluate", evaluate_gpus),
     params:
@@ -69,7 +69,7 @@ rule eval_nll:
         "{chain}/logs/eval/{model}/{budget}.nll.log",
     conda:
         "../envs/main.yaml"
-    threads: config["generation"]["threads"]
+    threads: config["evaluate"]["threads"]
     resources:
         **job_resources("eval_nll", min(1, config["evaluate"]["engine"]["gpus"])),
     params:

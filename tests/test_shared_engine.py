@@ -5,6 +5,7 @@ command for jobs that share a load, a job killed mid-stream and its resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,14 +26,16 @@ from test_generation import HF_MODEL, _docs_shard, _extract_cmd, needs_corpus, n
 
 @pytest.fixture
 def engines(tmp_path, monkeypatch):
-    """This test's own engine folder; no engine outlives the test."""
+    """This test's own engine folder; no engine outlives the test, nor its vLLM processes
+    (an engine leads a session of its own: its process group)."""
     folder = tmp_path / "engines"
     monkeypatch.setenv("SYNTHLLM_ENGINE_DIR", str(folder))
     yield folder
     for pid_line in subprocess.run(
         ["pgrep", "-f", f"synthllm.core.shared_engine.*{folder}"], capture_output=True, text=True
     ).stdout.split():
-        os.kill(int(pid_line), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_line), signal.SIGKILL)
 
 
 def spec(key="models.generator", model=HF_MODEL, backend="transformers", **more) -> BackendSpec:
