@@ -416,3 +416,44 @@ def test_one_definition_of_truncated(parsed, finish, free_text, status):
     from synthllm.core.generation import completion_status
 
     assert completion_status(parsed, Completion("x", finish), free_text=free_text) == status
+
+
+# the import inside the guard: vLLM's spawned processes run this file's top level again
+ENGINE_PLACE = """
+import sys
+from synthllm.core.llm import BackendSpec, Request, Sampling, open_backend
+if __name__ == "__main__":
+    if sys.argv[1] == "numba":
+        import numba  # noqa: F401  (loads llvmlite, as dedup, decontam and the walks do)
+    spec = BackendSpec.from_config("models.generator", {
+        "backend": "vllm", "model": sys.argv[2], "dtype": "float32", "max_model_len": 2048,
+        "enforce_eager": True, "kv_cache_gib": 1})
+    backend = open_backend(spec)
+    (out,) = backend.generate([Request([{"role": "user", "content": "2 + 3 ="}])],
+                              Sampling(temperature=0.0, top_p=1.0, max_tokens=4, seed=0), [0])
+    engine_core = type(backend.llm.llm_engine.engine_core).__name__
+    print("ENGINE", engine_core, bool(out.text), flush=True)
+    backend.close()
+"""
+
+
+@needs_model
+@pytest.mark.parametrize(
+    ("loaded", "engine_core"), [("none", "InprocClient"), ("numba", "SyncMPClient")]
+)
+def test_a_jobs_own_vllm_engine_runs_in_its_process_unless_llvmlite_is_loaded(
+    tmp_path, loaded, engine_core
+):
+    """On CPU a job's own engine runs in the job's process; a process that has loaded
+    llvmlite (whose function wrappers break vLLM's in-process scan of loaded modules for
+    Triton kernels) gives it vLLM's own processes, and both generate."""
+    script = tmp_path / "engine_place.py"
+    script.write_text(ENGINE_PLACE)
+    proc = subprocess.run(
+        [sys.executable, str(script), loaded, str(HF_MODEL)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"ENGINE {engine_core} True" in proc.stdout, proc.stdout[-2000:]

