@@ -24,6 +24,7 @@ from synthllm.stages.train_data import (
     IGNORE,
     Rows,
     collate,
+    label_loss_sum,
     rank_micro_batches,
     read_row,
     step_items,
@@ -132,7 +133,9 @@ def make_store(mixture: Path, base: Path, out: Path, loss_on: str, max_seq_len: 
     return out
 
 
-def test_packed_rows_compute_the_losses_of_their_samples_alone(tmp_path, tokenizer, tiny_base):
+def test_packed_rows_compute_the_losses_of_their_samples_alone_from_label_positions_only(
+    tmp_path, tokenizer, tiny_base
+):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -149,7 +152,7 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tmp_path, tokeniz
         },
     )
 
-    def loss_sum(rows):
+    def every_position_loss_sum(rows):
         batch = collate(rows, tokenizer.pad_token_id)
         labels = batch.pop("labels")
         with torch.no_grad():
@@ -161,11 +164,24 @@ def test_packed_rows_compute_the_losses_of_their_samples_alone(tmp_path, tokeniz
             reduction="sum",
         ).item()
 
+    def loss_sum(rows):
+        """What the trainer computes: logits only at the positions that predict a label."""
+        with torch.no_grad():
+            return label_loss_sum(model, collate(rows, tokenizer.pad_token_id)).item()
+
     packed = Rows.of(store, 4096, packing=True)
     assert len(packed) == 1 and len(read_row(store, packed, 0).segments) == 5
     unpacked = Rows.of(store, 4096, packing=False)
-    alone = loss_sum([read_row(store, unpacked, i) for i in range(5)])
+    alone_rows = [read_row(store, unpacked, i) for i in range(5)]
+    # the samples' prompts differ in length, so the batch's first label is a few positions
+    # into the longer prompts, and the shorter rows end in padding
+    assert len({int(np.argmax(r.labels != IGNORE)) for r in alone_rows}) > 1
+    alone = loss_sum(alone_rows)
+    assert alone == pytest.approx(every_position_loss_sum(alone_rows), rel=1e-5)
     assert loss_sum([read_row(store, packed, 0)]) == pytest.approx(alone, rel=1e-5)
+    assert loss_sum([read_row(store, packed, 0)]) == pytest.approx(
+        every_position_loss_sum([read_row(store, packed, 0)]), rel=1e-5
+    )
 
 
 def test_gradient_accumulation_is_derived_from_the_global_batch():

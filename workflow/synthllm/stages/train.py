@@ -43,9 +43,9 @@ from pathlib import Path
 
 from synthllm.core import stop
 from synthllm.stages.train_data import (
-    IGNORE,
     Rows,
     collate,
+    label_loss_sum,
     rank_micro_batches,
     read_row,
     step_items,
@@ -231,14 +231,7 @@ def _train(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> d
             weight = 1.0 if slot else 0.0
             batch = collate([read_row(store, rows, i) for i in (slot or [int(items[0])])], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            logits = engine(**batch).logits.float()
-            token_loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)),
-                labels[:, 1:].reshape(-1),
-                ignore_index=IGNORE,
-                reduction="sum",
-            )
+            token_loss = label_loss_sum(engine, batch)
             engine.backward(token_loss * (scale * weight))
             engine.step()
             local[0] += token_loss.detach().double() * weight

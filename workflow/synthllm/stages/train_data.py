@@ -130,6 +130,31 @@ def collate(rows: list[Row], pad_id: int):
     }
 
 
+def label_loss_sum(model, batch: dict):
+    """The summed cross-entropy of a collated micro-batch's labels under `model` (a causal LM
+    or the DeepSpeed engine around one). Logits are computed only from the first position
+    that predicts a label to the last (position p predicts label p + 1): for a small model
+    the vocabulary's logits are most of a step's work, and the prompt's positions need none.
+    `labels` is taken out of `batch`."""
+    import torch
+
+    labels = batch.pop("labels")
+    predicting = (labels[:, 1:] != IGNORE).any(dim=0).nonzero().flatten()
+    # a batch without labels (a padding slot of a short step) still runs one position, so
+    # that every rank takes part in the step's collectives
+    first, last = (int(predicting[0]), int(predicting[-1])) if predicting.numel() else (0, 0)
+    keep = torch.arange(first, last + 1, device=labels.device)
+    logits = model(**batch, logits_to_keep=keep).logits.float()
+    # rows of (position, vocabulary): the (batch, vocabulary, position) layout is many
+    # times slower on CPU
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        labels[:, first + 1 : last + 2].reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+
+
 # ---------------------------------------------------------------------------- batches
 
 
