@@ -57,6 +57,8 @@ rule scaling:
         f"{RESULTS}/logs/scaling.log",
     conda:
         "../envs/main.yaml"
+    # the models' fits run in parallel (their bootstrap refits are most of the stage)
+    threads: 2
     resources:
         **job_resources("scaling"),
     params:

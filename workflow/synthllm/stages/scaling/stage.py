@@ -30,6 +30,7 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
     """The stage: read `inputs["summary"]`, fit every model, write the tables, figures and
     fits.json beside `outputs["counts"]`, then the counts. Settings: config key scaling, at
     the top level (rules/12_scaling.smk)."""
+    from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
 
     from tqdm import tqdm
@@ -40,10 +41,13 @@ def run(*, inputs: dict, outputs: dict, settings: dict, execution: dict) -> dict
     analysis = settings_from_config(config)
     metric, benchmark, transform = config["metric"], config["benchmark"], config["transform"]
     points = load_points(summary, metric, benchmark, transform)
-    analyses = [
-        analyse_model(model, *pts, analysis)
-        for model, pts in tqdm(points.items(), desc="scaling fits", unit="model")
-    ]
+    # each model's fits and bootstrap refits are independent: one process per job thread
+    workers = min(execution.get("threads") or 1, len(points))
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [
+            pool.submit(analyse_model, model, *pts, analysis) for model, pts in points.items()
+        ]
+        analyses = [f.result() for f in tqdm(futures, desc="scaling fits", unit="model")]
     quantity = quantity_label(metric, benchmark, transform)
     tables = table_rows(analyses, transform)
     out_dir = Path(outputs["counts"]).parent
