@@ -140,8 +140,8 @@ def label_loss_sum(model, batch: dict):
 
     labels = batch.pop("labels")
     predicting = (labels[:, 1:] != IGNORE).any(dim=0).nonzero().flatten()
-    # a batch without labels (a padding slot of a short step) still runs one position, so
-    # that every rank takes part in the step's collectives
+    # a batch without labels (every answer cut away by max_seq_len) still runs one position:
+    # its loss is 0, and its rank still takes part in the step's backward and collectives
     first, last = (int(predicting[0]), int(predicting[-1])) if predicting.numel() else (0, 0)
     keep = torch.arange(first, last + 1, device=labels.device)
     logits = model(**batch, logits_to_keep=keep).logits.float()
